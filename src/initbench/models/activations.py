@@ -17,9 +17,9 @@ unit second moment after the non-linearity; it gives sqrt(2) for ReLU). Values:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Callable
+from functools import cache
 
 import numpy as np
 import torch
@@ -80,14 +80,12 @@ def get_activation(name: str) -> Activation:
 
 
 def make_activation(name: str, **params: float) -> nn.Module:
-    """Build the activation module ``name`` (e.g. ``make_activation("leaky_relu", negative_slope=0.2)``)."""
+    """Build the activation ``name``, e.g. ``make_activation("leaky_relu", negative_slope=0.2)``."""
     act = get_activation(name)
     try:
         return act.build(**params)
     except TypeError:
-        raise ValueError(
-            f"activation {name!r} does not take parameters {sorted(params)}"
-        ) from None
+        raise ValueError(f"activation {name!r} does not take parameters {sorted(params)}") from None
 
 
 def activation_name(module: nn.Module) -> str:
@@ -106,7 +104,7 @@ def _numeric_gain(fn: Callable[[torch.Tensor], torch.Tensor]) -> float:
     return 1.0 / math.sqrt(second_moment)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _gain_by_name(name: str, negative_slope: float | None) -> float:
     act = get_activation(name)
     if act.torch_gain_name is not None:

@@ -1,0 +1,186 @@
+"""The initializer registry: each scheme is one function registered under a canonical name.
+
+A scheme function fills one weight tensor in place; its keyword-only parameters are its
+hparams, and ``register`` records their defaults::
+
+    @register("xavier_uniform", aliases=("xavier",), hparams={"gain": 1.0}, validate=...)
+    def xavier_uniform(weight: Tensor, ctx: InitContext, *, gain: float | str) -> None: ...
+
+A data-dependent scheme (``needs_data=True``) is called once with the whole module instead,
+as ``fn(module, layers, ctx, **hparams)``, and may return what it measured. Every scheme also
+takes ``bias`` (``zeros`` | ``default`` | a constant), which ``init_module`` applies. Adding a
+scheme is that function plus ``conf/init/<name>.yaml``; the tests loop over ``list_inits()``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import numbers
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import torch
+from torch import Tensor
+
+BIAS_POLICIES = ("zeros", "default")
+
+
+@dataclass(frozen=True)
+class InitContext:
+    """What a scheme may use besides its hparams."""
+
+    activation_gain: float  # gain of the model's activation (initbench.models.activation_gain)
+    generator: torch.Generator | None = None  # every random draw goes through it
+    data: Any = None  # a training batch, for data-dependent schemes
+
+    def gain(self, gain: float | str) -> float:
+        """Resolve a ``gain`` hparam: a number, or ``"auto"`` for the activation's gain."""
+        return self.activation_gain if gain == "auto" else float(gain)
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """A registered initialization scheme."""
+
+    name: str
+    fn: Callable[..., Any]
+    hparams: Mapping[str, Any]  # defaults, "bias" included; the valid hparam names
+    aliases: tuple[str, ...] = ()
+    needs_data: bool = False
+    validate: Callable[[Mapping[str, Any]], None] | None = None  # raises ValueError
+    check_weight: Callable[[Tensor], None] | None = None  # per-layer shape check
+
+    @property
+    def doc(self) -> str:
+        """The first paragraph of the scheme function's docstring, on one line."""
+        paragraph = (self.fn.__doc__ or "").strip().split("\n\n")[0]
+        return " ".join(paragraph.split())
+
+
+_SCHEMES: dict[str, Scheme] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register(
+    name: str,
+    *,
+    hparams: Mapping[str, Any] | None = None,
+    aliases: Sequence[str] = (),
+    needs_data: bool = False,
+    bias: str | float = "zeros",
+    validate: Callable[[Mapping[str, Any]], None] | None = None,
+    check_weight: Callable[[Tensor], None] | None = None,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator adding a scheme to the registry; ``hparams`` maps each hparam to its default."""
+    hparams = dict(hparams or {})
+
+    def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
+        for key in (name, *aliases):
+            if key in _SCHEMES or key in _ALIASES:
+                raise ValueError(f"init scheme name {key!r} is already registered")
+        params = inspect.signature(fn).parameters.values()
+        keyword_only = {p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+        if keyword_only != set(hparams):
+            raise ValueError(
+                f"init {name!r}: hparams {sorted(hparams)} must match the keyword-only "
+                f"parameters of {fn.__name__}: {sorted(keyword_only)}"
+            )
+        defaults = MappingProxyType({**hparams, "bias": bias})
+        _SCHEMES[name] = Scheme(
+            name, fn, defaults, tuple(aliases), needs_data, validate, check_weight
+        )
+        _ALIASES.update(dict.fromkeys(aliases, name))
+        return fn
+
+    return decorator
+
+
+def list_inits() -> list[str]:
+    """Canonical scheme names, sorted (aliases not included)."""
+    return sorted(_SCHEMES)
+
+
+def list_aliases() -> dict[str, str]:
+    """Alias -> canonical scheme name."""
+    return dict(sorted(_ALIASES.items()))
+
+
+def resolve(name: str) -> str:
+    """The canonical name of ``name`` (a canonical name or an alias)."""
+    if name in _SCHEMES:
+        return name
+    if name in _ALIASES:
+        return _ALIASES[name]
+    raise ValueError(
+        f"unknown init scheme {name!r}; valid schemes: {', '.join(list_inits())}; "
+        f"aliases: {', '.join(list_aliases())}"
+    )
+
+
+def get_init(name: str) -> Scheme:
+    """The registered scheme ``name`` (a canonical name or an alias)."""
+    return _SCHEMES[resolve(name)]
+
+
+def fan_in_and_fan_out(weight: Tensor) -> tuple[int, int]:
+    """Fans as torch computes them: (c_in * k..., c_out * k...) for a conv kernel."""
+    if weight.dim() < 2:
+        raise ValueError(f"fans need a weight with >= 2 dims, got shape {tuple(weight.shape)}")
+    receptive = math.prod(weight.shape[2:])
+    return weight.shape[1] * receptive, weight.shape[0] * receptive
+
+
+# Validation helpers for the schemes' ``validate`` functions. Messages name the field and what
+# is valid; init_module prefixes the scheme's name.
+
+
+def check_real(field: str, value: Any, *, low: float | None = None, strict: bool = False) -> None:
+    """``value`` is a finite real number (not a bool), >= low (> low if ``strict``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{field} must be a finite number, got {value!r}")
+    if low is not None and (value <= low if strict else value < low):
+        raise ValueError(f"{field} must be {'>' if strict else '>='} {low}, got {value!r}")
+
+
+def check_int(field: str, value: Any, *, low: int) -> None:
+    """``value`` is an int (not a bool) >= low."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"{field} must be an integer >= {low}, got {value!r}")
+
+
+def check_choice(field: str, value: Any, choices: Sequence[Any]) -> None:
+    """``value`` is one of ``choices``."""
+    if isinstance(value, bool) or value not in choices:
+        raise ValueError(f"{field} must be one of {', '.join(map(str, choices))}; got {value!r}")
+
+
+def check_bool(field: str, value: Any) -> None:
+    """``value`` is true or false."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{field} must be true or false, got {value!r}")
+
+
+def check_gain(value: Any) -> None:
+    """A ``gain`` hparam: a number > 0, or "auto" for the activation's gain."""
+    if value == "auto":
+        return
+    try:
+        check_real("gain", value, low=0, strict=True)
+    except ValueError:
+        raise ValueError(f'gain must be a number > 0 or "auto", got {value!r}') from None
+
+
+def check_bias(value: Any) -> None:
+    """The ``bias`` hparam: zeros | default | a constant."""
+    if isinstance(value, str) and value in BIAS_POLICIES:
+        return
+    try:
+        check_real("bias", value)
+    except ValueError:
+        raise ValueError(
+            f"bias must be zeros, default (torch's U(+-1/sqrt(fan_in))) or a constant; "
+            f"got {value!r}"
+        ) from None

@@ -1,0 +1,93 @@
+"""Plain deep CNN (no residual connections), as in the 22- and 30-layer models of He et al. 2015.
+
+``depth`` 3x3 conv layers split over up to three stages of ``channels``, ``2*channels`` and
+``4*channels`` filters; the first conv of stages 2 and 3 has stride 2 (downsampling). Then
+global average pooling and a linear head. Normalization is off by default: batch norm
+would hide what the initialization does. Layers are named ``conv1 .. convN``,
+``act1 .. actN`` (``bn1 ..`` with ``norm="batch"``) and ``head``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from torch import nn
+
+from initbench.models.activations import make_activation
+
+NORMS = ("none", "batch")
+
+
+def stage_depths(depth: int) -> list[int]:
+    """Conv layers per stage: ``depth`` split as evenly as possible over up to three stages."""
+    n_stages = min(3, depth)
+    return [depth // n_stages + (1 if i < depth % n_stages else 0) for i in range(n_stages)]
+
+
+def check_cnn_args(input_shape: Sequence[int] | None, depth: int, channels: int, norm: str) -> None:
+    """Raise ValueError naming the field when the CNN cannot be built as asked."""
+    if depth < 1:
+        raise ValueError(f"model.depth must be >= 1 (got {depth})")
+    if channels < 1:
+        raise ValueError(f"model.channels must be >= 1 (got {channels})")
+    if norm not in NORMS:
+        raise ValueError(f"model.norm must be one of {', '.join(NORMS)} (got {norm!r})")
+    if input_shape is None:
+        return
+    if len(input_shape) != 3:
+        raise ValueError(
+            f"model=cnn needs image input (channels, height, width); the dataset gives "
+            f"examples of shape {tuple(input_shape)}: use model=mlp for vector data"
+        )
+    downsamplings = len(stage_depths(depth)) - 1
+    smallest = min(input_shape[1:])
+    if smallest < 2**downsamplings:
+        raise ValueError(
+            f"model.depth={depth} gives {downsamplings} stride-2 stages, too many for "
+            f"{input_shape[1]}x{input_shape[2]} images (need at least {2**downsamplings} pixels)"
+        )
+
+
+class PlainCNN(nn.Sequential):
+    """A plain CNN built from plain arguments.
+
+    Args:
+        input_shape: ``(channels, height, width)`` of one example.
+        num_classes: width of the output layer (logits).
+        depth: number of 3x3 conv layers (1 and up; 22 and 30 are the He et al. presets).
+        channels: filters in the first stage (doubled at each later stage).
+        activation: registry name of the non-linearity.
+        norm: ``"none"`` (default) or ``"batch"``.
+        bias: whether conv and head layers have a bias.
+        activation_params: extra parameters of the activation (e.g. ``negative_slope``).
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_classes: int,
+        depth: int,
+        channels: int = 16,
+        activation: str = "relu",
+        norm: str = "none",
+        bias: bool = True,
+        activation_params: dict | None = None,
+    ) -> None:
+        check_cnn_args(input_shape, depth, channels, norm)
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        c_in, i = input_shape[0], 0
+        for stage, n_layers in enumerate(stage_depths(depth)):
+            c_out = channels * 2**stage
+            for j in range(n_layers):
+                i += 1
+                stride = 2 if stage > 0 and j == 0 else 1
+                layers[f"conv{i}"] = nn.Conv2d(c_in, c_out, 3, stride, padding=1, bias=bias)
+                if norm == "batch":
+                    layers[f"bn{i}"] = nn.BatchNorm2d(c_out)
+                layers[f"act{i}"] = make_activation(activation, **(activation_params or {}))
+                c_in = c_out
+        layers["pool"] = nn.AdaptiveAvgPool2d(1)
+        layers["flatten"] = nn.Flatten()
+        layers["head"] = nn.Linear(c_in, num_classes, bias=bias)
+        super().__init__(layers)

@@ -1,0 +1,126 @@
+"""Metric sinks: W&B and TensorBoard behind one small interface.
+
+Both receive the same tag names (``train/loss``, ``val/acc``, ...). Each is optional and
+imported lazily, so a run with W&B switched off never imports wandb.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+
+class Sink(Protocol):
+    """What the training loop writes to."""
+
+    def log_scalars(self, scalars: Mapping[str, float], step: int) -> None: ...
+
+    def log_summary(self, summary: Mapping[str, Any]) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+class TensorBoardSink:
+    """Scalars as TensorBoard event files in ``log_dir``."""
+
+    def __init__(self, log_dir: str | Path) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.log_dir = Path(log_dir)
+        self.writer = SummaryWriter(log_dir=str(self.log_dir))
+
+    def log_scalars(self, scalars: Mapping[str, float], step: int) -> None:
+        for tag, value in scalars.items():
+            self.writer.add_scalar(tag, value, global_step=step)
+
+    def log_summary(self, summary: Mapping[str, Any]) -> None:
+        text = "\n".join(f"    {k}: {v}" for k, v in summary.items())
+        self.writer.add_text("summary", text)
+
+    def finish(self) -> None:
+        self.writer.flush()
+        self.writer.close()
+
+
+class WandbSink:
+    """A W&B run. The mode comes from ``mode`` or, when that is None, from ``WANDB_MODE``.
+
+    Without credentials, or with a server that does not answer within ``init_timeout``
+    seconds, the run is started again in offline mode (one warning says how to upload it
+    later with ``wandb sync``), so a run never fails or hangs because of W&B.
+    """
+
+    def __init__(
+        self,
+        *,
+        run_dir: str | Path,
+        project: str,
+        name: str,
+        group: str | None = None,
+        entity: str | None = None,
+        mode: str | None = None,
+        tags: list[str] | None = None,
+        config: Mapping[str, Any] | None = None,
+        init_timeout: float = 10,
+    ) -> None:
+        import wandb
+
+        self._wandb = wandb
+        kwargs = dict(
+            project=project,
+            entity=entity,
+            name=name,
+            group=group,
+            tags=list(tags or []),
+            config=dict(config or {}),
+            dir=str(run_dir),
+            settings=wandb.Settings(init_timeout=init_timeout, console="off"),
+            reinit="finish_previous",  # a multirun's jobs share one process: never reuse a run
+        )
+        try:
+            self.run = wandb.init(mode=mode, **kwargs)
+        except wandb.errors.Error as err:
+            self.run = wandb.init(mode="offline", **kwargs)
+            offline_dir = Path(self.run.dir).parent
+            log.warning(
+                "W&B is unavailable (%s): logging offline to %s; upload it later with "
+                "`wandb sync %s`",
+                str(err).splitlines()[0],
+                offline_dir,
+                offline_dir,
+            )
+        # Plot every metric against the training step we pass explicitly.
+        self.run.define_metric("*", step_metric="trainer/step")
+
+    def log_scalars(self, scalars: Mapping[str, float], step: int) -> None:
+        self.run.log({**scalars, "trainer/step": step})
+
+    def log_summary(self, summary: Mapping[str, Any]) -> None:
+        for key, value in summary.items():
+            self.run.summary[key] = value
+
+    def finish(self) -> None:
+        self.run.finish()
+
+
+class MultiSink:
+    """Fans every call out to several sinks."""
+
+    def __init__(self, sinks: list[Sink]) -> None:
+        self.sinks = sinks
+
+    def log_scalars(self, scalars: Mapping[str, float], step: int) -> None:
+        for sink in self.sinks:
+            sink.log_scalars(scalars, step)
+
+    def log_summary(self, summary: Mapping[str, Any]) -> None:
+        for sink in self.sinks:
+            sink.log_summary(summary)
+
+    def finish(self) -> None:
+        for sink in self.sinks:
+            sink.finish()

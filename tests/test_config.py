@@ -1,0 +1,118 @@
+"""The Hydra config: every option of every group composes, and bad values fail early."""
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import CONF_DIR, ROOT, compose_dict, group_options
+from initbench.data import list_datasets
+from initbench.inits import list_aliases, list_inits
+from initbench.models import list_activations
+from initbench.runner import UserError, validate
+
+GROUPS = ["model", "dataset", "init", "activation", "optimizer", "logger", "experiment"]
+
+
+@pytest.mark.parametrize("group, option", [(g, o) for g in GROUPS for o in group_options(g)])
+def test_every_group_option_composes_and_validates(group, option):
+    cfg = compose_dict([f"{group}={option}", "trainer.device=cpu"])
+    assert cfg["run_name"] == (
+        f"{cfg['init']['name']}-{cfg['activation']['name']}-{cfg['model']['name']}-s0"
+    )
+    if group == "experiment":
+        assert cfg["experiment_name"] == option
+    validate(cfg)  # every shipped option is valid as composed
+
+
+def test_groups_mirror_the_registries():
+    assert set(group_options("activation")) == set(list_activations())
+    assert set(group_options("dataset")) == set(list_datasets())
+    assert set(group_options("init")) == set(list_inits()) | set(list_aliases())
+    assert {"mlp", "cnn", "cnn22", "cnn30"} <= set(group_options("model"))
+    assert {"fashion_mlp", "cifar_cnn30"} <= set(group_options("experiment"))
+
+
+def test_defaults_are_the_fashion_mnist_mlp_with_both_loggers():
+    cfg = compose_dict()
+    assert cfg["model"]["name"] == "mlp" and cfg["dataset"]["name"] == "fashion_mnist"
+    assert set(cfg["logger"]) == {"wandb", "tensorboard"}
+    assert cfg["optimizer"]["_target_"] == "torch.optim.Adam"
+    assert cfg["optimizer"]["lr"] == pytest.approx(1e-3)
+
+
+def test_presets_set_depth_and_loggers_switch_off():
+    assert compose_dict(["model=cnn30"])["model"]["depth"] == 30
+    assert compose_dict(["model=cnn22"])["model"]["depth"] == 22
+    cfg = compose_dict(["experiment=cifar_cnn30"])
+    assert (cfg["model"]["name"], cfg["dataset"]["name"]) == ("cnn30", "cifar10")
+    assert set(compose_dict(["logger=tensorboard"])["logger"]) == {"tensorboard"}
+    assert not compose_dict(["logger=[]"]).get("logger")
+
+
+def test_every_yaml_field_has_a_comment():
+    for path in CONF_DIR.rglob("*.yaml"):
+        block_indent = None  # inside a "key: |" text block, its lines are text, not fields
+        for line in path.read_text().splitlines():
+            stripped = line.strip()
+            indent = len(line) - len(line.lstrip())
+            if block_indent is not None and (not stripped or indent > block_indent):
+                continue
+            block_indent = indent if stripped.endswith("|") else None
+            is_field = ":" in stripped and not stripped.startswith(("#", "-"))
+            opens_block = stripped.endswith(":") or stripped.endswith("|")
+            if is_field and not opens_block and not stripped.startswith(("_target_", "_partial_")):
+                assert "#" in stripped, f"{path.relative_to(ROOT)}: {line!r} has no comment"
+
+
+@pytest.mark.parametrize(
+    "override, field",
+    [
+        ("model.depth=0", "model.depth"),
+        ("model.width=0", "model.width"),
+        ("model.widths=[]", "model.widths"),
+        ("model.dropout=1.0", "model.dropout"),
+        ("trainer.batch_size=0", "trainer.batch_size"),
+        ("trainer.epochs=0", "trainer.epochs"),
+        ("trainer.device=tpu", "trainer.device"),
+        ("trainer.device=cuda:7", "trainer.device"),
+        ("trainer.precision=fp8", "trainer.precision"),
+        ("init.name=nonsense", "nonsense"),
+        ("activation.name=swish", "swish"),
+        ("dataset.name=imagenet", "imagenet"),
+    ],
+)
+def test_bad_values_name_the_field(override, field):
+    cfg = compose_dict([override])
+    with pytest.raises(UserError, match=field):
+        validate(cfg)
+
+
+def run_cli(*args, timeout=120):
+    return subprocess.run(
+        [sys.executable, "src/train.py", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_cli_help_lists_groups_and_options():
+    out = run_cli("--help").stdout
+    for text in ("model: cnn, cnn22, cnn30, mlp", "experiment:", "init:", "activation:", "logger:"):
+        assert text in out
+
+
+def test_cli_bad_value_is_one_clear_line_not_a_traceback(tmp_path):
+    proc = run_cli("model.depth=0", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 2
+    assert "initbench: error: model.depth must be >= 1 (got 0)" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_cli_unknown_group_option_lists_the_options(tmp_path):
+    proc = run_cli("init=nonsense", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode != 0
+    assert "Could not find 'init/nonsense'" in proc.stderr
+    assert "kaiming" in proc.stderr  # Hydra lists the available options

@@ -1,0 +1,150 @@
+"""End to end: a short CPU run writes its summary, TensorBoard events and a W&B offline run."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import CPU_OVERRIDES, FASHION_DIR, ROOT, compose_dict, write_fake_cifar
+from initbench.runner import run
+
+TAGS = {"train/loss", "train/acc", "val/loss", "val/acc"}
+
+
+def run_in_process(tmp_path, overrides, name="run"):
+    cfg = compose_dict(CPU_OVERRIDES + overrides)
+    run_dir = tmp_path / name
+    summary = run(cfg, run_dir, make_optimizer=instantiate(cfg["optimizer"]))
+    return summary, run_dir
+
+
+def scalar_tags(run_dir):
+    acc = EventAccumulator(str(run_dir / "tensorboard"))
+    acc.Reload()
+    return acc
+
+
+def test_short_run_writes_summary_tensorboard_and_wandb_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    summary, run_dir = run_in_process(
+        tmp_path, ["logger=[wandb,tensorboard]", "init=kaiming", "activation=tanh"]
+    )
+    on_disk = json.loads((run_dir / "summary.json").read_text())
+    assert on_disk == json.loads(json.dumps(summary))
+    assert on_disk["status"] == "finished"
+    assert on_disk["epochs_completed"] == 3
+    assert set(on_disk["final"]) == {"train_loss", "train_acc", "val_loss", "val_acc"}
+    assert 0.0 <= on_disk["best_val_acc"] <= 1.0
+    assert on_disk["best_val_acc"] >= on_disk["final"]["val_acc"]
+    assert on_disk["wall_s"] > 0
+    assert on_disk["choices"] == {
+        "init": "kaiming",
+        "model": "mlp",
+        "dataset": "circles",
+        "activation": "tanh",
+        "optimizer": "adam",
+        "seed": 0,
+        "experiment": "mlp-circles",
+    }
+    assert (run_dir / "config.yaml").exists() and (run_dir / "checkpoint.pt").exists()
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+
+    acc = scalar_tags(run_dir)
+    assert TAGS <= set(acc.Tags()["scalars"])
+    val_acc = acc.Scalars("val/acc")
+    assert len(val_acc) == 3
+    assert val_acc[-1].value == pytest.approx(on_disk["final"]["val_acc"], rel=1e-6)
+
+    offline = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1 and list(offline[0].glob("*.wandb"))
+
+
+def test_without_credentials_wandb_falls_back_to_offline(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc, no saved login
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    summary, run_dir = run_in_process(tmp_path, ["logger=wandb", "trainer.epochs=1"])
+    assert summary["status"] == "finished"
+    assert list((run_dir / "wandb").glob("offline-run-*"))
+
+
+def test_same_seed_same_weights_and_metrics_other_seed_differs(tmp_path):
+    a, dir_a = run_in_process(tmp_path, ["init=xavier"], "a")
+    b, dir_b = run_in_process(tmp_path, ["init=xavier"], "b")
+    c, _ = run_in_process(tmp_path, ["init=xavier", "seed=1"], "c")
+    assert a["final"] == b["final"]
+    assert (dir_a / "metrics.jsonl").read_text() == (dir_b / "metrics.jsonl").read_text()
+    weights_a = torch.load(dir_a / "checkpoint.pt")["model"]
+    weights_b = torch.load(dir_b / "checkpoint.pt")["model"]
+    assert all(torch.equal(weights_a[k], weights_b[k]) for k in weights_a)
+    assert c["final"] != a["final"]
+
+
+def test_exploding_init_is_a_diverged_result_not_a_crash(tmp_path):
+    summary, run_dir = run_in_process(tmp_path, ["init=normal", "init.std=1e30"])
+    assert summary["status"] == "diverged"
+    assert summary["diverged_at_epoch"] == 1
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "diverged"
+
+
+def test_cnn30_trains_on_cifar10_files(tmp_path):
+    write_fake_cifar(tmp_path / "data", per_batch=16, n_test=8)
+    summary, _ = run_in_process(
+        tmp_path,
+        [
+            "dataset=cifar10",
+            "model=cnn30",
+            "model.channels=4",
+            "init=kaiming",
+            f"data_dir={tmp_path / 'data'}",
+            "trainer.epochs=1",
+            "trainer.batch_size=32",
+        ],
+    )
+    assert summary["status"] == "finished"
+    assert summary["choices"]["model"] == "cnn30"
+    assert summary["global_step"] == 3  # 80 images in batches of 32
+
+
+def cli(*args, env=None, timeout=300):
+    return subprocess.run(
+        [sys.executable, "src/train.py", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "WANDB_MODE": "offline", **(env or {})},
+    )
+
+
+def test_cli_run_end_to_end(tmp_path):
+    proc = cli(
+        "dataset=circles",
+        "trainer.epochs=2",
+        "trainer.device=cpu",
+        "logger=tensorboard",
+        f"hydra.run.dir={tmp_path}",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "epoch 2/2" in proc.stdout + proc.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["choices"]["init"] == "pytorch_default"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FASHION_DIR.exists(), reason="apt-get install dataset-fashion-mnist")
+def test_default_run_reaches_fashion_mnist_accuracy(tmp_path):
+    """The README's main run (defaults, 2 epochs to stay quick) on the real FashionMNIST."""
+    proc = cli("trainer.epochs=2", f"hydra.run.dir={tmp_path}", f"data_dir={tmp_path / 'data'}")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "finished"
+    assert summary["best_val_acc"] >= 0.85
+    assert list((tmp_path / "wandb").glob("offline-run-*"))
