@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import os
+import pickle
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+
+from initbench.data import cifar10 as cifar_module
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
@@ -46,26 +52,43 @@ def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
-def write_fake_cifar(root: Path, per_batch: int = 20, n_test: int = 10, seed: int = 0) -> Path:
-    """Write a small CIFAR-10 in the genuine ``cifar-10-batches-py`` pickle format."""
-    import pickle
+def write_cifar_batch(path: Path, data: np.ndarray, labels: list[int]) -> None:
+    """One CIFAR-10 batch file: a Python-2 pickle of a dict with bytes keys, as the real ones."""
+    batch = {
+        b"batch_label": path.name.encode(),
+        b"labels": labels,
+        b"data": data,
+        b"filenames": [f"img_{i}.png".encode() for i in range(len(labels))],
+    }
+    path.write_bytes(pickle.dumps(batch, protocol=2))
 
-    import numpy as np
 
+def write_cifar(folder: Path, n_per_batch=20, n_test=10, seed=0) -> tuple[np.ndarray, list]:
+    """Write a small CIFAR-10 in the genuine ``cifar-10-batches-py`` format into ``folder``;
+    returns the training images (N, 3, 32, 32) and labels."""
     rng = np.random.default_rng(seed)
-    folder = root / "cifar-10-batches-py"
     folder.mkdir(parents=True, exist_ok=True)
-    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    for name in names:
-        n = n_test if name == "test_batch" else per_batch
-        batch = {
-            b"batch_label": name.encode(),
-            b"labels": [int(v) for v in rng.integers(0, 10, n)],
-            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-            b"filenames": [f"{name}_{i}.png".encode() for i in range(n)],
-        }
-        with open(folder / name, "wb") as f:
-            pickle.dump(batch, f)
-    with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({b"label_names": [f"class{i}".encode() for i in range(10)]}, f)
-    return folder
+    train = []
+    for name in [*cifar_module.TRAIN_FILES, cifar_module.TEST_FILE]:
+        n = n_test if name == cifar_module.TEST_FILE else n_per_batch
+        images = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        # distinct brightness per channel, so a wrong channel order would show
+        images[:, :1024] //= 4
+        labels = [int(v) for v in rng.integers(0, 10, n)]
+        write_cifar_batch(folder / name, images, labels)
+        if name != cifar_module.TEST_FILE:
+            train.append((images, labels))
+    images = np.concatenate([x for x, _ in train]).reshape(-1, 3, 32, 32)
+    return images, [y for _, ys in train for y in ys]
+
+
+def run_train_cli(*args: str, env: dict | None = None, timeout: float = 300):
+    """Run ``python src/train.py *args`` from the repository root (W&B offline by default)."""
+    return subprocess.run(
+        [sys.executable, "src/train.py", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "WANDB_MODE": "offline", **(env or {})},
+    )

@@ -1,11 +1,8 @@
 """The Hydra config: every option of every group composes, and bad values fail early."""
 
-import subprocess
-import sys
-
 import pytest
 
-from conftest import CONF_DIR, ROOT, compose_dict, group_options
+from conftest import CONF_DIR, ROOT, compose_dict, group_options, run_train_cli
 from initbench.data import list_datasets
 from initbench.inits import list_aliases, list_inits
 from initbench.models import list_activations
@@ -88,31 +85,21 @@ def test_bad_values_name_the_field(override, field):
         validate(cfg)
 
 
-def run_cli(*args, timeout=120):
-    return subprocess.run(
-        [sys.executable, "src/train.py", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
 def test_cli_help_lists_groups_and_options():
-    out = run_cli("--help").stdout
+    out = run_train_cli("--help").stdout
     for text in ("model: cnn, cnn22, cnn30, mlp", "experiment:", "init:", "activation:", "logger:"):
         assert text in out
 
 
 def test_cli_bad_value_is_one_clear_line_not_a_traceback(tmp_path):
-    proc = run_cli("model.depth=0", f"hydra.run.dir={tmp_path}")
+    proc = run_train_cli("model.depth=0", f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 2
     assert "initbench: error: model.depth must be >= 1 (got 0)" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
 
 
 def test_cli_unknown_group_option_lists_the_options(tmp_path):
-    proc = run_cli("init=nonsense", f"hydra.run.dir={tmp_path}")
+    proc = run_train_cli("init=nonsense", f"hydra.run.dir={tmp_path}")
     assert proc.returncode != 0
     assert "Could not find 'init/nonsense'" in proc.stderr
     assert "kaiming" in proc.stderr  # Hydra lists the available options

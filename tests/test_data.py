@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import pickle
 import socket
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ import torch
 import yaml
 
 import initbench.data as data
+from conftest import write_cifar, write_cifar_batch
 from initbench.data import (
     DataNotFoundError,
     DeviceDataset,
@@ -281,37 +281,9 @@ def test_download_from_hanging_server_is_bounded(
 # ----------------------------------------------------------------------------- CIFAR-10
 
 
-def _write_cifar_batch(path: Path, data: np.ndarray, labels: list[int]) -> None:
-    # The genuine files are Python-2 pickles of dicts with bytes keys.
-    batch = {
-        b"batch_label": path.name.encode(),
-        b"labels": labels,
-        b"data": data,
-        b"filenames": [f"img_{i}.png".encode() for i in range(len(labels))],
-    }
-    path.write_bytes(pickle.dumps(batch, protocol=2))
-
-
-def _write_cifar(folder: Path, n_per_batch=20, n_test=10, seed=0) -> tuple[np.ndarray, list]:
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    train = []
-    for name in [*cifar_module.TRAIN_FILES, cifar_module.TEST_FILE]:
-        n = n_test if name == cifar_module.TEST_FILE else n_per_batch
-        images = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
-        # distinct brightness per channel, so a wrong channel order would show
-        images[:, :1024] //= 4
-        labels = [int(v) for v in rng.integers(0, 10, n)]
-        _write_cifar_batch(folder / name, images, labels)
-        if name != cifar_module.TEST_FILE:
-            train.append((images, labels))
-    images = np.concatenate([x for x, _ in train]).reshape(-1, 3, 32, 32)
-    return images, [y for _, ys in train for y in ys]
-
-
 @pytest.mark.parametrize("layout", [".", "cifar-10-batches-py"])
 def test_cifar10_small_files(tmp_path, layout):
-    raw, labels = _write_cifar(tmp_path / layout)
+    raw, labels = write_cifar(tmp_path / layout)
     ds = load_dataset("cifar10", root=tmp_path, download=False)
     assert ds.train_x.shape == (100, 3, 32, 32) and ds.test_x.shape == (10, 3, 32, 32)
     assert ds.input_shape == (3, 32, 32) and ds.num_classes == 10 and ds.augment
@@ -326,16 +298,16 @@ def test_cifar10_small_files(tmp_path, layout):
 
 
 def test_cifar10_wrong_shape_names_file(tmp_path):
-    _write_cifar(tmp_path)
+    write_cifar(tmp_path)
     bad = tmp_path / "data_batch_3"
-    _write_cifar_batch(bad, np.zeros((20, 3000), dtype=np.uint8), [0] * 20)
+    write_cifar_batch(bad, np.zeros((20, 3000), dtype=np.uint8), [0] * 20)
     with pytest.raises(ValueError, match="expected N x 3072") as err:
         load_dataset("cifar10", root=tmp_path, download=False)
     assert str(bad) in str(err.value)
 
 
 def test_cifar10_unreadable_batch_names_file(tmp_path):
-    _write_cifar(tmp_path)
+    write_cifar(tmp_path)
     bad = tmp_path / "test_batch"
     bad.write_bytes(bad.read_bytes()[:50])
     with pytest.raises(ValueError, match="cannot unpickle") as err:
@@ -344,11 +316,11 @@ def test_cifar10_unreadable_batch_names_file(tmp_path):
 
 
 def test_cifar10_nan_input_is_rejected(tmp_path):
-    _write_cifar(tmp_path)
+    write_cifar(tmp_path)
     bad = tmp_path / "data_batch_2"
     images = np.full((20, 3072), 100.0)
     images[3, 7] = np.nan
-    _write_cifar_batch(bad, images, [0] * 20)
+    write_cifar_batch(bad, images, [0] * 20)
     with pytest.raises(ValueError, match="NaN or Inf") as err:
         load_dataset("cifar10", root=tmp_path, download=False)
     assert str(bad) in str(err.value)

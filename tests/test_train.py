@@ -1,16 +1,14 @@
 """End to end: a short CPU run writes its summary, TensorBoard events and a W&B offline run."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import CPU_OVERRIDES, FASHION_DIR, ROOT, compose_dict, write_fake_cifar
+from conftest import CPU_OVERRIDES, FASHION_DIR, compose_dict, run_train_cli, write_cifar
+from initbench.inits import list_aliases, list_inits, resolve
 from initbench.runner import run
 
 TAGS = {"train/loss", "train/acc", "val/loss", "val/acc"}
@@ -95,7 +93,7 @@ def test_exploding_init_is_a_diverged_result_not_a_crash(tmp_path):
 
 
 def test_cnn30_trains_on_cifar10_files(tmp_path):
-    write_fake_cifar(tmp_path / "data", per_batch=16, n_test=8)
+    write_cifar(tmp_path / "data" / "cifar-10-batches-py", n_per_batch=16, n_test=8)
     summary, _ = run_in_process(
         tmp_path,
         [
@@ -113,19 +111,8 @@ def test_cnn30_trains_on_cifar10_files(tmp_path):
     assert summary["global_step"] == 3  # 80 images in batches of 32
 
 
-def cli(*args, env=None, timeout=300):
-    return subprocess.run(
-        [sys.executable, "src/train.py", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "WANDB_MODE": "offline", **(env or {})},
-    )
-
-
 def test_cli_run_end_to_end(tmp_path):
-    proc = cli(
+    proc = run_train_cli(
         "dataset=circles",
         "trainer.epochs=2",
         "trainer.device=cpu",
@@ -142,9 +129,24 @@ def test_cli_run_end_to_end(tmp_path):
 @pytest.mark.skipif(not FASHION_DIR.exists(), reason="apt-get install dataset-fashion-mnist")
 def test_default_run_reaches_fashion_mnist_accuracy(tmp_path):
     """The README's main run (defaults, 2 epochs to stay quick) on the real FashionMNIST."""
-    proc = cli("trainer.epochs=2", f"hydra.run.dir={tmp_path}", f"data_dir={tmp_path / 'data'}")
+    proc = run_train_cli(
+        "trainer.epochs=2", f"hydra.run.dir={tmp_path}", f"data_dir={tmp_path / 'data'}"
+    )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "finished"
     assert summary["best_val_acc"] >= 0.85
     assert list((tmp_path / "wandb").glob("offline-run-*"))
+
+
+@pytest.mark.parametrize("init", sorted(set(list_inits()) | set(list_aliases())))
+def test_every_scheme_and_alias_trains_through_the_config(tmp_path, init):
+    summary, run_dir = run_in_process(
+        tmp_path, [f"init={init}", "trainer.epochs=1", "logger=[]", "model.width=32"]
+    )
+    assert summary["status"] == "finished"
+    assert summary["init_scheme"] == resolve(init)
+    weights = torch.load(run_dir / "checkpoint.pt")["model"]["fc1.weight"]
+    assert torch.isfinite(weights).all()
+    if init == "lsuv":  # the data-dependent scheme got its batch and reports per layer
+        assert [row["layer"] for row in summary["init_report"]] == ["fc1", "fc2", "head"]
