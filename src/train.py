@@ -19,7 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from initbench.runner import UserError, run
+from initbench.runner import Interrupted, UserError, run
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
@@ -36,6 +36,9 @@ def main(cfg: DictConfig) -> None:
     except UserError as err:
         print(f"initbench: error: {err}", file=sys.stderr)
         sys.exit(2)
+    except Interrupted as stop:  # SIGTERM/SIGINT: saved; non-zero so a W&B agent requeues it
+        print(f"initbench: {stop}", file=sys.stderr)
+        sys.exit(128 + stop.signum)
 
 
 if __name__ == "__main__":

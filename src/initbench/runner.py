@@ -2,6 +2,10 @@
 
 ``train.py`` composes the config with Hydra and hands this module plain values; a notebook
 can call :func:`run` with a dict of the same shape (see ``conf/train.yaml``).
+
+A run directory is resumable: every epoch (and on SIGTERM/SIGINT) the full training state is
+saved atomically to ``checkpoint.pt`` (the one before is kept as ``checkpoint.prev.pt``), and
+running again on the same directory continues from it with identical results.
 """
 
 from __future__ import annotations
@@ -10,18 +14,22 @@ import json
 import logging
 import os
 import random
+import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import yaml
+from torch import nn
 
 from initbench import data as datasets
 from initbench import inits
-from initbench.engine import train
+from initbench.engine import TrainState, train
 from initbench.models import build_model, check_model_params, make_activation
 from initbench.telemetry import MultiSink, Sink, TensorBoardSink, WandbSink
 
@@ -29,11 +37,27 @@ log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16")
 MODEL_KEYS = ("depth", "width", "widths", "dropout", "channels", "norm", "bias")
-LSUV_BATCH = 256  # examples handed to data-dependent initializers
+INIT_BATCH = 256  # examples handed to data-dependent initializers
+CHECKPOINT = "checkpoint.pt"
+PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"
+# Config keys that may change between a run and its resumption (where it runs, how long).
+RESUMABLE_CHANGES = ("trainer.device", "trainer.num_threads", "trainer.epochs", "data_dir",
+                     "logger", "resume")  # fmt: skip
 
 
 class UserError(Exception):
     """Bad input from the user (config values, missing data): reported without a traceback."""
+
+
+class Interrupted(Exception):
+    """The run was stopped by a signal after saving a checkpoint; exit with 128 + signum."""
+
+    def __init__(self, signum: int, run_dir: Path) -> None:
+        self.signum = signum
+        super().__init__(
+            f"stopped by {signal.Signals(signum).name}; checkpoint saved in {run_dir}. "
+            f"Run the same command with hydra.run.dir={run_dir} to continue."
+        )
 
 
 def _require(ok: bool, message: str) -> None:
@@ -59,9 +83,10 @@ def resolve_device(name: str) -> torch.device:
         raise UserError(f"trainer.device={name!r} is not a device; valid: {valid}") from None
     if device.type == "cuda":
         _require(torch.cuda.is_available(), f"trainer.device={name!r} but CUDA is not available")
-        index = device.index or 0
         count = torch.cuda.device_count()
-        _require(index < count, f"trainer.device={name!r} but only {count} CUDA devices exist")
+        _require(
+            (device.index or 0) < count, f"trainer.device={name!r} but only {count} CUDA devices"
+        )
     elif device.type == "mps":
         _require(torch.backends.mps.is_available(), f"trainer.device={name!r} but MPS is missing")
     else:
@@ -112,64 +137,28 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON through a temp file and a rename, so readers never see half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+@dataclass
+class Prepared:
+    """A validated config turned into objects: the data, and the initialized model on its device."""
+
+    device: torch.device
+    precision: str
+    data: datasets.DeviceDataset
+    model: nn.Module
+    activation: nn.Module
+    init_name: str
+    init_report: Any
 
 
-def save_checkpoint_atomic(path: Path, state: dict[str, Any]) -> None:
-    """torch.save through a temp file, fsync and rename: a kill never leaves half a checkpoint."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def prepare(cfg: Mapping[str, Any]) -> Prepared:
+    """Validate ``cfg``, load its dataset onto the device, build the model and initialize it.
 
-
-def make_sinks(cfg: Mapping[str, Any], run_dir: Path) -> list[Sink]:
-    """The sinks the ``logger`` group switches on (absent key = off)."""
-    sinks: list[Sink] = []
-    logger = cfg.get("logger") or {}
-    if "tensorboard" in logger:
-        sinks.append(TensorBoardSink(run_dir / logger["tensorboard"]["subdir"]))
-    if "wandb" in logger:
-        wb = logger["wandb"]
-        sinks.append(
-            WandbSink(
-                run_dir=run_dir,
-                project=wb["project"],
-                entity=wb.get("entity"),
-                mode=wb.get("mode"),
-                group=wb.get("group"),
-                tags=wb.get("tags"),
-                name=cfg["run_name"],
-                config=cfg,
-            )
-        )
-    return sinks
-
-
-def run(
-    cfg: Mapping[str, Any],
-    run_dir: str | Path,
-    make_optimizer: Callable[..., torch.optim.Optimizer],
-    choices: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Run one benchmark and write ``config.yaml``, ``checkpoint.pt``, ``metrics.jsonl`` and
-    ``summary.json`` into ``run_dir``. Returns the summary.
+    Weights are drawn on the CPU from the run's seed, so they are the same on every device.
 
     Raises:
-        UserError: a bad config value or missing/corrupt data, before any training.
+        UserError: a bad config value, missing or corrupt data, or an impossible model.
     """
-    run_dir = Path(run_dir)
     device = validate(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
     trainer = cfg["trainer"]
     if trainer.get("num_threads"):
         torch.set_num_threads(trainer["num_threads"])
@@ -177,8 +166,6 @@ def run(
     if precision == "bf16" and device.type != "cuda":
         log.warning("trainer.precision=bf16 needs CUDA; running in fp32 on %s", device)
         precision = "fp32"
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(dict(cfg), sort_keys=False))
-
     seed = cfg["seed"]
     seed_everything(seed)
     ds_name, ds_params = split_group(cfg["dataset"])
@@ -196,107 +183,338 @@ def run(
             activation_params=act_params,
             **model_params(cfg),
         )
-        # Weights are drawn on the CPU from the run's seed: the same on every device.
-        init_gen = torch.Generator().manual_seed(seed)
+        activation = make_activation(act_name, **act_params)
         batch_x, _ = data.sample_batch(
-            min(LSUV_BATCH, len(data.train_y)), generator=torch.Generator().manual_seed(seed)
+            min(INIT_BATCH, len(data.train_y)), generator=torch.Generator().manual_seed(seed)
         )
         init_report = inits.init_module(
             model,
             init_name,
-            activation=make_activation(act_name, **act_params),
+            activation=activation,
             data=batch_x.cpu(),
-            generator=init_gen,
+            generator=torch.Generator().manual_seed(seed),
             **init_params,
         )
     except (ValueError, FileNotFoundError) as err:
         raise UserError(str(err)) from None
+    return Prepared(device, precision, data, model.to(device), activation, init_name, init_report)
 
-    model.to(device)
+
+# ----------------------------------------------------------------------------- run directory
+
+
+def _fsync_replace(tmp: Path, path: Path) -> None:
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON through a temp file, fsync and rename, so readers never see half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    _fsync_replace(tmp, path)
+
+
+def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
+    """Save atomically (temp file, flush, fsync, rename); the previous one is kept as a fallback."""
+    tmp = run_dir / (CHECKPOINT + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    current = run_dir / CHECKPOINT
+    if current.exists():
+        os.replace(current, run_dir / PREVIOUS_CHECKPOINT)
+    _fsync_replace(tmp, current)
+
+
+def load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
+    """The newest checkpoint in ``run_dir`` that loads, or None when there is none.
+
+    A truncated or corrupt file is reported and skipped for the previous one; if every
+    checkpoint present is unreadable, UserError says so (rather than silently starting over).
+    """
+    present = [run_dir / n for n in (CHECKPOINT, PREVIOUS_CHECKPOINT) if (run_dir / n).exists()]
+    problems = []
+    for path in present:
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+            if not isinstance(ckpt, dict) or not {"model", "optimizer", "train_state"} <= set(ckpt):
+                raise ValueError("missing model/optimizer/train_state entries")
+        except Exception as err:  # truncated zip, bad pickle, wrong content: all unusable
+            problems.append(f"{path.name}: {type(err).__name__}: {err}")
+            log.warning("checkpoint %s is unreadable (%s); trying the previous one", path, err)
+            continue
+        return ckpt
+    if present:
+        raise UserError(
+            f"no usable checkpoint in {run_dir} ({'; '.join(problems)}); delete "
+            f"{' and '.join(p.name for p in present)} to start this run over"
+        )
+    return None
+
+
+def _flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in cfg.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and not any(name == k for k in RESUMABLE_CHANGES):
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def config_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Differences that make a checkpoint unusable (anything but RESUMABLE_CHANGES)."""
+    a, b = _flatten(old), _flatten(new)
+    return [
+        f"{k}: {a.get(k)!r} -> {b.get(k)!r}"
+        for k in sorted(set(a) | set(b))
+        if k not in RESUMABLE_CHANGES and a.get(k) != b.get(k)
+    ]
+
+
+def make_sinks(
+    cfg: Mapping[str, Any], run_dir: Path, *, resume_step: int | None, wandb_id: str | None
+) -> list[Sink]:
+    """The sinks the ``logger`` group switches on (absent key = off)."""
+    sinks: list[Sink] = []
+    logger = cfg.get("logger") or {}
+    if "tensorboard" in logger:
+        tb_dir = run_dir / logger["tensorboard"]["subdir"]
+        sinks.append(TensorBoardSink(tb_dir, purge_step=resume_step))
+    if "wandb" in logger:
+        wb = logger["wandb"]
+        sinks.append(
+            WandbSink(
+                run_dir=run_dir,
+                project=wb["project"],
+                entity=wb.get("entity"),
+                mode=wb.get("mode"),
+                group=wb.get("group"),
+                tags=wb.get("tags"),
+                name=cfg["run_name"],
+                config=cfg,
+                run_id=wandb_id,
+            )
+        )
+    return sinks
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[Callable[[], int | None]]:
+    """Turn SIGTERM/SIGINT into a polled flag, so training stops at a step boundary and saves.
+
+    Yields a function returning the signal number received (None if none). A second SIGINT
+    stops at once (KeyboardInterrupt). Outside the main thread, signals are left alone.
+    """
+    received: list[int] = []
+
+    def handler(signum, frame):
+        if received and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        received.append(signum)
+        log.warning("%s received: stopping after this step", signal.Signals(signum).name)
+
+    try:
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    except ValueError:  # not the main thread
+        previous = {}
+    try:
+        yield lambda: received[0] if received else None
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _check_writable(run_dir: Path) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write_test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise UserError(f"cannot write to the run directory {run_dir}: {err}") from None
+
+
+def run(
+    cfg: Mapping[str, Any],
+    run_dir: str | Path,
+    make_optimizer: Callable[..., torch.optim.Optimizer],
+    choices: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run one benchmark in ``run_dir`` (resuming from its checkpoint if it has one) and write
+    ``config.yaml``, ``checkpoint.pt``, ``metrics.jsonl`` and ``summary.json``. Returns the
+    summary.
+
+    Raises:
+        UserError: a bad config value, missing/corrupt data, an unwritable run directory or a
+            checkpoint from another config, before any training.
+        Interrupted: SIGTERM/SIGINT arrived; the state was saved first.
+    """
+    run_dir = Path(run_dir)
+    validate(cfg)
+    _check_writable(run_dir)
+    cfg = dict(cfg)
+    ckpt = None
+    old_summary = _read_json(run_dir / "summary.json") or {}
+    if cfg.get("resume", True):
+        if old_summary and old_summary.get("status") in ("finished", "diverged"):
+            log.info("run %s is already %s; nothing to do", run_dir, old_summary["status"])
+            return old_summary
+        ckpt = load_checkpoint(run_dir)
+        if ckpt is not None:
+            changes = config_changes(ckpt["config"], cfg)
+            _require(
+                not changes,
+                f"{run_dir} holds a checkpoint of a different config ({'; '.join(changes)}); "
+                f"use another run directory or resume=false to start over",
+            )
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+    prep = prepare(cfg)
+    model, data, device = prep.model, prep.data, prep.device
     optimizer = make_optimizer(model.parameters())
+    seed = cfg["seed"]
     data_gen = torch.Generator().manual_seed(seed + 1)
-    choices = dict(choices or {})
+    state = TrainState()
+    wandb_id = None
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        state = TrainState.from_state_dict(ckpt["train_state"])
+        data_gen.set_state(ckpt["data_generator"])
+        random.setstate(ckpt["python_rng"])
+        np.random.set_state(ckpt["numpy_rng"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        if device.type == "cuda" and ckpt.get("cuda_rng"):
+            torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
+        wandb_id = ckpt.get("wandb_run_id")
+        log.info("resuming %s from epoch %d, step %d", run_dir, state.epoch, state.global_step)
+
+    ds_name = cfg["dataset"]["name"]
+    act_name = cfg["activation"]["name"]
     summary: dict[str, Any] = {
         "status": "running",
         "run_name": cfg.get("run_name"),
-        "init_scheme": inits.resolve(init_name),
+        "init_scheme": inits.resolve(prep.init_name),
         "choices": {
-            "init": init_name,
+            "init": prep.init_name,
             "model": cfg["model"].get("name", cfg["model"]["arch"]),
             "dataset": ds_name,
             "activation": act_name,
-            "optimizer": choices.get("optimizer", type(optimizer).__name__.lower()),
+            "optimizer": (choices or {}).get("optimizer", type(optimizer).__name__.lower()),
             "seed": seed,
             "experiment": cfg.get("experiment_name"),
         },
         "device": str(device),
         "n_params": sum(p.numel() for p in model.parameters()),
-        "init_report": init_report,
+        "init_report": prep.init_report,
     }
+    sink = MultiSink(
+        make_sinks(
+            cfg, run_dir, resume_step=state.global_step + 1 if ckpt else None, wandb_id=wandb_id
+        )
+    )
+    summary["wandb_run_id"] = sink.wandb_run_id
     write_json_atomic(run_dir / "summary.json", summary)
     log.info(
         "run %s: %s on %s (%d params), init %s, activation %s, device %s",
-        cfg.get("run_name"),
-        summary["choices"]["model"],
-        ds_name,
-        summary["n_params"],
-        init_name,
-        act_name,
-        device,
-    )
+        cfg.get("run_name"), summary["choices"]["model"], ds_name, summary["n_params"],
+        prep.init_name, act_name, device,
+    )  # fmt: skip
 
-    def checkpoint(epoch: int, step: int) -> None:
-        save_checkpoint_atomic(
-            run_dir / "checkpoint.pt",
+    def checkpoint(st: TrainState) -> None:
+        save_checkpoint(
+            run_dir,
             {
-                "epoch": epoch,
-                "global_step": step,
+                "config": cfg,
+                "train_state": st.state_dict(),
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "data_generator": data_gen.get_state(),
+                "python_rng": random.getstate(),
+                "numpy_rng": np.random.get_state(),
                 "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
+                "wandb_run_id": sink.wandb_run_id,
             },
         )
+        with open(run_dir / "metrics.jsonl", "w") as f:
+            f.writelines(json.dumps(row) + "\n" for row in st.history)
 
-    sink = MultiSink(make_sinks(cfg, run_dir))
+    trainer = cfg["trainer"]
     start = time.perf_counter()
+    wall_before = (old_summary.get("wall_s") or 0.0) if ckpt is not None else 0.0
     try:
-        result = train(
-            model,
-            data,
-            optimizer,
-            epochs=trainer["epochs"],
-            batch_size=trainer["batch_size"],
-            eval_batch_size=trainer["eval_batch_size"],
-            precision=precision,
-            generator=data_gen,
-            sink=sink,
-            on_epoch_end=checkpoint,
-        )
-    except BaseException:
-        summary.update(status="failed", wall_s=time.perf_counter() - start)
-        write_json_atomic(run_dir / "summary.json", summary)
+        with stop_on_signals() as received_signal:
+            state = train(
+                model,
+                data,
+                optimizer,
+                epochs=trainer["epochs"],
+                batch_size=trainer["batch_size"],
+                eval_batch_size=trainer["eval_batch_size"],
+                precision=prep.precision,
+                generator=data_gen,
+                state=state,
+                sink=sink,
+                on_epoch_end=checkpoint,
+                should_stop=lambda: received_signal() is not None,
+            )
+            if state.status == "interrupted":
+                checkpoint(state)
+    except BaseException as err:
+        summary.update(status="failed", error=f"{type(err).__name__}: {err}")
+        _write_summary_quietly(run_dir, summary)
         sink.finish()
         raise
     summary.update(
-        status=result.status,
-        epochs_completed=result.epochs_completed,
-        global_step=result.global_step,
-        final=result.final,
-        best_val_acc=result.best_val_acc,
-        diverged_at_epoch=result.diverged_at_epoch,
-        wall_s=time.perf_counter() - start,
+        status=state.status,
+        epochs_completed=state.epoch,
+        global_step=state.global_step,
+        final=state.final,
+        best_val_acc=state.best_val_acc,
+        diverged_at_step=state.diverged_at_step,
+        wall_s=wall_before + time.perf_counter() - start,
     )
-    with open(run_dir / "metrics.jsonl", "w") as f:
-        f.writelines(json.dumps(row) + "\n" for row in result.history)
-    sink.log_summary({k: summary[k] for k in ("status", "epochs_completed", "best_val_acc")})
+    if state.status == "interrupted":
+        signum = received_signal() or signal.SIGTERM
+        if signum == signal.SIGTERM:
+            sink.mark_preempting()  # W&B requeues a preempted sweep run that exits non-zero
+        write_json_atomic(run_dir / "summary.json", summary)
+        sink.finish()
+        raise Interrupted(signum, run_dir)
+    sink.log_summary(
+        {k: summary[k] for k in ("status", "epochs_completed", "best_val_acc", "diverged_at_step")}
+    )
     sink.finish()
     write_json_atomic(run_dir / "summary.json", summary)
     log.info(
         "%s after %d epochs: best val acc %s; run directory %s",
-        result.status,
-        result.epochs_completed,
-        summary["best_val_acc"],
-        run_dir,
-    )
+        state.status, state.epoch, summary["best_val_acc"], run_dir,
+    )  # fmt: skip
     return summary
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_summary_quietly(run_dir: Path, summary: dict[str, Any]) -> None:
+    """Record a failure if the disk lets us; never mask the original error."""
+    try:
+        write_json_atomic(run_dir / "summary.json", summary)
+    except OSError as err:
+        log.error("could not write %s: %s", run_dir / "summary.json", err)

@@ -17,21 +17,31 @@ log = logging.getLogger(__name__)
 class Sink(Protocol):
     """What the training loop writes to."""
 
+    wandb_run_id: str | None  # the W&B run's id (None for other sinks), kept for resuming
+
     def log_scalars(self, scalars: Mapping[str, float], step: int) -> None: ...
 
     def log_summary(self, summary: Mapping[str, Any]) -> None: ...
+
+    def mark_preempting(self) -> None: ...
 
     def finish(self) -> None: ...
 
 
 class TensorBoardSink:
-    """Scalars as TensorBoard event files in ``log_dir``."""
+    """Scalars as TensorBoard event files in ``log_dir``.
 
-    def __init__(self, log_dir: str | Path) -> None:
+    ``purge_step`` (set when a run resumes from a checkpoint taken at step S, as S + 1) hides
+    events a killed process wrote after its checkpoint, so no step appears twice.
+    """
+
+    wandb_run_id = None
+
+    def __init__(self, log_dir: str | Path, purge_step: int | None = None) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
         self.log_dir = Path(log_dir)
-        self.writer = SummaryWriter(log_dir=str(self.log_dir))
+        self.writer = SummaryWriter(log_dir=str(self.log_dir), purge_step=purge_step)
 
     def log_scalars(self, scalars: Mapping[str, float], step: int) -> None:
         for tag, value in scalars.items():
@@ -40,6 +50,9 @@ class TensorBoardSink:
     def log_summary(self, summary: Mapping[str, Any]) -> None:
         text = "\n".join(f"    {k}: {v}" for k, v in summary.items())
         self.writer.add_text("summary", text)
+
+    def mark_preempting(self) -> None:
+        pass
 
     def finish(self) -> None:
         self.writer.flush()
@@ -51,7 +64,8 @@ class WandbSink:
 
     Without credentials, or with a server that does not answer within ``init_timeout``
     seconds, the run is started again in offline mode (one warning says how to upload it
-    later with ``wandb sync``), so a run never fails or hangs because of W&B.
+    later with ``wandb sync``), so a run never fails or hangs because of W&B. ``run_id``
+    resumes an earlier run (a restarted run directory) under the same id.
     """
 
     def __init__(
@@ -65,6 +79,7 @@ class WandbSink:
         mode: str | None = None,
         tags: list[str] | None = None,
         config: Mapping[str, Any] | None = None,
+        run_id: str | None = None,
         init_timeout: float = 10,
     ) -> None:
         import wandb
@@ -81,6 +96,8 @@ class WandbSink:
             settings=wandb.Settings(init_timeout=init_timeout, console="off"),
             reinit="finish_previous",  # a multirun's jobs share one process: never reuse a run
         )
+        if run_id is not None:
+            kwargs.update(id=run_id, resume="allow")
         try:
             self.run = wandb.init(mode=mode, **kwargs)
         except wandb.errors.Error as err:
@@ -96,12 +113,19 @@ class WandbSink:
         # Plot every metric against the training step we pass explicitly.
         self.run.define_metric("*", step_metric="trainer/step")
 
+    @property
+    def wandb_run_id(self) -> str:
+        return self.run.id
+
     def log_scalars(self, scalars: Mapping[str, float], step: int) -> None:
         self.run.log({**scalars, "trainer/step": step})
 
     def log_summary(self, summary: Mapping[str, Any]) -> None:
         for key, value in summary.items():
             self.run.summary[key] = value
+
+    def mark_preempting(self) -> None:
+        self.run.mark_preempting()
 
     def finish(self) -> None:
         self.run.finish()
@@ -113,6 +137,11 @@ class MultiSink:
     def __init__(self, sinks: list[Sink]) -> None:
         self.sinks = sinks
 
+    @property
+    def wandb_run_id(self) -> str | None:
+        """The W&B run's id, if one of the sinks is W&B."""
+        return next((s.wandb_run_id for s in self.sinks if s.wandb_run_id), None)
+
     def log_scalars(self, scalars: Mapping[str, float], step: int) -> None:
         for sink in self.sinks:
             sink.log_scalars(scalars, step)
@@ -120,6 +149,10 @@ class MultiSink:
     def log_summary(self, summary: Mapping[str, Any]) -> None:
         for sink in self.sinks:
             sink.log_summary(summary)
+
+    def mark_preempting(self) -> None:
+        for sink in self.sinks:
+            sink.mark_preempting()
 
     def finish(self) -> None:
         for sink in self.sinks:
