@@ -19,7 +19,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from initbench.config import register_resolvers
 from initbench.runner import Interrupted, UserError, run
+
+register_resolvers()
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")

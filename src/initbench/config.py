@@ -1,0 +1,25 @@
+"""Hydra/OmegaConf glue shared by the entry points (train.py, diagnose.py) and the tests."""
+
+from __future__ import annotations
+
+import os
+
+from omegaconf import OmegaConf
+
+
+def wandb_run_dir(default: str) -> str:
+    """The run directory: under a W&B sweep agent, one fixed folder per W&B run id.
+
+    A preempted sweep run is requeued with the same run id; a fixed folder lets the restarted
+    process find its checkpoint and resume. Elsewhere, ``default`` (time-stamped).
+    """
+    sweep, run = os.environ.get("WANDB_SWEEP_ID"), os.environ.get("WANDB_RUN_ID")
+    if sweep and run:
+        return f"outputs/wandb-sweeps/{sweep}/{run}"
+    return default
+
+
+def register_resolvers() -> None:
+    """Make the project's resolvers available to configs (idempotent)."""
+    if not OmegaConf.has_resolver("wandb_run_dir"):
+        OmegaConf.register_new_resolver("wandb_run_dir", wandb_run_dir)
