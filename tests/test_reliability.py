@@ -1,0 +1,225 @@
+"""Reliability: resume after a stop or a kill with identical results, corrupt checkpoints,
+signals, unwritable run directories, and W&B without a server."""
+
+import errno
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+
+import pytest
+from hydra.utils import instantiate
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import ROOT, compose_dict, run_train_cli
+from initbench import runner
+from initbench.runner import UserError, load_checkpoint, run
+
+# Enough steps per epoch (63) that a stop lands mid-epoch; dropout exercises the torch RNG.
+RESUME_OVERRIDES = [
+    "dataset=circles",
+    "dataset.n_train=2000",
+    "trainer.batch_size=32",
+    "trainer.epochs=3",
+    "trainer.device=cpu",
+    "model.width=32",
+    "model.dropout=0.2",
+    "logger=tensorboard",
+]
+
+
+def run_in_process(run_dir, overrides=(), stop_at_poll=None, monkeypatch=None, base=None):
+    """Run in this process; with ``stop_at_poll=n``, a SIGTERM is "received" at the n-th time
+    the loop polls for signals (after every step and every epoch end)."""
+    cfg = compose_dict((RESUME_OVERRIDES if base is None else base) + list(overrides))
+    if stop_at_poll is not None:
+        polls = itertools.count(1)
+
+        @contextmanager
+        def fake_signals():
+            yield lambda: signal.SIGTERM if next(polls) >= stop_at_poll else None
+
+        monkeypatch.setattr(runner, "stop_on_signals", fake_signals)
+    return run(cfg, run_dir, make_optimizer=instantiate(cfg["optimizer"]))
+
+
+def metrics_rows(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("reference")
+    summary = run_in_process(run_dir)
+    return summary, metrics_rows(run_dir)
+
+
+@pytest.mark.parametrize("stop_after", [1, 40, 63, 100])
+def test_stop_then_resume_gives_identical_metrics(tmp_path, monkeypatch, reference, stop_after):
+    ref_summary, ref_rows = reference
+    with pytest.raises(runner.Interrupted):
+        run_in_process(tmp_path, stop_at_poll=stop_after, monkeypatch=monkeypatch)
+    stopped = json.loads((tmp_path / "summary.json").read_text())
+    assert stopped["status"] == "interrupted"
+    assert 0 < stopped["global_step"] <= stop_after
+    assert load_checkpoint(tmp_path)["train_state"]["global_step"] == stopped["global_step"]
+    monkeypatch.undo()
+    resumed = run_in_process(tmp_path)
+    assert resumed["status"] == "finished"
+    assert resumed["final"] == ref_summary["final"]  # exact, not approximate
+    assert resumed["best_val_acc"] == ref_summary["best_val_acc"]
+    assert metrics_rows(tmp_path) == ref_rows
+    # TensorBoard: one value per epoch, no step written twice across the two processes.
+    acc = EventAccumulator(str(tmp_path / "tensorboard"))
+    acc.Reload()
+    steps = [e.step for e in acc.Scalars("val/acc")]
+    assert steps == [row["step"] for row in ref_rows]
+
+
+def test_finished_run_is_not_run_again(tmp_path):
+    first = run_in_process(tmp_path, ["trainer.epochs=1"])
+    again = run_in_process(tmp_path, ["trainer.epochs=1"])
+    assert again == json.loads(json.dumps(first))
+
+
+def test_more_epochs_on_a_stopped_run_continue_it(tmp_path, monkeypatch, reference):
+    with pytest.raises(runner.Interrupted):
+        run_in_process(tmp_path, stop_at_poll=70, monkeypatch=monkeypatch)
+    monkeypatch.undo()
+    resumed = run_in_process(tmp_path)  # same config; epochs may differ from the stopped run's
+    assert resumed["final"] == reference[0]["final"]
+
+
+def test_resume_with_another_config_is_refused(tmp_path, monkeypatch):
+    with pytest.raises(runner.Interrupted):
+        run_in_process(tmp_path, stop_at_poll=5, monkeypatch=monkeypatch)
+    monkeypatch.undo()
+    with pytest.raises(
+        UserError, match=r"different config \(.*init.name: 'pytorch_default' -> 'kaiming'"
+    ):
+        run_in_process(tmp_path, ["init=kaiming"])
+    fresh = run_in_process(tmp_path, ["init=kaiming", "resume=false", "trainer.epochs=1"])
+    assert fresh["status"] == "finished" and fresh["choices"]["init"] == "kaiming"
+
+
+def test_corrupt_checkpoint_falls_back_to_the_previous_one(tmp_path, monkeypatch, reference):
+    with pytest.raises(runner.Interrupted):
+        run_in_process(tmp_path, stop_at_poll=100, monkeypatch=monkeypatch)
+    monkeypatch.undo()
+    assert (tmp_path / "checkpoint.prev.pt").exists()  # epoch 1's, kept when step 100 was saved
+    ckpt = tmp_path / "checkpoint.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])  # a torn write
+    (tmp_path / "checkpoint.pt.tmp").write_bytes(b"half a file")  # a kill mid-save leaves this
+    assert load_checkpoint(tmp_path)["train_state"]["epoch"] == 1
+    resumed = run_in_process(tmp_path)
+    assert resumed["final"] == reference[0]["final"]
+
+
+def test_every_checkpoint_corrupt_is_a_clear_error(tmp_path, monkeypatch):
+    with pytest.raises(runner.Interrupted):
+        run_in_process(tmp_path, stop_at_poll=3, monkeypatch=monkeypatch)
+    monkeypatch.undo()
+    (tmp_path / "checkpoint.pt").write_bytes(b"\x00garbage")
+    with pytest.raises(UserError, match=r"no usable checkpoint .*delete checkpoint.pt"):
+        run_in_process(tmp_path)
+
+
+def test_unwritable_run_directory_fails_before_any_work(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(UserError, match="cannot write to the run directory"):
+        run_in_process(blocker / "run")
+
+
+def test_disk_full_never_leaves_a_summary_that_claims_success(tmp_path, monkeypatch):
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(runner.torch, "save", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        run_in_process(tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "failed"
+    assert "No space left on device" in summary["error"]
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["init=normal", "init.std=-1"], "std"),
+        (["init=uniform", "init.a=2", "init.b=1"], "init 'uniform'"),
+        (["model=cnn30", "dataset=circles"], "needs image input"),
+        (["init=delta_orthogonal", "model=cnn", "model.channels=1", "dataset=cifar10"], "c_in"),
+    ],
+)
+def test_impossible_inits_and_shapes_fail_before_training(tmp_path, overrides, message):
+    from conftest import write_cifar
+
+    write_cifar(tmp_path / "data" / "cifar-10-batches-py", n_per_batch=4, n_test=4)
+    with pytest.raises(UserError, match=message):
+        run_in_process(
+            tmp_path / "run",
+            [*overrides, f"data_dir={tmp_path / 'data'}"],
+            base=["trainer.device=cpu", "logger=tensorboard", "dataset=circles"],
+        )
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def start_cli(run_dir, *extra):
+    args = [f"hydra.run.dir={run_dir}", *RESUME_OVERRIDES, "trainer.epochs=200", *extra]
+    return subprocess.Popen(
+        [sys.executable, "src/train.py", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "WANDB_MODE": "offline"},
+    )
+
+
+def wait_for(path, timeout=120):
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_stops_cleanly_with_a_checkpoint(tmp_path, sig, code):
+    proc = start_cli(tmp_path)
+    wait_for(tmp_path / "checkpoint.pt")
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    assert "Traceback" not in out + err
+    assert f"stopped by {signal.Signals(sig).name}; checkpoint saved" in err
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    ckpt = load_checkpoint(tmp_path)
+    assert ckpt["train_state"]["global_step"] == summary["global_step"]
+
+
+@pytest.mark.slow
+def test_unreachable_wandb_server_finishes_offline_within_bound(tmp_path):
+    start = time.monotonic()
+    proc = run_train_cli(
+        f"hydra.run.dir={tmp_path}",
+        *RESUME_OVERRIDES[:-1],
+        "trainer.epochs=1",
+        "logger=wandb",
+        env={
+            "WANDB_MODE": "online",
+            "WANDB_API_KEY": "x" * 40,
+            "WANDB_BASE_URL": "http://127.0.0.1:9",  # nothing listens on the discard port
+        },
+        timeout=180,
+    )
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 0, proc.stderr
+    assert "W&B is unavailable" in proc.stdout + proc.stderr
+    assert list((tmp_path / "wandb").glob("offline-run-*"))
+    assert elapsed < 90, f"took {elapsed:.0f} s"
