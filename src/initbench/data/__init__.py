@@ -1,0 +1,190 @@
+"""Datasets, held whole on the device: a registry of loaders and their parameters.
+
+Usage::
+
+    from initbench.data import load_dataset
+    data = load_dataset("fashion_mnist", root="data", device="cuda", seed=0)
+    for x, y in data.batches("train", 128, generator=torch.Generator().manual_seed(0)):
+        ...
+
+Each dataset is one module plus one :func:`register_dataset` line below; the Hydra group
+``conf/dataset/`` holds one YAML per registered name, with exactly the parameters listed here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from initbench.data.base import DataNotFoundError, DeviceDataset
+from initbench.data.cifar10 import load_cifar10
+from initbench.data.fashion_mnist import load_fashion_mnist
+from initbench.data.synthetic import load_circles, load_gaussian
+
+__all__ = [
+    "DataNotFoundError",
+    "DeviceDataset",
+    "Param",
+    "get_dataset_params",
+    "list_datasets",
+    "load_dataset",
+    "register_dataset",
+    "validate_dataset_params",
+]
+
+
+@dataclass(frozen=True)
+class Param:
+    """One loader parameter: its default, its type and its valid range (bounds inclusive)."""
+
+    default: Any
+    kind: type  # bool, int or float
+    minimum: float | None = None
+    maximum_below: float | None = None  # exclusive upper bound
+
+    def describe(self) -> str:
+        """The valid values in words, for error messages."""
+        text = {bool: "true or false", int: "an integer", float: "a number"}[self.kind]
+        if self.minimum is not None and self.maximum_below is not None:
+            return f"{text} in [{self.minimum}, {self.maximum_below})"
+        if self.minimum is not None:
+            return f"{text} >= {self.minimum}"
+        return text
+
+    def is_valid(self, value: Any) -> bool:
+        """Whether ``value`` has the right type and lies in range."""
+        if self.kind is bool:
+            return isinstance(value, bool)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if self.kind is int and not isinstance(value, int):
+            return False
+        if not math.isfinite(value):
+            return False
+        if self.minimum is not None and value < self.minimum:
+            return False
+        return self.maximum_below is None or value < self.maximum_below
+
+
+@dataclass(frozen=True)
+class _Entry:
+    load: Callable[..., DeviceDataset]
+    params: dict[str, Param]
+
+
+_REGISTRY: dict[str, _Entry] = {}
+
+
+def register_dataset(
+    name: str, load: Callable[..., DeviceDataset], params: dict[str, Param]
+) -> None:
+    """Add a dataset: ``load(root=, device=, seed=, **params)`` returns a DeviceDataset."""
+    if name in _REGISTRY:
+        raise ValueError(f"dataset {name!r} is already registered")
+    _REGISTRY[name] = _Entry(load, params)
+
+
+register_dataset("fashion_mnist", load_fashion_mnist, {"download": Param(True, bool)})
+register_dataset(
+    "cifar10", load_cifar10, {"download": Param(True, bool), "augment": Param(True, bool)}
+)
+register_dataset(
+    "circles",
+    load_circles,
+    {
+        "n_train": Param(300, int, minimum=1),
+        "n_test": Param(100, int, minimum=1),
+        "noise": Param(0.05, float, minimum=0),
+        "factor": Param(0.5, float, minimum=0, maximum_below=1),
+    },
+)
+register_dataset(
+    "gaussian",
+    load_gaussian,
+    {
+        "n": Param(1024, int, minimum=1),
+        "n_test": Param(256, int, minimum=1),
+        "dim": Param(512, int, minimum=1),
+        "num_classes": Param(10, int, minimum=2),
+    },
+)
+
+
+def list_datasets() -> list[str]:
+    """Registered dataset names, in registration order."""
+    return list(_REGISTRY)
+
+
+def _entry(name: str) -> _Entry:
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"unknown dataset {name!r}; valid datasets: {', '.join(_REGISTRY)}"
+        ) from None
+
+
+def get_dataset_params(name: str) -> dict[str, Param]:
+    """The parameters ``load_dataset`` takes for ``name`` (besides root, device and seed)."""
+    return dict(_entry(name).params)
+
+
+def validate_dataset_params(name: str, **params: Any) -> dict[str, Any]:
+    """Check a dataset name and its parameters without loading anything.
+
+    Returns:
+        All the dataset's parameters, defaults filled in for those not given.
+
+    Raises:
+        ValueError: unknown dataset (lists the valid ones), unknown parameter (lists the
+            valid ones) or a value of the wrong type or out of range (names the field and the
+            valid range).
+    """
+    spec = _entry(name).params
+    unknown = sorted(set(params) - set(spec))
+    if unknown:
+        raise ValueError(
+            f"dataset {name!r} takes no parameter(s) {', '.join(unknown)}; "
+            f"valid parameters: {', '.join(spec) or 'none'}"
+        )
+    for field, value in params.items():
+        if not spec[field].is_valid(value):
+            raise ValueError(
+                f"dataset {name!r}: {field} must be {spec[field].describe()}, got {value!r}"
+            )
+    return {field: params.get(field, p.default) for field, p in spec.items()}
+
+
+def load_dataset(
+    name: str,
+    *,
+    root: str | os.PathLike[str],
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    **params: Any,
+) -> DeviceDataset:
+    """Load a registered dataset whole onto ``device``.
+
+    Args:
+        name: one of :func:`list_datasets`.
+        root: folder searched for data files (and where downloads go); unused by synthetic sets.
+        device: where the tensors live.
+        seed: generates the synthetic datasets; file datasets ignore it.
+        **params: the dataset's parameters (see ``conf/dataset/<name>.yaml``).
+
+    Raises:
+        ValueError: bad name or parameters, or corrupt data files (names the file).
+        DataNotFoundError: the files are missing and could not be downloaded.
+    """
+    resolved = validate_dataset_params(name, **params)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+    return _entry(name).load(
+        root=Path(root).expanduser(), device=torch.device(device), seed=seed, **resolved
+    )
