@@ -223,3 +223,27 @@ def test_unreachable_wandb_server_finishes_offline_within_bound(tmp_path):
     assert "W&B is unavailable" in proc.stdout + proc.stderr
     assert list((tmp_path / "wandb").glob("offline-run-*"))
     assert elapsed < 90, f"took {elapsed:.0f} s"
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["optimizer.lr=-1"], "optimizer: Invalid learning rate: -1"),
+        (["optimizer=sgd", "optimizer.momentum=-1"], "optimizer: Invalid momentum value: -1"),
+    ],
+)
+def test_bad_optimizer_values_fail_before_any_data(tmp_path, overrides, message):
+    with pytest.raises(UserError, match=message):
+        run_in_process(tmp_path, overrides)
+    assert not (tmp_path / "summary.json").exists()
+
+
+def test_missing_data_is_recorded_as_a_failed_run(tmp_path):
+    with pytest.raises(UserError, match="CIFAR-10 not found"):
+        run_in_process(
+            tmp_path / "run",
+            ["dataset=cifar10", "dataset.download=false", f"data_dir={tmp_path / 'empty'}"],
+            base=["trainer.device=cpu", "logger=tensorboard"],
+        )
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "failed" and "CIFAR-10 not found" in summary["error"]

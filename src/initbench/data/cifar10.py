@@ -28,8 +28,8 @@ INPUT_SHAPE = (3, 32, 32)
 DOWNLOAD_TIMEOUT_S = 10.0
 
 _HOW_TO_FIX = (
-    f"replace the {FOLDER} folder with a good copy (delete it and load with download=true to "
-    "let torchvision download it)"
+    f"replace the {FOLDER} folder with a good copy (delete it and run with internet access "
+    "and dataset.download=true to let torchvision download it)"
 )
 
 
@@ -93,10 +93,10 @@ def locate(root: Path, download: bool) -> Path:
         f"CIFAR-10 not found: looked for {', '.join(TRAIN_FILES)} and {TEST_FILE} in "
         f"{' and '.join(str(d) for d in searched)}. To get it: put the extracted {FOLDER} folder "
         "of https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz under "
-        f"{root}, or load with download=true (needs internet)."
+        f"{root}, or run with internet access (dataset.download=true, the default, downloads it)."
     )
     if not download:
-        raise DataNotFoundError(help_text + " download is false, so nothing was downloaded.")
+        raise DataNotFoundError(help_text + " dataset.download=false, so nothing was downloaded.")
     try:
         _torchvision_download(root)
     except (URLError, OSError, RuntimeError) as err:

@@ -36,7 +36,7 @@ IMAGE_SIZE = 28
 
 _HOW_TO_FIX = (
     "get a good copy with `apt-get install dataset-fashion-mnist` (files in {system}), or delete "
-    "the file and load with download=true to let torchvision download it"
+    "the file and run with dataset.download=true and internet access to let torchvision download it"
 )
 
 
@@ -122,10 +122,11 @@ def locate(root: Path, download: bool) -> dict[str, Path]:
     help_text = (
         f"FashionMNIST not found: looked for {names} in {where}. To get it: "
         f"`apt-get install dataset-fashion-mnist` (installs {SYSTEM_DIR}), or copy the four "
-        f"files into {root}, or load with download=true (needs internet)."
+        f"files into {root}, or run with internet access (dataset.download=true, the "
+        "default, downloads it)."
     )
     if not download:
-        raise DataNotFoundError(help_text + " download is false, so nothing was downloaded.")
+        raise DataNotFoundError(help_text + " dataset.download=false, so nothing was downloaded.")
     try:
         _torchvision_download(root)
     except (URLError, OSError, RuntimeError) as err:
