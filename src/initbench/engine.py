@@ -69,9 +69,20 @@ def autocast_context(device: torch.device, precision: str):
     return nullcontext()
 
 
+def to_memory_format(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """Image batches in channels_last layout when asked (faster convs on tensor cores)."""
+    if channels_last and x.dim() == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, data: DeviceDataset, batch_size: int, precision: str = "fp32"
+    model: nn.Module,
+    data: DeviceDataset,
+    batch_size: int,
+    precision: str = "fp32",
+    channels_last: bool = False,
 ) -> tuple[float, float]:
     """Mean cross-entropy and accuracy on the test split."""
     model.eval()
@@ -80,7 +91,7 @@ def evaluate(
     correct = torch.zeros((), device=device, dtype=torch.int64)
     for x, y in data.batches("test", batch_size):
         with autocast_context(device, precision):
-            logits = model(x)
+            logits = model(to_memory_format(x, channels_last))
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
     n = len(data.test_y)
@@ -97,6 +108,7 @@ def train(
     generator: torch.Generator,
     eval_batch_size: int = 1024,
     precision: str = "fp32",
+    channels_last: bool = False,
     state: TrainState | None = None,
     sink: Sink | None = None,
     observer: StepObserver | None = None,
@@ -115,6 +127,8 @@ def train(
             what a checkpoint must hold).
         eval_batch_size: evaluation batch size.
         precision: "fp32" or "bf16" (autocast on CUDA only).
+        channels_last: feed image batches in channels_last layout (the model should be
+            converted too).
         state: where to continue from (a restored checkpoint); a fresh start when None.
         sink: receives ``train/*`` and ``val/*`` scalars once per epoch.
         observer: called around every optimizer step (telemetry).
@@ -148,7 +162,7 @@ def train(
             if observer is not None:
                 observer.before_step(step)
             with autocast_context(device, precision):
-                logits = model(x)
+                logits = model(to_memory_format(x, channels_last))
                 loss = F.cross_entropy(logits.float(), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -176,7 +190,7 @@ def train(
             return state
         train_loss = float(loss_sum) / n_train
         train_acc = int(correct) / n_train
-        val_loss, val_acc = evaluate(model, data, eval_batch_size, precision)
+        val_loss, val_acc = evaluate(model, data, eval_batch_size, precision, channels_last)
         metrics = {
             "train/loss": train_loss,
             "train/acc": train_acc,

@@ -29,9 +29,17 @@ from torch import nn
 
 from initbench import data as datasets
 from initbench import inits
+from initbench.diagnose import check_diagnose_params, step0_report
 from initbench.engine import TrainState, train
 from initbench.models import build_model, check_model_params, make_activation
-from initbench.telemetry import MultiSink, Sink, TensorBoardSink, WandbSink
+from initbench.telemetry import (
+    MultiSink,
+    Sink,
+    TensorBoardSink,
+    WandbSink,
+    build_telemetry,
+    check_telemetry_params,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +48,10 @@ MODEL_KEYS = ("depth", "width", "widths", "dropout", "channels", "norm", "bias")
 INIT_BATCH = 256  # examples handed to data-dependent initializers
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"
-# Config keys that may change between a run and its resumption (where it runs, how long).
+# Config keys that may change between a run and its resumption: where it runs, how long, and
+# what is observed, none of which changes the results.
 RESUMABLE_CHANGES = ("trainer.device", "trainer.num_threads", "trainer.epochs", "data_dir",
-                     "logger", "resume")  # fmt: skip
+                     "logger", "resume", "telemetry", "diagnose")  # fmt: skip
 
 
 class UserError(Exception):
@@ -126,6 +135,8 @@ def validate(cfg: Mapping[str, Any]) -> torch.device:
         inits.check_init_params(init_name, **init_params)
         ds_name, ds_params = split_group(cfg["dataset"])
         datasets.validate_dataset_params(ds_name, **ds_params)
+        check_telemetry_params(**(cfg.get("telemetry") or {}))
+        check_diagnose_params(**(cfg.get("diagnose") or {}))
     except ValueError as err:
         raise UserError(str(err)) from None
     return resolve_device(trainer["device"])
@@ -379,8 +390,18 @@ def run(
                 f"use another run directory or resume=false to start over",
             )
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-
-    prep = prepare(cfg)
+    try:
+        make_optimizer([torch.zeros(1, requires_grad=True)])  # bad lr etc., before loading data
+    except (ValueError, TypeError) as err:
+        raise UserError(f"optimizer: {err}") from None
+    try:
+        prep = prepare(cfg)
+    except UserError as err:  # missing data, impossible shapes: recorded for sweeps and reports
+        write_json_atomic(
+            run_dir / "summary.json",
+            {"status": "failed", "error": str(err), "run_name": cfg.get("run_name")},
+        )
+        raise
     model, data, device = prep.model, prep.data, prep.device
     optimizer = make_optimizer(model.parameters())
     seed = cfg["seed"]
@@ -452,9 +473,15 @@ def run(
             f.writelines(json.dumps(row) + "\n" for row in st.history)
 
     trainer = cfg["trainer"]
+    telemetry = build_telemetry(
+        cfg.get("telemetry"), model, sink,
+        steps_per_epoch=data.num_batches("train", trainer["batch_size"]),
+    )  # fmt: skip
     start = time.perf_counter()
     wall_before = (old_summary.get("wall_s") or 0.0) if ckpt is not None else 0.0
     try:
+        if ckpt is None:  # a fresh start: the step-0 signal-propagation report first
+            step0_report(cfg, prep, run_dir, sink)
         with stop_on_signals() as received_signal:
             state = train(
                 model,
@@ -467,6 +494,7 @@ def run(
                 generator=data_gen,
                 state=state,
                 sink=sink,
+                observer=telemetry,
                 on_epoch_end=checkpoint,
                 should_stop=lambda: received_signal() is not None,
             )

@@ -1,7 +1,10 @@
 """Metric sinks: W&B and TensorBoard behind one small interface.
 
-Both receive the same tag names (``train/loss``, ``val/acc``, ...). Each is optional and
-imported lazily, so a run with W&B switched off never imports wandb.
+Both receive the same tag names (``train/loss``, ``val/acc``, ``weights/fc1``, ...). Each is
+optional and imported lazily, so a run with W&B switched off never imports wandb.
+
+Histograms are precomputed ``(bin_edges, counts)`` pairs (``len(edges) == len(counts) + 1``,
+finite edges, at most 512 bins: W&B's limit), so no sink bins raw tensors itself.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
+
+import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -23,9 +28,36 @@ class Sink(Protocol):
 
     def log_summary(self, summary: Mapping[str, Any]) -> None: ...
 
+    def log_histograms(self, histograms: Mapping[str, Histogram], step: int) -> None: ...
+
+    def log_table(self, tag: str, columns: list[str], rows: list[list[Any]], step: int) -> None: ...
+
+    def log_figure(self, tag: str, figure: Any, step: int) -> None: ...
+
+    def log_image(self, tag: str, image: np.ndarray, step: int) -> None: ...
+
     def mark_preempting(self) -> None: ...
 
     def finish(self) -> None: ...
+
+
+Histogram = tuple[np.ndarray, np.ndarray]  # (bin_edges, counts)
+
+
+def figure_to_rgb(figure: Any) -> np.ndarray:  # a matplotlib Figure
+    """Render a matplotlib figure (no pyplot needed) to an H x W x 3 uint8 array."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def markdown_table(columns: list[str], rows: list[list[Any]]) -> str:
+    """A Markdown table (TensorBoard's text plugin renders it)."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
 
 
 class TensorBoardSink:
@@ -50,6 +82,32 @@ class TensorBoardSink:
     def log_summary(self, summary: Mapping[str, Any]) -> None:
         text = "\n".join(f"    {k}: {v}" for k, v in summary.items())
         self.writer.add_text("summary", text)
+
+    def log_histograms(self, histograms: Mapping[str, Histogram], step: int) -> None:
+        # TensorBoard's raw format: right edges per bucket, plus moments (from the bin centres).
+        for tag, (edges, counts) in histograms.items():
+            edges, counts = np.asarray(edges, dtype=np.float64), np.asarray(counts, np.float64)
+            centres = (edges[:-1] + edges[1:]) / 2
+            self.writer.add_histogram_raw(
+                tag,
+                min=float(edges[0]),
+                max=float(edges[-1]),
+                num=int(counts.sum()),
+                sum=float(centres @ counts),
+                sum_squares=float(centres**2 @ counts),
+                bucket_limits=edges[1:].tolist(),
+                bucket_counts=counts.tolist(),
+                global_step=step,
+            )
+
+    def log_table(self, tag: str, columns: list[str], rows: list[list[Any]], step: int) -> None:
+        self.writer.add_text(tag, markdown_table(columns, rows), global_step=step)
+
+    def log_figure(self, tag: str, figure: Any, step: int) -> None:
+        self.log_image(tag, figure_to_rgb(figure), step)
+
+    def log_image(self, tag: str, image: np.ndarray, step: int) -> None:
+        self.writer.add_image(tag, image, global_step=step, dataformats="HWC")
 
     def mark_preempting(self) -> None:
         pass
@@ -93,7 +151,7 @@ class WandbSink:
             tags=list(tags or []),
             config=dict(config or {}),
             dir=str(run_dir),
-            settings=wandb.Settings(init_timeout=init_timeout, console="off"),
+            settings=wandb.Settings(init_timeout=init_timeout, console="off", quiet=True),
             reinit="finish_previous",  # a multirun's jobs share one process: never reuse a run
         )
         if run_id is not None:
@@ -124,6 +182,23 @@ class WandbSink:
         for key, value in summary.items():
             self.run.summary[key] = value
 
+    def log_histograms(self, histograms: Mapping[str, Histogram], step: int) -> None:
+        data = {
+            tag: self._wandb.Histogram(np_histogram=(np.asarray(counts), np.asarray(edges)))
+            for tag, (edges, counts) in histograms.items()
+        }
+        self.run.log({**data, "trainer/step": step})
+
+    def log_table(self, tag: str, columns: list[str], rows: list[list[Any]], step: int) -> None:
+        table = self._wandb.Table(columns=list(columns), data=[list(r) for r in rows])
+        self.run.log({tag: table, "trainer/step": step})
+
+    def log_figure(self, tag: str, figure: Any, step: int) -> None:
+        self.log_image(tag, figure_to_rgb(figure), step)
+
+    def log_image(self, tag: str, image: np.ndarray, step: int) -> None:
+        self.run.log({tag: self._wandb.Image(image), "trainer/step": step})
+
     def mark_preempting(self) -> None:
         self.run.mark_preempting()
 
@@ -149,6 +224,22 @@ class MultiSink:
     def log_summary(self, summary: Mapping[str, Any]) -> None:
         for sink in self.sinks:
             sink.log_summary(summary)
+
+    def log_histograms(self, histograms: Mapping[str, Histogram], step: int) -> None:
+        for sink in self.sinks:
+            sink.log_histograms(histograms, step)
+
+    def log_table(self, tag: str, columns: list[str], rows: list[list[Any]], step: int) -> None:
+        for sink in self.sinks:
+            sink.log_table(tag, columns, rows, step)
+
+    def log_figure(self, tag: str, figure: Any, step: int) -> None:
+        if self.sinks:  # rendered once for all
+            self.log_image(tag, figure_to_rgb(figure), step)
+
+    def log_image(self, tag: str, image: np.ndarray, step: int) -> None:
+        for sink in self.sinks:
+            sink.log_image(tag, image, step)
 
     def mark_preempting(self) -> None:
         for sink in self.sinks:

@@ -1,0 +1,61 @@
+"""Benchmark the suite's own overheads (telemetry on vs off, ...), as ratios in one process.
+
+Usage:
+    python scripts/bench.py                      # full measurement on cuda if present, else cpu
+    python scripts/bench.py --device cpu         # force the device
+    python scripts/bench.py --quick              # a few seconds; checks it runs (tests)
+    python scripts/bench.py model=cnn dataset=cifar10   # another workload (train.py overrides)
+
+The default workload is the default benchmark run's MLP (784-256-256-10, dropout 0.2, Adam,
+batch 128) on Gaussian inputs of FashionMNIST's size, so no data files are needed. Prints a
+table and writes bench.json (--out) with one key per measurement (``telemetry_overhead``:
+ratio, absolute step times, repeats) and ``meta``.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from initbench.bench import MEASUREMENTS, format_results, run_bench
+from initbench.config import register_resolvers
+from initbench.runner import UserError
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+WORKLOAD = ["dataset=gaussian", "dataset.dim=784", "dataset.n=2048", "logger=[]"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("overrides", nargs="*", help="train.py overrides for the workload")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default=None,
+                        help="default: cuda if available, else cpu")  # fmt: skip
+    parser.add_argument("--quick", action="store_true", help="a fast smoke run, for tests")
+    parser.add_argument("--only", nargs="*", choices=sorted(MEASUREMENTS), help="measurements")
+    parser.add_argument("--out", default="outputs/bench/bench.json", help="where to write JSON")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    args = parser.parse_args(argv)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    overrides = [*WORKLOAD, f"trainer.device={device}", *args.overrides]
+    if args.threads:
+        overrides.append(f"trainer.num_threads={args.threads}")
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = OmegaConf.to_container(compose("train", overrides=overrides), resolve=True)
+    try:
+        results = run_bench(cfg, instantiate(cfg["optimizer"]), quick=args.quick,
+                            names=args.only, out=args.out)  # fmt: skip
+    except UserError as err:
+        print(f"initbench: error: {err}", file=sys.stderr)
+        return 2
+    print(format_results(results))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

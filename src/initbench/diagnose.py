@@ -1,0 +1,374 @@
+"""The step-0 signal-propagation report: does the signal survive one forward and backward pass?
+
+Before any training, one forward and one backward pass (mean cross-entropy against the
+batch's labels) on a fixed batch of training examples gives, for every Linear/Conv layer in
+depth order (:func:`initbench.telemetry.find_probes`):
+
+=================  ================================================================================
+``name, kind``     the layer's module name (``fc1``, ``conv17``, ``head``) and its type (``linear``)
+``fan_in/out``     as torch computes them (in/out features; channels x kernel size for convs)
+``weight_std``     std of the layer's weights
+``act_*``          mean, std and RMS of the layer's activations (post-activation; the head's output)
+``grad_std``       std of the gradient w.r.t. those activations (the backward signal at that depth)
+``weight_grad_std`` std of the gradient w.r.t. the weights
+``dead_frac``      ReLU family: fraction of units never positive over the batch (else null)
+``saturated_frac`` tanh/sigmoid/softsign: fraction of outputs near an asymptote (else null)
+``nonfinite``      NaN/Inf elements among the activations (``grad_nonfinite``: among the gradients)
+=================  ================================================================================
+
+Statistics are over finite values, std is the population std (see
+:mod:`initbench.telemetry.stats`). The network runs as training sees it (batch norm uses batch
+statistics) but without dropout, on a copy, so a training run is unchanged by its report.
+
+With ``samples`` > 1 the weights are drawn again with seeds ``seed, seed+1, ...`` (draw 0 is the
+run's own initialization) and every value is the **median** over the draws; ``range`` holds the
+**min and max** over the draws. ``dtype=float64`` runs model and batch in double precision, for
+the extreme weight scales of the sigma-grid experiments.
+
+Used by ``src/diagnose.py`` (the report alone) and by every fresh training run
+(:func:`step0_report`); both write ``diagnose.json`` and ``diagnose.png`` into the run directory.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from initbench import inits
+from initbench.telemetry import Sink, figure_to_rgb, find_probes, stack, summarize
+from initbench.telemetry.stats import COL
+
+if TYPE_CHECKING:
+    from initbench.runner import Prepared
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+# The per-layer keys every report has (diagnose.json's schema), then the extra ones.
+LAYER_KEYS = ("name", "kind", "fan_in", "fan_out", "weight_std", "act_mean", "act_std",
+              "act_rms", "grad_std", "dead_frac", "saturated_frac", "nonfinite")  # fmt: skip
+EXTRA_KEYS = ("weight_grad_std", "grad_nonfinite")
+MEASURED = LAYER_KEYS[4:] + EXTRA_KEYS  # the numbers that vary between weight draws
+TABLE_TAG = "diagnose/layers"
+FIGURE_TAG = "diagnose/std_vs_depth"
+
+
+def check_diagnose_params(
+    at_start: bool = True, batch_size: int = 256, samples: int = 1, dtype: str = "float32"
+) -> None:
+    """Validate the ``diagnose`` config node; ValueError names the field and the valid values."""
+    if not isinstance(at_start, bool):
+        raise ValueError(f"diagnose.at_start must be true or false (got {at_start!r})")
+    for field, value in (("batch_size", batch_size), ("samples", samples)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"diagnose.{field} must be an integer >= 1 (got {value!r})")
+    if dtype not in DTYPES:
+        raise ValueError(f"diagnose.dtype must be one of {', '.join(DTYPES)} (got {dtype!r})")
+
+
+def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[list[dict], float]:
+    """One forward and one backward pass of ``model`` on ``(x, y)``: per-layer rows and the loss.
+
+    ``model`` is run in training mode with its dropout off; its ``.grad`` fields are overwritten.
+    """
+    probes = find_probes(model)
+    n = len(probes)
+    acts: list[torch.Tensor | None] = [None] * n
+    out_grads: list[torch.Tensor | None] = [None] * n
+
+    def catch(i: int):
+        def hook(module, inputs, output):
+            acts[i] = output.detach()
+            if output.requires_grad:
+                output.register_hook(lambda grad: out_grads.__setitem__(i, grad.detach()))
+
+        return hook
+
+    modes = {m: m.training for m in model.modules()}
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.modules.dropout._DropoutNd):
+            m.eval()
+    handles = [p.output.register_forward_hook(catch(i)) for i, p in enumerate(probes)]
+    try:
+        model.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+    finally:
+        for handle in handles:
+            handle.remove()
+        for m, training in modes.items():
+            m.train(training)
+
+    def filled(tensors: list[torch.Tensor | None], like: list[torch.Tensor]) -> list[torch.Tensor]:
+        # a layer the passes skipped shows as NaN
+        return [
+            t if t is not None else torch.full_like(r, float("nan"))
+            for t, r in zip(tensors, like, strict=True)
+        ]
+
+    weights = [p.layer.weight for p in probes]
+    acts_f = filled(acts, weights)
+    blocks = [
+        summarize(stack(weights), n),
+        summarize(stack(acts_f, [p.activation for p in probes]), n),
+        summarize(stack(filled(out_grads, acts_f)), n),
+        summarize(stack(filled([w.grad for w in weights], weights)), n),
+    ]
+    host = torch.cat(blocks).cpu().numpy().reshape(4, n, -1)  # one copy to the host
+    w, a, g, wg = host
+    rows = []
+    for i, p in enumerate(probes):
+        fan_in, fan_out = inits.fan_in_and_fan_out(p.layer.weight)
+        rows.append(
+            {
+                "name": p.name,
+                "kind": p.kind,
+                "fan_in": int(fan_in),
+                "fan_out": int(fan_out),
+                "weight_std": w[i, COL["std"]],
+                "act_mean": a[i, COL["mean"]],
+                "act_std": a[i, COL["std"]],
+                "act_rms": a[i, COL["rms"]],
+                "grad_std": g[i, COL["std"]],
+                "dead_frac": a[i, COL["dead_frac"]],
+                "saturated_frac": a[i, COL["saturated_frac"]],
+                "nonfinite": a[i, COL["nonfinite"]],
+                "weight_grad_std": wg[i, COL["std"]],
+                "grad_nonfinite": g[i, COL["nonfinite"]] + wg[i, COL["nonfinite"]],
+            }
+        )
+    return rows, float(loss.detach())
+
+
+def aggregate(draws: list[list[dict]]) -> list[dict]:
+    """Per layer: the median over draws of every measured value, and its [min, max] ``range``."""
+    layers = []
+    for i, first in enumerate(draws[0]):
+        row = {k: first[k] for k in LAYER_KEYS[:4]}
+        spread = {}
+        for key in MEASURED:
+            values = np.array([d[i][key] for d in draws], dtype=np.float64)
+            finite = values[~np.isnan(values)]
+            row[key] = float(np.median(finite)) if finite.size else None
+            spread[key] = [float(finite.min()), float(finite.max())] if finite.size else None
+        for key in ("nonfinite", "grad_nonfinite"):
+            if row[key] is not None and float(row[key]).is_integer():
+                row[key] = int(row[key])
+        row["range"] = spread
+        layers.append(row)
+    return layers
+
+
+def report_for(cfg: Mapping[str, Any], prep: Prepared) -> dict[str, Any]:
+    """The report for a prepared run (its model is copied, never changed).
+
+    Draw 0 is the model as ``prepare`` initialized it; draw k re-initializes a copy with seed
+    ``seed + k``.
+    """
+    from initbench.runner import INIT_BATCH  # runner imports this module
+
+    params = dict(cfg.get("diagnose") or {})
+    check_diagnose_params(**params)
+    batch_size, samples = params.get("batch_size", 256), params.get("samples", 1)
+    dtype = DTYPES[params.get("dtype", "float32")]
+    seed, data = cfg["seed"], prep.data
+    n = min(batch_size, len(data.train_y))
+    x, y = data.sample_batch(n, generator=torch.Generator().manual_seed(seed))
+    x = x.to(dtype)
+    init_params = {k: v for k, v in cfg["init"].items() if k != "name"}
+    init_x = None
+    draws, losses = [], []
+    for k in range(samples):
+        model = copy.deepcopy(prep.model)
+        if k > 0:  # weights are drawn on the CPU, as prepare() does
+            if init_x is None:
+                init_x, _ = data.sample_batch(
+                    min(INIT_BATCH, len(data.train_y)), torch.Generator().manual_seed(seed)
+                )
+            model = model.cpu()
+            inits.init_module(model, prep.init_name, activation=prep.activation,
+                              data=init_x.cpu(), generator=torch.Generator().manual_seed(seed + k),
+                              **init_params)  # fmt: skip
+        model = model.to(device=prep.device, dtype=dtype)
+        rows, loss = measure(model, x, y)
+        draws.append(rows)
+        losses.append(loss)
+    return {
+        "layers": aggregate(draws),
+        "loss": float(np.nanmedian(losses)) if not all(map(math.isnan, losses)) else None,
+        "samples": samples,
+        "spread": "range = [min, max] over the weight draws; values are medians",
+        "batch_size": n,
+        "dtype": str(dtype).removeprefix("torch."),
+        "device": str(prep.device),
+        "config": dict(cfg),
+    }
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe: numpy scalars to Python numbers, NaN and +-Inf to null."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def render(report: Mapping[str, Any]) -> np.ndarray:
+    """The std-vs-depth plot (:func:`figure`) as an H x W x 3 uint8 image."""
+    return figure_to_rgb(figure(report))
+
+
+def write_report(
+    report: Mapping[str, Any], run_dir: str | Path, image: np.ndarray | None = None
+) -> tuple[Path, Path]:
+    """Write ``diagnose.json`` and ``diagnose.png`` (``image``, rendered if not given) into
+    ``run_dir``; returns their paths."""
+    from matplotlib.image import imsave
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    json_path, png_path = run_dir / "diagnose.json", run_dir / "diagnose.png"
+    json_path.write_text(json.dumps(_plain(report), indent=2))
+    imsave(png_path, render(report) if image is None else image)
+    return json_path, png_path
+
+
+TABLE_COLUMNS = ["layer", "kind", "fan_in", "fan_out", "weight_std", "act_mean", "act_std",
+                 "act_rms", "grad_std", "dead", "saturated", "nonfinite"]  # fmt: skip
+
+
+def table_rows(report: Mapping[str, Any]) -> list[list[Any]]:
+    """The report's layers as rows of :data:`TABLE_COLUMNS` (numbers to 3 significant digits)."""
+
+    def fmt(v: Any) -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "-"
+        return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+    return [[fmt(row[k]) for k in LAYER_KEYS] for row in report["layers"]]
+
+
+def format_table(report: Mapping[str, Any]) -> str:
+    """A plain-text table for the terminal."""
+    rows = [TABLE_COLUMNS, *table_rows(report)]
+    widths = [max(len(r[j]) for r in rows) for j in range(len(TABLE_COLUMNS))]
+    lines = ["  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    note = f"{report['samples']} weight draw(s), batch {report['batch_size']}, {report['dtype']}"
+    if report["samples"] > 1:
+        note += "; medians over the draws"
+    loss = report.get("loss")
+    return "\n".join([*lines, f"({note}; initial loss {fmt_loss(loss)})"])
+
+
+def fmt_loss(loss: float | None) -> str:
+    return "non-finite" if loss is None or not math.isfinite(loss) else f"{loss:.4g}"
+
+
+def figure(report: Mapping[str, Any]):
+    """Activation std and gradient std against depth, log scale (min-max band over draws)."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import LogFormatter, MaxNLocator
+
+    fig = Figure(figsize=(9, 3.6))
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.14, top=0.78, wspace=0.25)  # fixed: fast
+    layers = report["layers"]
+    depth = np.arange(1, len(layers) + 1)
+    cfg = report.get("config") or {}
+    title = " ".join(
+        str(cfg.get(g, {}).get("name", "")) for g in ("init", "activation", "model", "dataset")
+    ).strip()
+    for ax, key, label in zip(
+        fig.subplots(1, 2),
+        ("act_std", "grad_std"),
+        ("activation std (forward)", "gradient std w.r.t. activations (backward)"),
+        strict=True,
+    ):
+        values = np.array([_positive(r[key]) for r in layers])
+        ax.plot(depth, values, marker="o", markersize=3)
+        if report.get("samples", 1) > 1:
+            lo = np.array([_positive((r["range"][key] or [None])[0]) for r in layers])
+            hi = np.array([_positive((r["range"][key] or [None, None])[1]) for r in layers])
+            ax.fill_between(depth, lo, hi, alpha=0.25, label="min-max over draws")
+            ax.legend(loc="best", fontsize="small")
+        if np.isfinite(values).any():
+            ax.set_yscale("log")
+            # plain-text tick labels: the default mathtext ones take half a second to typeset
+            ax.yaxis.set_major_formatter(LogFormatter())
+            ax.yaxis.set_minor_formatter(LogFormatter(minor_thresholds=(1, 0.4)))
+        hidden = int(np.isnan(values).sum())
+        if hidden:  # zero (underflow, dead) or non-finite: a log axis cannot show them
+            label += f"\n({hidden} layer{'s' if hidden > 1 else ''} at 0 or non-finite, not shown)"
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(0.5, len(layers) + 0.5)
+        ax.set_xlabel("layer (depth)")
+        ax.set_title(label, fontsize="medium")
+        ax.grid(True, which="both", alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize="medium")
+    return fig
+
+
+def _positive(value: float | None) -> float:
+    """A value a log axis can show (NaN for missing, zero or negative)."""
+    return value if value is not None and value > 0 and math.isfinite(value) else np.nan
+
+
+def log_report(
+    report: Mapping[str, Any], sink: Sink, step: int = 0, image: np.ndarray | None = None
+) -> None:
+    """Log the report's table and std-vs-depth plot (``image``, rendered if not given)."""
+    sink.log_table(TABLE_TAG, TABLE_COLUMNS, table_rows(report), step)
+    sink.log_image(FIGURE_TAG, render(report) if image is None else image, step)
+
+
+def step0_report(
+    cfg: Mapping[str, Any], prep: Prepared, run_dir: str | Path, sink: Sink
+) -> dict[str, Any] | None:
+    """A training run's report before its first step: written to ``run_dir`` and logged to
+    ``sink``. Skipped (None) when ``diagnose.at_start`` is false."""
+    if not (cfg.get("diagnose") or {}).get("at_start", True):
+        return None
+    report = report_for(cfg, prep)
+    image = render(report)
+    write_report(report, run_dir, image)
+    log_report(report, sink, image=image)
+    last = report["layers"][-1]
+    log.info(
+        "step-0 report: last layer act std %s, grad std %s, initial loss %s (diagnose.json)",
+        _g(last["act_std"]), _g(last["grad_std"]), fmt_loss(report["loss"]),
+    )  # fmt: skip
+    return report
+
+
+def _g(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3g}"
+
+
+def run_diagnose(cfg: Mapping[str, Any], run_dir: str | Path) -> dict[str, Any]:
+    """``src/diagnose.py``: prepare the run's data and initialized model, report, write files.
+
+    Raises:
+        UserError: a bad config value or missing data (as for training).
+    """
+    from initbench.runner import prepare  # runner imports this module
+
+    report = report_for(cfg, prepare(cfg))
+    write_report(report, run_dir)
+    return report

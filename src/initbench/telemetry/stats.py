@@ -1,0 +1,244 @@
+"""Per-layer statistics and histograms computed on the device, batched across layers.
+
+The probes: every Linear/Conv layer of a model (``fc1``, ``conv17``, ``head``, ...) paired with
+the activation module that follows it (``act1``, ``act17``, ...); a layer with no activation
+(the head) is observed through its raw output.
+
+:func:`stack` copies a list of tensors into private buffers, one ``(k, n)`` buffer per group of
+same-shaped tensors, and :func:`summarize` reduces every group with a fixed number of kernels,
+whatever the number of layers, into one float64 matrix on the device: one row per tensor, the
+columns of :data:`FIELDS` followed by the histogram counts. The caller copies that matrix to the
+host once.
+
+Conventions:
+
+- Statistics are over the finite elements; NaN and +-Inf are counted in ``nonfinite`` and left
+  out of the histogram. (The histogram range of a tensor with non-finite elements also spans 0.)
+- ``std`` is the population standard deviation; ``rms = sqrt(mean^2 + std^2)``.
+- Each tensor is divided by its largest finite magnitude before it is reduced, so values up
+  to the float32 maximum neither overflow nor lose the mean-centred variance.
+- Histograms have ``bins`` equal-width bins between the finite minimum and maximum (a constant
+  tensor ``c`` gets ``c +- |c|/2``, or ``+-0.5`` around 0).
+- ``dead_frac`` (ReLU family): the fraction of units (features; channels for convs) never
+  positive anywhere in the batch. ``saturated_frac`` (tanh, sigmoid, softsign): the fraction of
+  outputs within ``1 - SATURATION`` of an asymptote, on a scale where the asymptotes are +-1
+  (tanh: ``|y| > 0.99``; sigmoid: ``y < 0.005`` or ``y > 0.995``). NaN where not applicable.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from initbench.inits import LAYER_TYPES
+from initbench.models.activations import activation_name, get_activation
+
+FIELDS = ("count", "nonfinite", "mean", "std", "rms", "lo", "hi", "dead_frac", "saturated_frac")
+COL = {name: i for i, name in enumerate(FIELDS)}
+MAX_BINS = 512  # W&B's histogram limit
+SATURATION = 0.99  # |normalized output| above this counts as saturated
+# Asymptotes of the saturating activations (the registry's family "saturating").
+ASYMPTOTES = {"tanh": (-1.0, 1.0), "softsign": (-1.0, 1.0), "sigmoid": (0.0, 1.0)}
+
+_PAIRED = re.compile(r"^(?P<prefix>.*?)(?:fc|conv)(?P<index>\d+)$")
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One observed layer: its weights, and the module whose output are its activations."""
+
+    name: str  # the layer's module name: fc1, conv17, head
+    kind: str  # linear | conv1d | conv2d | conv3d
+    layer: nn.Module  # the Linear/Conv layer (its weight)
+    output: nn.Module  # the activation module after it, or the layer itself (the head)
+    activation: str | None  # registry name of that activation; None for a raw layer output
+
+    @property
+    def family(self) -> str:
+        """The activation's family: relu | saturating | other (a raw output is "other")."""
+        return get_activation(self.activation).family if self.activation else "other"
+
+
+def find_probes(model: nn.Module) -> list[Probe]:
+    """Every Linear/Conv layer of ``model`` in definition order, paired with its activation.
+
+    Layers named ``fc<i>``/``conv<i>`` are paired with ``act<i>`` in the same parent module (the
+    models' naming); any other layer (``head``) is observed through its own output.
+    """
+    modules = dict(model.named_modules())
+    probes = []
+    for name, layer in modules.items():
+        if not isinstance(layer, LAYER_TYPES):
+            continue
+        output, act = layer, None
+        match = _PAIRED.match(name)
+        if match and f"{match['prefix']}act{match['index']}" in modules:
+            output = modules[f"{match['prefix']}act{match['index']}"]
+            try:
+                act = activation_name(output)
+            except ValueError:  # a module the registry does not know: no dead/saturation stats
+                act = None
+        probes.append(Probe(name or type(layer).__name__.lower(), type(layer).__name__.lower(),
+                            layer, output, act))  # fmt: skip
+    if not probes:
+        raise ValueError(f"{type(model).__name__} has no Linear or Conv layers to observe")
+    return probes
+
+
+@dataclass
+class Group:
+    """Same-shaped tensors copied into one private buffer ``data`` of shape (k, n)."""
+
+    rows: list[int]  # positions of the tensors in the list given to :func:`stack`
+    data: Tensor
+    shape: tuple[int, ...]  # shape of one tensor
+    activation: str | None
+
+
+def stack(
+    tensors: Sequence[Tensor], activations: Sequence[str | None] | None = None
+) -> list[Group]:
+    """Copy ``tensors`` (detached) into one buffer per (shape, dtype, activation) group.
+
+    The buffers are float32 (float64 for float64 tensors) and belong to the caller, so
+    :func:`summarize` may overwrite them.
+    """
+    acts = list(activations) if activations is not None else [None] * len(tensors)
+    keyed: dict[tuple, list[int]] = {}
+    for i, t in enumerate(tensors):
+        keyed.setdefault((tuple(t.shape), t.dtype, acts[i]), []).append(i)
+    groups = []
+    for (shape, dtype, act), rows in keyed.items():
+        compute = torch.float64 if dtype == torch.float64 else torch.float32
+        data = torch.stack([tensors[i].detach().reshape(-1) for i in rows]).to(compute)
+        groups.append(Group(rows, data, shape, act))
+    return groups
+
+
+def summarize(groups: Sequence[Group], n_rows: int, bins: int = 0) -> Tensor:
+    """Reduce the groups to an ``(n_rows, len(FIELDS) + bins)`` float64 matrix on their device.
+
+    Row ``r`` describes the tensor at position ``r`` of the list given to :func:`stack` (rows of
+    positions that no group holds stay NaN). Overwrites the groups' buffers. ``bins=0``: no
+    histogram columns.
+    """
+    if not 0 <= bins <= MAX_BINS:
+        raise ValueError(f"bins must be in [0, {MAX_BINS}] (got {bins})")
+    device = groups[0].data.device if groups else torch.device("cpu")
+    out = torch.full((n_rows, len(FIELDS) + bins), float("nan"), dtype=torch.float64,
+                     device=device)  # fmt: skip
+    for group in groups:
+        out.index_copy_(0, _row_index(tuple(group.rows), device), _summarize_group(group, bins))
+    return out
+
+
+def _summarize_group(group: Group, bins: int) -> Tensor:
+    # Every step is a whole-buffer op or a per-row reduction, in place where it can be: this
+    # runs for every layer at once, and its cost is a few passes over the buffer.
+    x = group.data  # (k, n), private: overwritten below
+    k, n = x.shape
+    f64 = torch.float64
+    nonfinite = (x - x).ne_(0).sum(1)  # x - x is NaN exactly where x is NaN or +-Inf
+    count = n - nonfinite
+    dead, saturated = _unit_fractions(x, group)
+    x.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+    lo_raw, hi_raw = x.amin(1), x.amax(1)
+    scale = torch.maximum(lo_raw.abs(), hi_raw.abs())
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    x.div_(scale[:, None])  # |x| <= 1 from here on: no overflow in the sums below
+    lo, hi = lo_raw / scale, hi_raw / scale
+    n_fin = count.clamp_min(1)
+    mean = x.sum(1) / n_fin
+    x.sub_(mean[:, None])
+    # the zeros that replaced non-finite elements are now -mean: take them out of the variance
+    var = (torch.linalg.vector_norm(x, dim=1) ** 2 - nonfinite * mean**2) / n_fin
+    var = var.clamp_min(0)
+    degenerate = hi <= lo  # a constant tensor (or no finite element): give it a unit-wide range
+    lo, hi = torch.where(degenerate, lo - 0.5, lo), torch.where(degenerate, hi + 0.5, hi)
+    s64 = scale.to(f64)
+    pad = degenerate.to(f64) * 0.5 * s64  # the edges in the tensor's units, from the exact extremes
+    none = count == 0  # no finite element: no mean, std or rms
+    mean64 = torch.where(none, float("nan"), mean.to(f64) * s64)
+    std64 = torch.where(none, float("nan"), var.to(f64).sqrt() * s64)
+    cols = [
+        count.to(f64),
+        nonfinite.to(f64),
+        mean64,
+        std64,
+        torch.sqrt(mean64**2 + std64**2),
+        lo_raw.to(f64) - pad,
+        hi_raw.to(f64) + pad,
+        dead,
+        saturated,
+    ]
+    stats = torch.stack(cols, dim=1)
+    if not bins:
+        return stats
+    # Bin index in [0, bins) as a real number, shifted by row * bins, so that one count over the
+    # whole buffer fills every row's histogram at once.
+    width = (hi - lo) / bins
+    shift = (lo - mean)[:, None]
+    rows = torch.arange(k, device=x.device, dtype=x.dtype)[:, None] * bins
+    x.sub_(shift).div_(width[:, None]).clamp_(0, bins - 0.5).add_(rows)
+    counts = _bin_counts(x, k * bins).view(k, bins)
+    # The non-finite elements were counted as zeros: take them out of the bin that zero fell in
+    # (found with the same arithmetic as above, so it is the same bin).
+    zero = (torch.zeros_like(shift) - mean[:, None]).sub_(shift).div_(width[:, None])
+    zero_bin = zero.clamp_(0, bins - 0.5).long()
+    counts.scatter_add_(1, zero_bin, -nonfinite[:, None].to(counts.dtype))
+    return torch.cat([stats, counts.to(f64)], dim=1)
+
+
+def row_norms(groups: Sequence[Group], n_rows: int) -> Tensor:
+    """The L2 norm of every stacked tensor, as a float64 vector in :func:`stack`'s order."""
+    device = groups[0].data.device if groups else torch.device("cpu")
+    out = torch.full((n_rows,), float("nan"), dtype=torch.float64, device=device)
+    for group in groups:
+        norms = torch.linalg.vector_norm(group.data, dim=1).to(torch.float64)
+        out.index_copy_(0, _row_index(tuple(group.rows), device), norms)
+    return out
+
+
+@functools.lru_cache(maxsize=1024)
+def _row_index(rows: tuple[int, ...], device: torch.device) -> Tensor:
+    """``rows`` as an index tensor on ``device``, made once: a fresh host-to-device copy per
+    snapshot would wait for the device's queued work."""
+    return torch.tensor(rows, device=device)
+
+
+def _bin_counts(positions: Tensor, n_bins: int) -> Tensor:
+    """Counts of ``floor(positions)`` in ``[0, n_bins)`` (positions are already in range).
+
+    bincount is the fast one on the CPU; on CUDA it reads its input's maximum back to the host,
+    so there histc (given its range, it never syncs) does the counting.
+    """
+    if positions.device.type == "cpu":
+        return torch.bincount(positions.view(-1).int(), minlength=n_bins)
+    return torch.histc(positions, bins=n_bins, min=0, max=n_bins)
+
+
+def _unit_fractions(x: Tensor, group: Group) -> tuple[Tensor, Tensor]:
+    """Dead fraction (ReLU family) and saturated fraction (saturating family) per row; else NaN."""
+    k = x.shape[0]
+    nan = torch.full((k,), float("nan"), dtype=torch.float64, device=x.device)
+    dead, saturated = nan, nan
+    if group.activation is None:
+        return dead, saturated
+    family = get_activation(group.activation).family
+    if family == "relu" and len(group.shape) >= 2:
+        batch, units = group.shape[0], group.shape[1]
+        # a unit is alive if any of its outputs (any example, any position) is positive;
+        # amax propagates NaN, so a unit with a NaN output counts as not alive
+        unit_max = x.view(k, batch, units, -1).amax(dim=(1, 3))
+        dead = (unit_max > 0).logical_not().to(torch.float64).mean(1)
+    elif family == "saturating" and group.activation in ASYMPTOTES:
+        low, high = ASYMPTOTES[group.activation]
+        centre, half = (low + high) / 2, (high - low) / 2
+        near = (x - centre).abs_().gt_(SATURATION * half)
+        saturated = near.sum(1).to(torch.float64) / x.shape[1]
+    return dead, saturated

@@ -1,0 +1,310 @@
+"""The report: results.csv, summary.md, figures and index.html from a small real CPU sweep."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hydra.utils import instantiate
+
+from conftest import ROOT, compose_dict
+from initbench.report import ReportError, build_report, load_local, load_wandb
+from initbench.runner import run
+
+INITS = ("kaiming_normal", "zeros", "xavier_uniform")
+ACTIVATIONS = ("relu", "tanh")
+SEEDS = (0, 1)
+
+
+def train(run_dir: Path, *overrides: str) -> dict:
+    cfg = compose_dict(
+        [
+            "experiment=circles_mlp",
+            "trainer.epochs=10",
+            "optimizer.lr=0.05",
+            "trainer.device=cpu",
+            "logger=[]",
+            "telemetry.enabled=false",
+            *overrides,
+        ]
+    )
+    return run(cfg, run_dir, instantiate(cfg["optimizer"]))
+
+
+@pytest.fixture(scope="module")
+def runs_folder(tmp_path_factory) -> Path:
+    """A local sweep's folder (3 inits x 2 activations x 2 seeds on circles, plus a run that
+    diverges at step 0) and a second sweep's folder holding an unfinished run."""
+    root = tmp_path_factory.mktemp("runs")
+    sweep = root / "tiny"
+    for init in INITS:
+        for act in ACTIVATIONS:
+            for seed in SEEDS:
+                # the step-0 report (diagnose.json) for the first seed only: the figures use
+                # the first seed, and the report copes with runs that have none
+                train(
+                    sweep / f"{init}-{act}-{seed}",
+                    f"init={init}",
+                    f"activation={act}",
+                    f"seed={seed}",
+                    f"diagnose.at_start={seed == 0}",
+                )
+    train(sweep / "huge-relu-0", "init=normal", "init.std=1e30")  # diverges at once
+    (sweep / "combinations.json").write_text(json.dumps({"sweep": "tiny"}))
+    other = root / "other"
+    shutil.copytree(sweep / "kaiming_normal-relu-0", other / "cut-short")
+    summary = json.loads((other / "cut-short" / "summary.json").read_text())
+    (other / "cut-short" / "summary.json").write_text(json.dumps({**summary, "status": "running"}))
+    (other / "combinations.json").write_text(json.dumps({"sweep": "other"}))
+    assert (sweep / "zeros-tanh-0" / "diagnose.json").exists()
+    return root
+
+
+@pytest.fixture(scope="module")
+def report(runs_folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    files = build_report(load_local(runs_folder), out)
+    return files, pd.read_csv(files.results_csv)
+
+
+def test_results_csv_has_one_correct_row_per_run(runs_folder, report):
+    _, results = report
+    summaries = {
+        str(p.parent.relative_to(runs_folder)): json.loads(p.read_text())
+        for p in runs_folder.rglob("summary.json")
+    }
+    assert sorted(results["run_id"]) == sorted(summaries)
+    for _, row in results.iterrows():
+        s = summaries[row["run_id"]]
+        assert row["status"] == s["status"]
+        assert row["activation"] == s["choices"]["activation"]
+        assert row["seed"] == s["choices"]["seed"]
+        assert row["architecture"] == "mlp10-5/circles" and row["dataset"] == "circles"
+        for key in ("best_val_acc", "final_val_acc", "final_train_loss", "wall_s"):
+            want = s.get(key, (s.get("final") or {}).get(key.removeprefix("final_")))
+            assert (pd.isna(row[key]) and want is None) or row[key] == pytest.approx(want), key
+        if s["status"] == "finished":  # epochs to target, recomputed from metrics.jsonl
+            curve = [
+                json.loads(x)
+                for x in (runs_folder / row["run_id"] / "metrics.jsonl").read_text().splitlines()
+            ]
+            reached = [r["epoch"] for r in curve if r["val/acc"] >= row["target_acc"]]
+            assert (row["epochs_to_target"] if reached else None) == (
+                reached[0] if reached else None
+            )
+    assert set(results["scheme"]) == {
+        "kaiming_normal",
+        "zeros",
+        "xavier_uniform",
+        "normal(std=1e+30)",
+    }
+    assert results[results["scheme"] == "zeros"]["stalled"].all()  # stuck at chance
+    assert not results[results["scheme"] == "kaiming_normal"]["stalled"].any()
+    huge = results[results["scheme"] == "normal(std=1e+30)"].iloc[0]
+    assert huge["status"] == "diverged" and pd.isna(huge["best_val_acc"])
+    assert huge["diverged_at_step"] == 0
+    assert set(results["sweep"]) == {"tiny", "other"}
+
+
+def test_summary_ranks_as_the_numbers_say(report):
+    files, results = report
+    text = files.summary_md.read_text()
+    trained = results[results["status"].isin(["finished", "diverged"])].copy()
+    trained["score"] = trained["best_val_acc"].fillna(trained["chance_acc"])
+    for act in ACTIVATIONS:
+        cell = trained[trained["activation"] == act]
+        means = cell.groupby("scheme")["score"].mean().sort_values(ascending=False, kind="stable")
+        section = text.split(f"### mlp10-5/circles · {act}")[1].split("###")[0]
+        ranked = re.findall(r"^\| (\d+) \| ([^|]+) \| (\d+) \| ([\d.]+) ± ([\d.]+)", section, re.M)
+        assert [name.strip() for _, name, *_ in ranked] == list(means.index)
+        for (_, _name, n, mean, std), (scheme, value) in zip(ranked, means.items(), strict=True):
+            assert float(mean) == pytest.approx(value, abs=6e-5)
+            assert int(n) == len(cell[cell["scheme"] == scheme])
+            if int(n) > 1:
+                assert float(std) == pytest.approx(
+                    cell[cell["scheme"] == scheme]["score"].std(ddof=1), abs=6e-5
+                )
+        best_row = re.search(r"^\| mlp10-5/circles \|(.*)$", text, re.M).group(1)
+        assert means.index[0] in best_row
+    stalled = re.search(r"^\| \d+ \| zeros \|.*\| (\d+) \|$", text, re.M)
+    assert stalled and int(stalled.group(1)) == 2  # both zeros seeds stall, per activation
+
+
+def test_left_out_says_what_and_why(report):
+    files, _ = report
+    text = files.summary_md.read_text()
+    left_out = text.split("## Left out")[1].split("##")[0]
+    assert "other/cut-short" in left_out and "running" in left_out
+    assert "tiny/huge-relu-0" in left_out  # no per-epoch metrics: no curves
+    assert "2 sweeps (other, tiny)" in left_out
+    assert "counted at chance" in left_out
+
+
+def test_figures_are_readable_images_of_sensible_size(report):
+    files, _ = report
+    names = {p.name for p in files.figures}
+    expected = {"heatmap__mlp10-5_circles.png"} | {
+        f"{kind}__mlp10-5_circles__{act}.png"
+        for kind in ("curves", "step0", "weights")
+        for act in ACTIVATIONS
+    }
+    assert names == expected
+    import matplotlib.image as mpimg
+
+    for path in files.figures:
+        img = mpimg.imread(path)
+        h, w = img.shape[:2]
+        assert 300 <= w <= 4000 and 200 <= h <= 3000, (path.name, w, h)
+        assert img[..., :3].std() > 0.01, f"{path.name} is blank"
+
+
+def test_index_html_references_only_files_that_exist(report):
+    files, _ = report
+    page = files.index_html.read_text()
+    refs = re.findall(r"(?:src|href)='([^']+)'", page)
+    assert {p.name for p in files.figures} <= set(refs)
+    assert "results.csv" in refs and "summary.md" in refs
+    for ref in refs:
+        assert (files.out_dir / ref).is_file(), ref
+    assert "<table>" in page and "Left out" in page
+
+
+def test_weight_histograms_start_from_the_rebuilt_initial_weights(runs_folder):
+    import torch
+
+    from initbench.report import start_and_end_weights
+    from initbench.runner import prepare
+
+    run_dir = runs_folder / "tiny" / "xavier_uniform-tanh-1"
+    cfg = load_local(runs_folder).configs["tiny/xavier_uniform-tanh-1"]
+    name, start, end = start_and_end_weights(run_dir, cfg, "fc1")
+    again = prepare({**cfg, "trainer": {**cfg["trainer"], "device": "cpu"}}).model
+    assert name == "fc1" and np.array_equal(start, again.fc1.weight.detach().double().flatten())
+    saved = torch.load(run_dir / "checkpoint.pt", weights_only=False)["model"]["fc1.weight"]
+    assert np.array_equal(end, saved.double().flatten()) and not np.array_equal(start, end)
+
+
+def test_a_wandb_sweep_gives_the_same_tables(runs_folder, report):
+    """The W&B source (through a stand-in for the public API) goes through the same table."""
+    _, local = report
+
+    class Summary(dict):
+        @property
+        def _json_dict(self):
+            return dict(self)
+
+    class FakeRun:
+        def __init__(self, run_dir: Path):
+            self.id = run_dir.name
+            s = json.loads((run_dir / "summary.json").read_text())
+            self.state = {"running": "running"}.get(s["status"], "finished")
+            self.config = json.loads(json.dumps(load_local(run_dir).configs[run_dir.name]))
+            self._rows = (
+                [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+                if (run_dir / "metrics.jsonl").exists()
+                else []
+            )
+            self.summary = Summary(
+                {
+                    **{
+                        k: s.get(k)
+                        for k in ("status", "epochs_completed", "best_val_acc", "diverged_at_step")
+                    },
+                    **(self._rows[-1] if self._rows else {}),
+                    "_runtime": s.get("wall_s"),
+                    "choices": s["choices"],
+                }
+            )
+            self._dir = run_dir
+
+        def scan_history(self, keys):
+            return [{**r, "_step": r["step"]} for r in self._rows]
+
+        def file(self, name):
+            src = self._dir / name
+
+            class File:
+                def download(self, root, replace):
+                    shutil.copy(src, Path(root) / name)
+
+            return File()
+
+    class FakeApi:
+        def sweep(self, path):
+            dirs = [d for d in (runs_folder / "tiny").iterdir() if d.is_dir()]
+            return type("Sweep", (), {"runs": [FakeRun(d) for d in dirs]})()
+
+    remote = load_wandb("team/initbench/abc123", api=FakeApi()).runs
+    mine = local[local["sweep"] == "tiny"].copy()
+    mine["run_id"] = mine["run_id"].str.removeprefix("tiny/")
+    cols = [
+        "run_id",
+        "architecture",
+        "activation",
+        "scheme",
+        "seed",
+        "status",
+        "stalled",
+        "final_val_acc",
+        "final_train_loss",
+        "best_val_acc",
+        "epochs_to_target",
+        "epochs_completed",
+        "has_step0",
+    ]
+    a = mine[cols].sort_values("run_id").reset_index(drop=True)
+    b = remote[cols].sort_values("run_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b, check_dtype=False)
+
+
+def test_bad_sources_give_clear_errors(tmp_path):
+    with pytest.raises(ReportError, match="no runs under"):
+        load_local(tmp_path)
+    (tmp_path / "notes.txt").write_text("not a run")
+    with pytest.raises(ReportError, match="no runs under"):
+        load_local(tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "scripts/report.py", str(tmp_path / "missing")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert "report: error:" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cli_writes_the_report_and_logs_it_to_wandb_offline(runs_folder, tmp_path):
+    out = tmp_path / "rep"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "scripts/report.py",
+            str(runs_folder / "tiny"),
+            "--out",
+            str(out),
+            "--target-acc",
+            "0.9",
+            "--hist-schemes",
+            "2",
+            "--wandb",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"open {out / 'index.html'}" in proc.stdout
+    assert "left out:" in proc.stdout  # the diverged run's missing curve
+    results = pd.read_csv(out / "results.csv")
+    assert len(results) == 13 and (results["target_acc"] == 0.9).all()
+    assert list((out / "wandb").glob("offline-run-*"))

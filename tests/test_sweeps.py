@@ -1,0 +1,459 @@
+"""Sweep files, their combinations, the local sweep runner and the SLURM launcher config."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import CONF_DIR, ROOT
+from initbench.inits import list_inits, resolve
+from initbench.runner import validate
+from initbench.sweep import (
+    Combination,
+    SweepError,
+    build_command,
+    combination_name,
+    combinations,
+    compose_combinations,
+    load_sweep,
+    read_outcome,
+)
+
+SWEEP_FILES = sorted((ROOT / "sweeps").glob("*.yaml"))
+MACROS = ["${env}", "${interpreter}", "${program}", "${args_no_hyphens}"]
+HAS_DIAGNOSE = (ROOT / "src" / "diagnose.py").exists()
+
+
+def composed(sweep, combos=None) -> list[tuple[Combination, dict]]:
+    """Compose ``combos`` (default: all) of ``sweep``; fail with every error at once."""
+    if sweep.program == "src/diagnose.py" and not HAS_DIAGNOSE:
+        pytest.skip("src/diagnose.py is not there yet: its sweeps cannot be composed")
+    results = list(compose_combinations(sweep, combos or combinations(sweep), root=ROOT))
+    errors = [f"{c.label()}: {e}" for c, e in results if isinstance(e, Exception)]
+    assert not errors, "\n".join(errors[:10])
+    return results
+
+
+def covering(combos: list[Combination]) -> list[Combination]:
+    """The first combination with each value of each parameter: every value, few composes."""
+    chosen, seen = [], set()
+    for combo in combos:
+        new = {(k, str(v)) for k, v in combo.params.items()} - seen
+        if new:
+            chosen.append(combo)
+            seen |= new
+    return chosen
+
+
+def write_sweep(path: Path, parameters: dict, **extra) -> Path:
+    spec = {
+        "method": "grid",
+        "program": "src/train.py",
+        "command": MACROS,
+        "metric": {"name": "val/acc", "goal": "maximize"},
+        "parameters": parameters,
+        **extra,
+    }
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def run_script(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "scripts/local_sweep.py", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "WANDB_SILENT": "true"},
+    )
+
+
+# ----------------------------------------------------------------------------- the files
+
+
+def test_the_expected_sweep_files_exist():
+    names = {p.stem for p in SWEEP_FILES}
+    assert {
+        "grid",
+        "fashion_mnist",
+        "sigma_grid",
+        "circles",
+        "depth",
+        "signal_propagation",
+    } <= names
+
+
+@pytest.mark.parametrize("path", SWEEP_FILES, ids=lambda p: p.stem)
+def test_sweep_file_is_a_valid_wandb_grid_for_hydra(path):
+    raw = yaml.safe_load(path.read_text())
+    assert raw["command"] == MACROS  # a block list, so Hydra receives key=value
+    assert "command:\n  - ${env}\n" in path.read_text()
+    assert (ROOT / raw["program"]).exists() or raw["program"] == "src/diagnose.py"
+    sweep = load_sweep(path)  # checks: no +key, no comma in a value, known distributions
+    assert sweep.method == "grid"
+    for param in sweep.params:
+        assert not param.key.startswith(("+", "~"))
+        assert all("," not in str(v) for v in param.grid_values())
+    combos = combinations(sweep)
+    assert len({c.name for c in combos}) == len(combos)
+
+
+@pytest.mark.parametrize("path", SWEEP_FILES, ids=lambda p: p.stem)
+def test_every_value_of_every_sweep_file_composes(path):
+    sweep = load_sweep(path)
+    for _, cfg in composed(sweep, covering(combinations(sweep))):
+        if sweep.program == "src/train.py":
+            validate(cfg)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", SWEEP_FILES, ids=lambda p: p.stem)
+def test_every_combination_of_every_sweep_file_composes(path):
+    sweep = load_sweep(path)
+    results = composed(sweep)
+    assert len(results) == len(combinations(sweep))
+    for _, cfg in results:
+        validate(cfg)
+
+
+def test_grid_covers_every_scheme_architecture_and_activation():
+    sweep = load_sweep(ROOT / "sweeps" / "grid.yaml")
+    params = {p.key: p.grid_values() for p in sweep.params}
+    assert sweep.metric == {"name": "val/acc", "goal": "maximize"}
+    assert sorted(params["init"]) == sorted(list_inits())
+    assert {"fashion_mlp", "cifar_cnn", "cifar_cnn30"} <= set(params["experiment"])
+    assert {"relu", "leaky_relu", "tanh", "sigmoid", "selu", "gelu"} <= set(params["activation"])
+    assert len(params["seed"]) == 3
+
+
+def _settings(name: str, keys) -> set[tuple]:
+    """The distinct values of ``keys`` (dotted paths) over a sweep's composed configs."""
+    out = set()
+    for _, cfg in composed(load_sweep(ROOT / "sweeps" / f"{name}.yaml")):
+        row = []
+        for key in keys:
+            value = cfg
+            for part in key.split("."):
+                value = value.get(part) if isinstance(value, dict) else None
+            row.append(tuple(value) if isinstance(value, list) else value)
+        out.add(tuple(row))
+    return out
+
+
+def test_fashion_mnist_sweep_is_the_wandb_comparison():
+    got = _settings(
+        "fashion_mnist",
+        [
+            "init.name",
+            "dataset.name",
+            "optimizer._target_",
+            "trainer.epochs",
+            "model.width",
+            "activation.name",
+        ],
+    )
+    assert {g[0] for g in got} == {
+        "zeros",
+        "ones",
+        "uniform",
+        "lecun_uniform",
+        "lecun_normal",
+        "keras_default",
+    }
+    assert {g[1:] for g in got} == {("fashion_mnist", "torch.optim.Adam", 10, 256, "relu")}
+    uniform = _settings("fashion_mnist", ["init.name", "init.a", "init.b"])
+    assert ("uniform", 0.0, 1.0) in uniform
+
+
+def test_sigma_grid_sweep():
+    got = _settings(
+        "sigma_grid",
+        [
+            "init.name",
+            "init.std",
+            "model.depth",
+            "model.width",
+            "activation.name",
+            "diagnose.dtype",
+        ],
+    )
+    assert {g[1] for g in got} == {1e-5, 1e-3, 1e-2, 1e-1, 0.5}
+    assert {(g[0], *g[2:]) for g in got} == {("normal", 8, 10, "relu", "float64")}
+    assert load_sweep(ROOT / "sweeps" / "sigma_grid.yaml").program == "src/diagnose.py"
+
+
+def test_circles_sweep():
+    got = _settings("circles", ["init.name", "init.std", "dataset.name", "model.widths"])
+    assert {(g[0], g[1]) for g in got} == {
+        ("zeros", None),
+        ("normal", 10.0),
+        ("kaiming_normal", None),
+    }
+    assert {g[2:] for g in got} == {("circles", (10, 5))}
+
+
+def test_depth_sweep():
+    got = _settings(
+        "depth",
+        ["model.depth", "init.name", "activation.name", "dataset.name", "optimizer._target_"],
+    )
+    assert {g[:2] for g in got} == {
+        (22, "xavier_normal"),
+        (22, "kaiming_normal"),
+        (30, "xavier_normal"),
+        (30, "kaiming_normal"),
+    }
+    assert {g[2:] for g in got} == {("relu", "cifar10", "torch.optim.SGD")}
+
+
+def test_signal_propagation_sweep():
+    got = _settings(
+        "signal_propagation",
+        ["activation.name", "init.name", "init.std", "model.depth", "model.width", "model.bias"],
+    )
+    assert {g[0] for g in got} == {"linear", "tanh", "relu"}
+    schemes = {(resolve(g[1]), g[2]) for g in got}
+    assert schemes == {
+        ("normal", 1.0),
+        ("normal", 0.01),
+        ("lecun_normal", None),
+        ("xavier_uniform", None),
+        ("kaiming_normal", None),
+    }
+    assert {g[3:] for g in got} == {(100, 512, False)}
+    assert len(got) == 15
+
+
+# ----------------------------------------------------------------------------- semantics
+
+
+def test_grid_is_the_product_in_file_order_and_names_are_safe(tmp_path):
+    sweep = load_sweep(
+        write_sweep(
+            tmp_path / "s.yaml",
+            {
+                "init": {"values": ["zeros", "xavier", "zeros"]},
+                "seed": {"min": 0, "max": 2},
+                "init.bias": {"value": "zeros"},
+                "optimizer.lr": {"distribution": "q_uniform", "min": 0.1, "max": 0.3, "q": 0.1},
+            },
+        )
+    )
+    combos = combinations(sweep)
+    assert len(combos) == 2 * 3 * 2  # "zeros" twice runs once; q_uniform excludes max (as W&B)
+    assert combos[0].params == {
+        "init": "zeros",
+        "seed": 0,
+        "init.bias": "zeros",
+        "optimizer.lr": 0.1,
+    }
+    assert [c.params["seed"] for c in combos[:4]] == [0, 0, 1, 1]  # last key varies fastest
+    assert combos[0].args == ["init=zeros", "seed=0", "init.bias=zeros", "optimizer.lr=0.1"]
+    assert combos[0].name == "init-zeros__seed-0__init.bias-zeros__optimizer.lr-0.1"
+    odd = combination_name({"x": "a/b c"})
+    assert odd.startswith("x-a_b_c-") and odd != combination_name({"x": "a_b_c"})
+
+
+def test_command_is_the_agents_plus_a_fixed_run_dir(tmp_path):
+    sweep = load_sweep(write_sweep(tmp_path / "s.yaml", {"seed": {"values": [1]}}))
+    combo = combinations(sweep)[0]
+    cmd = build_command(sweep, combo, tmp_path / "run", interpreter="python3")
+    assert cmd == [
+        "/usr/bin/env",
+        "python3",
+        "src/train.py",
+        "seed=1",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
+
+
+def test_random_draws_are_reproducible_bounded_and_extendable(tmp_path):
+    params = {
+        "optimizer.lr": {"distribution": "log_uniform_values", "min": 1e-4, "max": 1e-1},
+        "init": {"values": ["zeros", "kaiming"], "probabilities": [0.2, 0.8]},
+        "seed": {"distribution": "int_uniform", "min": 0, "max": 4},
+        "init.std": {"distribution": "q_normal", "mu": 1.0, "sigma": 0.5, "q": 0.25},
+    }
+    sweep = load_sweep(write_sweep(tmp_path / "r.yaml", params, method="random"))
+    draws = combinations(sweep, count=400, seed=3)
+    assert [c.params for c in draws] == [c.params for c in combinations(sweep, count=400, seed=3)]
+    assert [c.params for c in combinations(sweep, count=5, seed=3)] == [
+        c.params for c in draws[:5]
+    ]  # a larger --count extends, so the first runs are found done
+    assert draws[0].params != combinations(sweep, count=1, seed=4)[0].params
+    lr = np.array([c.params["optimizer.lr"] for c in draws])
+    assert lr.min() >= 1e-4 and lr.max() <= 1e-1
+    assert 0.35 < np.mean(np.log10(lr) < -2.5) < 0.65  # uniform in log space
+    assert 0.7 < np.mean([c.params["init"] == "kaiming" for c in draws]) < 0.9
+    assert {c.params["seed"] for c in draws} == {0, 1, 2, 3, 4}
+    assert all(
+        abs(c.params["init.std"] / 0.25 - round(c.params["init.std"] / 0.25)) < 1e-9 for c in draws
+    )
+    assert len({c.name for c in draws}) == len(draws)
+    with pytest.raises(SweepError, match="--count"):
+        combinations(sweep)  # a random sweep needs a count (or run_cap) to end
+    capped = load_sweep(write_sweep(tmp_path / "c.yaml", params, method="random", run_cap=7))
+    assert len(combinations(capped)) == 7
+
+
+@pytest.mark.parametrize(
+    "params, extra, message",
+    [
+        ({"+init.foo": {"value": 1}}, {}, "no \\+/~ prefix"),
+        ({"model.widths": {"values": ["[10,5]"]}}, {}, "comma"),
+        ({"init": {"parameters": {"std": {"value": 1}}}}, {}, "nested"),
+        ({"init.std": {"min": 0.1, "max": 1.0}}, {}, "cannot be gridded"),
+        ({"seed": {"values": [0]}}, {"method": "bayes"}, "needs the W&B server"),
+        ({"seed": {"values": [0]}}, {"program": None}, "program is missing"),
+        ({"seed": {"distribution": "poisson"}}, {}, "valid: constant"),
+    ],
+)
+def test_bad_sweep_files_are_refused_with_the_reason(tmp_path, params, extra, message):
+    path = write_sweep(tmp_path / "bad.yaml", params, **extra)
+    with pytest.raises(SweepError, match=message):
+        combinations(load_sweep(path))
+
+
+def test_a_key_missing_from_the_config_does_not_compose(tmp_path):
+    sweep = load_sweep(
+        write_sweep(
+            tmp_path / "s.yaml",
+            {"init": {"values": ["zeros", "normal"]}, "init.std": {"value": 0.1}},
+        )
+    )
+    results = dict(
+        (c.params["init"], r) for c, r in compose_combinations(sweep, combinations(sweep), ROOT)
+    )
+    assert isinstance(results["zeros"], Exception)  # zeros has no std: no silent +key
+    assert results["normal"]["init"]["std"] == 0.1
+
+
+def test_outcome_comes_from_summary_or_the_exit_code(tmp_path):
+    combo = Combination(0, {"seed": 0}, "seed-0")
+    assert read_outcome(combo, tmp_path).status == "pending"
+    (tmp_path / "local_sweep.json").write_text(json.dumps({"returncode": 0}))
+    assert read_outcome(combo, tmp_path).status == "finished"  # diagnose.py writes no summary
+    (tmp_path / "summary.json").write_text(json.dumps({"status": "interrupted"}))
+    assert read_outcome(combo, tmp_path).status == "interrupted"
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def test_local_sweep_dry_run_lists_every_combination(tmp_path):
+    proc = run_script("sweeps/circles.yaml", "--dry-run", "--out", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("  ")]
+    assert len(lines) == 9 and "experiment=circles_zeros seed=0" in lines[0]
+    assert "9 combinations" in proc.stdout
+    assert "src/train.py experiment=circles_zeros seed=0 hydra.run.dir=" in proc.stdout
+    assert not (tmp_path / "out").exists()  # nothing run, nothing written
+    path = write_sweep(tmp_path / "r.yaml", {"seed": {"min": 0, "max": 1000}}, method="random")
+    first = run_script(str(path), "--dry-run", "--count", "4", "--out", str(tmp_path / "r"))
+    again = run_script(str(path), "--dry-run", "--count", "4", "--out", str(tmp_path / "r"))
+    assert first.returncode == 0 and first.stdout == again.stdout
+    assert len([ln for ln in first.stdout.splitlines() if ln.startswith("  ")]) == 4
+    bad = run_script(str(write_sweep(tmp_path / "b.yaml", {"x": {"values": ["a,b"]}})), "--dry-run")
+    assert bad.returncode == 2 and "local_sweep: error:" in bad.stderr and "comma" in bad.stderr
+
+
+def test_real_local_sweep_runs_in_parallel_keeps_divergence_as_data_and_resumes(tmp_path):
+    """Four circles runs, two at a time, W&B offline: std 1e30 diverges at step 0, the sweep
+    goes on; a re-run skips what is done (an interrupted run would be continued)."""
+    path = write_sweep(
+        tmp_path / "tiny.yaml",
+        {
+            "experiment": {"value": "circles_mlp"},
+            "init": {"value": "normal"},
+            "init.std": {"values": [1.0e30, 0.5]},
+            "seed": {"values": [0, 1]},
+            "trainer.epochs": {"value": 4},
+            "trainer.device": {"value": "cpu"},
+            "telemetry.enabled": {"value": False},
+        },
+    )
+    out = tmp_path / "out"
+    proc = run_script(str(path), "--parallel", "2", "--out", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "4 to run, 2 at a time, W&B offline" in proc.stdout
+    assert "[done 4/4]" in proc.stdout and "elapsed" in proc.stdout
+    lines = proc.stdout.splitlines()
+    first_done = next(i for i, ln in enumerate(lines) if ln.startswith("[done"))
+    assert sum(ln.startswith("[started") for ln in lines[:first_done]) == 2  # two at a time
+    statuses = {}
+    for run_dir in out.iterdir():
+        if run_dir.is_dir():
+            summary = json.loads((run_dir / "summary.json").read_text())
+            statuses[run_dir.name] = summary["status"]
+            assert json.loads((run_dir / "local_sweep.json").read_text())["returncode"] == 0
+            assert list((run_dir / "wandb").glob("offline-run-*"))  # W&B offline, per run
+    assert sorted(statuses.values()) == ["diverged", "diverged", "finished", "finished"]
+    table = proc.stdout.split("best_val_acc")[1]
+    assert table.index("finished") < table.index("diverged")  # best first
+    assert "2 diverged, 2 finished" in proc.stdout
+
+    again = run_script(str(path), "--parallel", "2", "--out", str(out))
+    assert again.returncode == 0
+    assert "4 already done, 0 to run" in again.stdout and "[started" not in again.stdout
+
+    name = next(n for n, s in statuses.items() if s == "finished")
+    summary_path = out / name / "summary.json"
+    summary_path.write_text(
+        json.dumps({**json.loads(summary_path.read_text()), "status": "interrupted"})
+    )
+    listed = run_script(str(path), "--dry-run", "--out", str(out))
+    assert "[interrupted]" in listed.stdout and listed.stdout.count("[diverged]") == 2
+    assert listed.stdout.count("[finished]") == 1  # a re-run would continue only that one
+
+
+# ----------------------------------------------------------------------------- scaling out
+
+
+def test_slurm_launcher_config_extends_submitit():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            config_name="train", overrides=["hydra/launcher=slurm"], return_hydra_config=True
+        )
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert launcher.gpus_per_node == 1 and launcher.timeout_min > 0
+    assert launcher.max_num_timeout >= 1  # requeued on timeout/preemption; the run resumes
+
+
+@pytest.mark.slow
+def test_submitit_local_launcher_runs_a_multirun(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "src/train.py",
+            "-m",
+            "hydra/launcher=submitit_local",
+            "experiment=circles_mlp",
+            "init=zeros,kaiming",
+            "trainer.epochs=2",
+            "trainer.device=cpu",
+            "logger=tensorboard",
+            f"hydra.sweep.dir={tmp_path}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summaries = sorted(tmp_path.glob("*/summary.json"))
+    assert len(summaries) == 2
+    assert {json.loads(p.read_text())["status"] for p in summaries} == {"finished"}
+    assert list(tmp_path.glob(".submitit/*"))  # submitit's job folders

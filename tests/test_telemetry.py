@@ -1,0 +1,298 @@
+"""Telemetry: on-device statistics and histograms, snapshots during training, both sinks."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch import nn
+
+from conftest import ROOT, compose_dict
+from initbench.data import DeviceDataset
+from initbench.engine import train
+from initbench.models import build_model
+from initbench.runner import UserError, validate
+from initbench.telemetry import (
+    FIELDS,
+    MultiSink,
+    Telemetry,
+    TensorBoardSink,
+    WandbSink,
+    build_telemetry,
+    find_probes,
+    stack,
+    summarize,
+)
+from initbench.telemetry.stats import COL
+
+BATCH = 16
+KEEP_ALL = {"histograms": 0, "scalars": 0, "images": 0, "tensors": 0}
+
+
+def toy_data(n=4 * BATCH, dim=6, classes=3, seed=0) -> DeviceDataset:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, dim, generator=g)
+    y = torch.randint(0, classes, (n,), generator=g)
+    return DeviceDataset("toy", x, y, x[:BATCH], y[:BATCH], (dim,), classes)
+
+
+def toy_model(activation="relu", widths=(8, 8), seed=0) -> nn.Module:
+    torch.manual_seed(seed)
+    return build_model("mlp", input_shape=(6,), num_classes=3, activation=activation,
+                       widths=list(widths))  # fmt: skip
+
+
+def fit(model, data, observer, epochs=1, sink=None):
+    return train(model, data, torch.optim.SGD(model.parameters(), lr=0.1), epochs=epochs,
+                 batch_size=BATCH, generator=torch.Generator().manual_seed(0), sink=sink,
+                 observer=observer)  # fmt: skip
+
+
+def events(log_dir) -> EventAccumulator:
+    acc = EventAccumulator(str(log_dir), size_guidance=KEEP_ALL)
+    acc.Reload()
+    return acc
+
+
+class Recorder:
+    """A sink that keeps what it is given."""
+
+    wandb_run_id = None
+
+    def __init__(self):
+        self.scalars, self.histograms = {}, {}
+
+    def log_scalars(self, scalars, step):
+        self.scalars.setdefault(step, {}).update(scalars)
+
+    def log_histograms(self, histograms, step):
+        self.histograms.setdefault(step, {}).update(histograms)
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def test_summarize_matches_numpy_and_leaves_out_nonfinite_values():
+    g = torch.Generator().manual_seed(0)
+    tensors = [
+        torch.randn(40, 30, generator=g) * 3 + 1,
+        torch.randn(40, 30, generator=g),  # same shape: reduced together with the first
+        torch.full((7,), 0.1),  # constant
+        torch.tensor([1.0, float("nan"), float("inf"), -2.0, 3.0, float("-inf")]),
+        torch.full((3,), float("nan")),  # nothing finite
+        torch.tensor([3e38, -3e38, 1e38, 0.0]),  # near the float32 limit: no overflow
+        torch.randn(5, 4, generator=g, dtype=torch.float64) * 1e-200,  # float64 stays float64
+    ]
+    bins = 16
+    out = summarize(stack(tensors), len(tensors), bins).cpu().numpy()
+    assert out.shape == (len(tensors), len(FIELDS) + bins)
+    for t, row in zip(tensors, out, strict=True):
+        values = t.double().flatten().numpy()
+        finite = values[np.isfinite(values)]
+        counts = row[len(FIELDS) :]
+        assert row[COL["count"]] == finite.size
+        assert row[COL["nonfinite"]] == values.size - finite.size
+        assert counts.sum() == finite.size  # non-finite values are not in the histogram
+        assert np.isfinite(row[COL["lo"]]) and row[COL["lo"]] < row[COL["hi"]]
+        if finite.size == 0:
+            assert np.isnan(row[COL["mean"]]) and np.isnan(row[COL["std"]])
+            continue
+        assert row[COL["mean"]] == pytest.approx(finite.mean(), rel=1e-5, abs=1e-6 * finite.std())
+        assert row[COL["std"]] == pytest.approx(finite.std(), rel=1e-5, abs=1e-12)
+        assert row[COL["rms"]] == pytest.approx(np.sqrt((finite**2).mean()), rel=1e-5)
+        if finite.min() < finite.max():  # the range is exactly the finite values' range
+            assert row[COL["lo"]] == finite.min() and row[COL["hi"]] == finite.max()
+        else:  # a constant gets c +- |c|/2
+            assert row[COL["lo"]] < finite.min() < row[COL["hi"]]
+        reference, _ = np.histogram(finite, bins=bins, range=(row[COL["lo"]], row[COL["hi"]]))
+        assert np.abs(counts - reference).sum() <= 2  # at most a value on a bin edge moves
+    assert out[2, COL["std"]] == 0 and out[2, COL["mean"]] == pytest.approx(0.1)
+
+
+def test_dead_and_saturated_fractions():
+    relu_out = torch.zeros(BATCH, 4)
+    relu_out[3, 0] = 1.0  # unit 0 fires once: alive; units 1-3 never fire: dead
+    conv_out = torch.zeros(BATCH, 2, 3, 3)
+    conv_out[0, 1, 2, 2] = 0.5  # channel 1 alive at one position of one example
+    tanh_out = torch.tensor([[0.995, -0.999, 0.5, 0.0]])
+    sigmoid_out = torch.tensor([[0.999, 0.001, 0.5, 0.9]])
+    out = summarize(
+        stack(
+            [relu_out, conv_out, tanh_out, sigmoid_out], ["relu", "leaky_relu", "tanh", "sigmoid"]
+        ),
+        4,
+    ).numpy()
+    assert out[0, COL["dead_frac"]] == pytest.approx(0.75)
+    assert out[1, COL["dead_frac"]] == pytest.approx(0.5)
+    assert out[2, COL["saturated_frac"]] == pytest.approx(0.5)
+    assert out[3, COL["saturated_frac"]] == pytest.approx(0.5)
+    assert np.isnan(out[0, COL["saturated_frac"]]) and np.isnan(out[2, COL["dead_frac"]])
+
+
+def test_probes_pair_layers_with_their_activations():
+    mlp = toy_model("tanh")
+    assert [(p.name, p.activation) for p in find_probes(mlp)] == [
+        ("fc1", "tanh"), ("fc2", "tanh"), ("head", None)]  # fmt: skip
+    cnn = build_model("cnn", input_shape=(3, 8, 8), num_classes=10, depth=3, channels=2)
+    probes = find_probes(cnn)
+    assert [p.name for p in probes] == ["conv1", "conv2", "conv3", "head"]
+    assert probes[0].output is cnn.act1 and probes[0].kind == "conv2d"
+    assert probes[-1].output is cnn.head
+
+
+# ----------------------------------------------------------------------------- during training
+
+
+def test_tensorboard_gets_one_histogram_per_layer_per_snapshot(tmp_path):
+    data, model = toy_data(), toy_model()
+    sink = TensorBoardSink(tmp_path / "tb")
+    telemetry = Telemetry(model, sink, every_n_steps=2, bins=32)
+    fit(model, data, telemetry, sink=sink)  # 4 steps: snapshots at 0 and 2
+    sink.finish()
+    acc = events(tmp_path / "tb")
+    sizes = {"fc1": (8 * 6, BATCH * 8), "fc2": (8 * 8, BATCH * 8), "head": (3 * 8, BATCH * 3)}
+    expected = {f"{kind}/{layer}" for kind in ("weights", "acts", "grads") for layer in sizes}
+    assert set(acc.Tags()["histograms"]) == expected
+    for layer, (n_weights, n_acts) in sizes.items():
+        for kind, n in (("weights", n_weights), ("acts", n_acts), ("grads", n_weights)):
+            hists = acc.Histograms(f"{kind}/{layer}")
+            assert [h.step for h in hists] == [0, 2]
+            for h in hists:
+                assert h.histogram_value.num == n
+                assert len(h.histogram_value.bucket) == 32
+                assert sum(h.histogram_value.bucket) == n
+    scalars = set(acc.Tags()["scalars"])
+    for layer in sizes:
+        for stat in ("weight_std", "act_rms", "grad_mean", "grad_norm", "update_ratio"):
+            assert f"stats/{stat}/{layer}" in scalars
+    assert {"stats/dead_frac/fc1", "stats/dead_frac/fc2"} <= scalars
+    assert "stats/dead_frac/head" not in scalars and "stats/saturated_frac/fc1" not in scalars
+    ratio = acc.Scalars("stats/update_ratio/fc1")[0].value
+    assert 0 < ratio < 1  # one SGD step moves the weights a little
+    assert not any(m._forward_hooks for m in model.modules())  # hooks removed after each snapshot
+
+
+def test_statistics_match_the_model_at_the_snapshot():
+    data, model = toy_data(), toy_model("tanh")
+    recorder = Recorder()
+    w0 = model.fc1.weight.detach().clone()
+    fit(model, data, Telemetry(model, recorder, every_n_steps=100))  # SGD, lr 0.1
+    stats = recorder.scalars[0]
+    assert stats["stats/weight_std/fc1"] == pytest.approx(w0.std(correction=0).item(), rel=1e-5)
+    assert stats["stats/weight_rms/fc1"] == pytest.approx(w0.pow(2).mean().sqrt().item(), rel=1e-5)
+    # plain SGD: the step-0 update is -0.1 * grad, so ||dW|| / ||W|| = 0.1 * ||grad|| / ||W||
+    expected = 0.1 * stats["stats/grad_norm/fc1"] / w0.norm().item()
+    assert stats["stats/update_ratio/fc1"] == pytest.approx(expected, rel=1e-4)
+    assert stats["stats/grad_norm/fc1"] > 0
+    assert "stats/saturated_frac/fc1" in stats and "stats/dead_frac/fc1" not in stats
+    edges, counts = recorder.histograms[0]["weights/fc1"]
+    assert len(edges) == len(counts) + 1 == 65 and counts.sum() == w0.numel()
+    assert (edges[0], edges[-1]) == pytest.approx((w0.min().item(), w0.max().item()))
+
+
+@pytest.mark.parametrize(
+    "params, steps_per_epoch, expected",
+    [
+        ({"every_n_steps": 3}, 4, [0, 3, 6, 9]),
+        ({"every_n_steps": 100}, 4, [0]),
+        ({"every_n_steps": None, "every_n_epochs": 2}, 4, [0, 8]),
+        ({"every_n_steps": 1, "histograms": False}, 4, list(range(12))),
+    ],
+)
+def test_snapshot_interval_is_honoured(params, steps_per_epoch, expected):
+    data, model = toy_data(n=steps_per_epoch * BATCH), toy_model()
+    recorder = Recorder()
+    telemetry = build_telemetry(params, model, recorder, steps_per_epoch=steps_per_epoch)
+    fit(model, data, telemetry, epochs=3)  # 12 steps
+    assert telemetry.snapshots == expected
+    assert sorted(recorder.scalars) == expected
+    assert sorted(recorder.histograms) == ([] if params.get("histograms") is False else expected)
+
+
+def test_disabled_telemetry_builds_no_observer():
+    assert build_telemetry({"enabled": False}, toy_model(), Recorder(), steps_per_epoch=1) is None
+
+
+def test_nonfinite_activations_are_counted_and_do_not_crash_a_writer(tmp_path):
+    data, model = toy_data(), toy_model()
+    with torch.no_grad():
+        model.fc2.weight[0, 0] = float("nan")  # unit 0 of fc2 (and everything after) is NaN
+        model.fc2.weight[1, 0] = float("inf")
+    sink = TensorBoardSink(tmp_path / "tb")
+    recorder = Recorder()
+    fit(model, data, Telemetry(model, MultiSink([sink, recorder]), every_n_steps=100), sink=sink)
+    sink.finish()
+    stats = recorder.scalars[0]
+    assert stats["stats/act_nonfinite/fc1"] == 0
+    assert stats["stats/act_nonfinite/fc2"] >= BATCH  # at least unit 0 over the whole batch
+    assert stats["stats/weight_nonfinite/fc2"] == 2
+    assert stats["stats/act_nonfinite/head"] > 0
+    acc = events(tmp_path / "tb")
+    fc2 = acc.Histograms("acts/fc2")[0].histogram_value
+    assert fc2.num == BATCH * 8 - stats["stats/act_nonfinite/fc2"]  # the finite ones only
+    assert acc.Histograms("weights/fc2")[0].histogram_value.num == 8 * 8 - 2
+
+
+def test_wandb_sink_gets_the_same_tags_as_tensorboard(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    data, model = toy_data(), toy_model()
+    tb = TensorBoardSink(tmp_path / "tb")
+    wb = WandbSink(run_dir=tmp_path, project="initbench-test", name="telemetry", config={})
+    logged = {}
+    real_log = wb.run.log
+
+    def log(data, *args, **kwargs):
+        logged.update(data)
+        return real_log(data, *args, **kwargs)
+
+    monkeypatch.setattr(wb.run, "log", log)
+    sink = MultiSink([tb, wb])
+    fit(model, data, Telemetry(model, sink, every_n_steps=100, bins=16))
+    import wandb
+
+    hists = {k: v for k, v in logged.items() if isinstance(v, wandb.Histogram)}
+    scalars = {k for k, v in logged.items() if k.startswith("stats/")}
+    assert len(hists["weights/fc1"].histogram) == 16
+    assert sum(hists["acts/fc2"].histogram) == BATCH * 8
+    sink.finish()
+    acc = events(tmp_path / "tb")
+    assert set(hists) == set(acc.Tags()["histograms"])
+    assert scalars == {t for t in acc.Tags()["scalars"] if t.startswith("stats/")}
+    assert list((tmp_path / "wandb").glob("offline-run-*/*.wandb"))
+
+
+# ----------------------------------------------------------------------------- config and bench
+
+
+@pytest.mark.parametrize(
+    "override, field",
+    [
+        ("telemetry.bins=0", "telemetry.bins"),
+        ("telemetry.bins=513", "telemetry.bins"),
+        ("telemetry.every_n_steps=0", "telemetry.every_n_steps"),
+        ("telemetry.every_n_epochs=-1", "telemetry.every_n_epochs"),
+        ("telemetry.histograms=maybe", "telemetry.histograms"),
+    ],
+)
+def test_bad_telemetry_values_name_the_field(override, field):
+    with pytest.raises(UserError, match=field):
+        validate(compose_dict([override, "trainer.device=cpu"]))
+
+
+def test_bench_quick_reports_the_overhead_ratio(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "scripts/bench.py", "--quick", "--device", "cpu", "--threads", "1",
+         "--out", str(out), "model.width=32"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    overhead = result["telemetry_overhead"]
+    assert overhead["ratio"] > 0 and overhead["step_ms_off"] > 0 and overhead["step_ms_on"] > 0
+    assert overhead["steps_per_repeat"] % overhead["every_n_steps"] == 0
+    assert result["meta"]["quick"] is True and result["meta"]["device"] == "cpu"
+    assert "telemetry_overhead" in proc.stdout
