@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from initbench import inits
-from initbench.telemetry import Sink, figure_to_rgb, find_probes, stack, summarize
+from initbench.telemetry import MultiSink, Sink, figure_to_rgb, find_probes, stack, summarize
 from initbench.telemetry.stats import COL
 
 if TYPE_CHECKING:
@@ -367,8 +367,24 @@ def run_diagnose(cfg: Mapping[str, Any], run_dir: str | Path) -> dict[str, Any]:
     Raises:
         UserError: a bad config value or missing data (as for training).
     """
-    from initbench.runner import prepare  # runner imports this module
+    from initbench.runner import make_sinks, prepare  # runner imports this module
 
     report = report_for(cfg, prepare(cfg))
-    write_report(report, run_dir)
+    image = render(report)
+    write_report(report, run_dir, image)
+    # The same sinks as a training run, so a W&B sweep of diagnose runs gets one W&B run each.
+    sink = MultiSink(make_sinks(cfg, Path(run_dir), resume_step=None, wandb_id=None))
+    try:
+        log_report(report, sink, image=image)
+        last = report["layers"][-1]
+        sink.log_summary(
+            {
+                "diagnose/last_act_std": last["act_std"],
+                "diagnose/last_grad_std": last["grad_std"],
+                "diagnose/loss": report["loss"],
+                "diagnose/nonfinite_layers": sum(1 for r in report["layers"] if r["nonfinite"]),
+            }
+        )
+    finally:
+        sink.finish()
     return report

@@ -121,6 +121,7 @@ def validate(cfg: Mapping[str, Any]) -> torch.device:
     _int_at_least(trainer["batch_size"], "trainer.batch_size", 1)
     _int_at_least(trainer["eval_batch_size"], "trainer.eval_batch_size", 1)
     _int_at_least(cfg["seed"], "seed", 0)
+    _int_at_least(trainer.get("checkpoint_every_epochs", 1), "trainer.checkpoint_every_epochs", 1)
     if trainer.get("num_threads") is not None:
         _int_at_least(trainer["num_threads"], "trainer.num_threads", 1)
     _require(
@@ -469,10 +470,19 @@ def run(
                 "wandb_run_id": sink.wandb_run_id,
             },
         )
+        write_metrics(st)
+
+    def write_metrics(st: TrainState) -> None:
         with open(run_dir / "metrics.jsonl", "w") as f:
             f.writelines(json.dumps(row) + "\n" for row in st.history)
 
     trainer = cfg["trainer"]
+    every = trainer.get("checkpoint_every_epochs", 1)
+
+    def epoch_end(st: TrainState) -> None:
+        if st.epoch % every == 0 or st.epoch == trainer["epochs"]:
+            checkpoint(st)
+
     telemetry = build_telemetry(
         cfg.get("telemetry"), model, sink,
         steps_per_epoch=data.num_batches("train", trainer["batch_size"]),
@@ -495,7 +505,7 @@ def run(
                 state=state,
                 sink=sink,
                 observer=telemetry,
-                on_epoch_end=checkpoint,
+                on_epoch_end=epoch_end,
                 should_stop=lambda: received_signal() is not None,
             )
             if state.status == "interrupted":
@@ -505,6 +515,7 @@ def run(
         _write_summary_quietly(run_dir, summary)
         sink.finish()
         raise
+    write_metrics(state)  # also the epochs since the last checkpoint (a diverged run)
     summary.update(
         status=state.status,
         epochs_completed=state.epoch,
