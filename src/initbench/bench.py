@@ -157,6 +157,227 @@ def telemetry_overhead(ctx: BenchContext) -> dict[str, Any]:
     }
 
 
+def _median_interleaved(arms: Mapping[str, Callable[[], float]], repeats: int) -> dict[str, float]:
+    """Median of each arm's timings, the arms taking turns (order reversed every other repeat)."""
+    times: dict[str, list[float]] = {name: [] for name in arms}
+    order = list(arms)
+    for r in range(repeats):
+        for name in order if r % 2 == 0 else reversed(order):
+            times[name].append(arms[name]())
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def _train_steps(model, data, *, batch_size, precision, channels_last, device) -> float:
+    """Seconds for one epoch of the real loop (``engine.train``) over ``data``."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    _sync(device)
+    start = time.perf_counter()
+    train(
+        model,
+        data,
+        optimizer,
+        epochs=1,
+        batch_size=batch_size,
+        generator=torch.Generator().manual_seed(0),
+        eval_batch_size=batch_size,
+        precision=precision,
+        channels_last=channels_last,
+    )
+    _sync(device)
+    return time.perf_counter() - start
+
+
+@measurement("mlp_epoch_speedup_vs_dataloader")
+def mlp_epoch_speedup_vs_dataloader(ctx: BenchContext) -> dict[str, Any]:
+    """One training epoch of the FashionMNIST MLP: the tutorials' loop (torchvision dataset +
+    ToTensor + DataLoader, batches copied to the device, ``loss.item()`` every step) divided by
+    ours (device-resident data, index gathers, no host sync per step); same model, batch size,
+    optimizer and device. Needs the FashionMNIST files (apt-get install dataset-fashion-mnist)."""
+    import gzip
+    import shutil
+
+    import torch.nn.functional as F
+    import torchvision
+    from torch.utils.data import DataLoader, Subset
+
+    from initbench.data import DataNotFoundError, load_dataset
+    from initbench.data.fashion_mnist import FILES, locate
+    from initbench.models import build_model
+    from initbench.runner import model_params
+
+    cfg, device = ctx.cfg, ctx.prep.device
+    batch_size = cfg["trainer"]["batch_size"]
+    try:
+        files = locate(Path(cfg["data_dir"]), download=False)
+        ours_data = load_dataset(
+            "fashion_mnist", root=cfg["data_dir"], device=device, download=False
+        )
+    except DataNotFoundError as err:
+        return {"ratio": None, "skipped": str(err).split(". ")[0]}
+    # torchvision reads the unzipped IDX files from <root>/FashionMNIST/raw.
+    raw = ctx.workdir / "torchvision" / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for key, stem in FILES.items():
+        opener = gzip.open if files[key].suffix == ".gz" else open
+        with opener(files[key], "rb") as src, open(raw / stem, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    reference_data = torchvision.datasets.FashionMNIST(
+        str(raw.parents[1]), train=True, download=False,
+        transform=torchvision.transforms.ToTensor(),
+    )  # fmt: skip
+    n = 2048 if ctx.quick else len(reference_data)
+    reference_data = Subset(reference_data, range(n))
+    test = torch.arange(batch_size, device=device)
+    ours_data = DeviceDataset(
+        name="fashion_mnist",
+        train_x=ours_data.train_x[:n],
+        train_y=ours_data.train_y[:n],
+        test_x=ours_data.test_x.index_select(0, test),
+        test_y=ours_data.test_y.index_select(0, test),
+        input_shape=ours_data.input_shape,
+        num_classes=ours_data.num_classes,
+    )
+
+    def model() -> torch.nn.Module:
+        torch.manual_seed(0)
+        m = build_model(
+            "mlp", input_shape=(1, 28, 28), num_classes=10,
+            activation=cfg["activation"]["name"], **model_params(cfg),
+        )  # fmt: skip
+        return m.to(device)
+
+    def reference_epoch() -> float:
+        net = model()
+        optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+        loader = DataLoader(reference_data, batch_size=batch_size, shuffle=True)
+        _sync(device)
+        start = time.perf_counter()
+        net.train()
+        running_loss = 0.0
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            optimizer.zero_grad()
+            loss = F.cross_entropy(net(x), y)
+            loss.backward()
+            optimizer.step()
+            running_loss += loss.item()
+        _sync(device)
+        return time.perf_counter() - start
+
+    def our_epoch() -> float:
+        return _train_steps(
+            model(), ours_data, batch_size=batch_size, precision="fp32",
+            channels_last=False, device=device,
+        )  # fmt: skip
+
+    reference_epoch(), our_epoch()  # warm-up
+    t = _median_interleaved(
+        {"reference": reference_epoch, "ours": our_epoch}, 1 if ctx.quick else 3
+    )
+    return {
+        "ratio": t["reference"] / t["ours"],
+        "epoch_s_reference": t["reference"],
+        "epoch_s_ours": t["ours"],
+        "samples_per_s_ours": n / t["ours"],
+        "samples_per_s_reference": n / t["reference"],
+        "train_examples": n,
+        "target": {"cpu": 2.0, "cuda": 10.0}.get(device.type),
+    }
+
+
+@measurement("cnn30_speedup_fast_path")
+def cnn30_speedup_fast_path(ctx: BenchContext) -> dict[str, Any]:
+    """Step time of the 30-layer plain CNN on CIFAR-10-shaped batches: eager fp32 divided by the
+    fast path (bf16 autocast on CUDA + channels_last, + torch.compile when trainer.compile is
+    on), both through the real loop. Also times the 10-layer CNN's fast path (for the grid
+    estimate). On the CPU only channels_last differs, and the figure is not the CUDA target's."""
+    from initbench.models import build_model
+
+    cfg, device = ctx.cfg, ctx.prep.device
+    batch_size, steps, channels = (8, 2, 4) if ctx.quick else (128, 20, 16)
+    g = torch.Generator().manual_seed(0)
+    n = batch_size * steps
+    data = DeviceDataset(
+        name="cifar10_shaped",
+        train_x=torch.randn(n, 3, 32, 32, generator=g).to(device),
+        train_y=torch.randint(0, 10, (n,), generator=g).to(device),
+        test_x=torch.randn(batch_size, 3, 32, 32, generator=g).to(device),
+        test_y=torch.randint(0, 10, (batch_size,), generator=g).to(device),
+        input_shape=(3, 32, 32),
+        num_classes=10,
+    )
+    compile_model = bool(cfg["trainer"].get("compile", False))
+    fast_precision = "bf16" if device.type == "cuda" else "fp32"
+
+    def arm(depth: int, fast: bool) -> Callable[[], float]:
+        torch.manual_seed(0)
+        net = build_model("cnn", input_shape=(3, 32, 32), num_classes=10, depth=depth,
+                          channels=channels).to(device)  # fmt: skip
+        if fast:
+            net = net.to(memory_format=torch.channels_last)
+            if compile_model:
+                net = torch.compile(net)
+
+        def timed() -> float:
+            return _train_steps(
+                net, data, batch_size=batch_size, precision=fast_precision if fast else "fp32",
+                channels_last=fast, device=device,
+            ) / steps  # fmt: skip
+
+        timed()  # warm-up (and compilation)
+        return timed
+
+    t = _median_interleaved(
+        {"eager": arm(30, False), "fast": arm(30, True), "cnn10_fast": arm(10, True)},
+        1 if ctx.quick else 5,
+    )
+    return {
+        "ratio": t["eager"] / t["fast"],
+        "step_ms_eager_fp32": 1e3 * t["eager"],
+        "step_ms_fast": 1e3 * t["fast"],
+        "step_ms_cnn10_fast": 1e3 * t["cnn10_fast"],
+        "samples_per_s_fast": batch_size / t["fast"],
+        "fast_path": {"precision": fast_precision, "channels_last": True, "compile": compile_model},
+        "batch_size": batch_size,
+        "channels": channels,
+        "epoch_s_fast_estimate": 50_000 / batch_size * t["fast"],
+    }
+
+
+def grid_estimate(results: Mapping[str, Any], sweep_path: Path) -> dict[str, Any] | None:
+    """Wall time of ``sweep_path`` on this device, one run at a time, from the measured epoch
+    and step times: each combination's epochs x (train epoch + ~7% for evaluation)."""
+    from initbench.sweep import grid_combinations, load_sweep
+
+    mlp, cnn = (
+        results.get("mlp_epoch_speedup_vs_dataloader"),
+        results.get("cnn30_speedup_fast_path"),
+    )
+    if not mlp or not cnn or mlp.get("ratio") is None or results["meta"]["quick"]:
+        return None
+    steps = 50_000 / cnn["batch_size"]
+    epoch_s = {  # per experiment preset of the grid's architecture axis
+        "fashion_mlp": mlp["epoch_s_ours"] * 60_000 / mlp["train_examples"],
+        "cifar_cnn": steps * cnn["step_ms_cnn10_fast"] / 1e3,
+        "cifar_cnn30": steps * cnn["step_ms_fast"] / 1e3,
+    }
+    epochs = {"fashion_mlp": 10, "cifar_cnn": 15, "cifar_cnn30": 15}  # conf/experiment presets
+    total, runs, unknown = 0.0, 0, set()
+    for combo in grid_combinations(load_sweep(sweep_path)):
+        exp = combo.params.get("experiment")
+        if exp not in epoch_s:
+            unknown.add(exp)
+            continue
+        total += epochs[exp] * epoch_s[exp] * 1.07
+        runs += 1
+    return {
+        "hours": total / 3600,
+        "runs": runs,
+        "epoch_s": epoch_s,
+        "not_estimated": sorted(unknown),
+    }
+
+
 def run_bench(
     cfg: Mapping[str, Any],
     make_optimizer: Callable[..., torch.optim.Optimizer],
@@ -193,6 +414,9 @@ def run_bench(
         ctx = BenchContext(cfg, prep, make_optimizer, quick, Path(workdir))
         for name in names or list(MEASUREMENTS):
             results[name] = MEASUREMENTS[name](ctx)
+    grid = Path(__file__).resolve().parents[2] / "sweeps" / "grid.yaml"
+    if grid.exists():
+        results["grid_wall_time_estimate"] = grid_estimate(results, grid)
     if out is not None:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -201,22 +425,28 @@ def run_bench(
 
 
 def format_results(results: Mapping[str, Any]) -> str:
-    """A short table: one line per measurement with its absolute times and ratio."""
+    """A short table: per measurement its ratio, target and absolute figures."""
     meta = results["meta"]
     lines = [
         f"device {meta['device']} ({meta['device_name']}), torch {meta['torch']}, "
-        f"{meta['threads']} threads, {meta['model']} on {meta['dataset']}, batch "
+        f"{meta['threads']} threads, workload {meta['model']} on {meta['dataset']}, batch "
         f"{meta['batch_size']}{'  [quick: not a measurement]' if meta['quick'] else ''}",
-        f"{'measurement':<20} {'off ms/step':>12} {'on ms/step':>11} {'ratio':>7} "
-        f"{'target':>7} {'ratio (CPU time)':>17}",
+        f"{'measurement':<33} {'ratio':>7} {'target':>8}  absolute figures",
     ]
     for name, r in results.items():
-        if name == "meta":
+        if name == "meta" or not isinstance(r, Mapping):
             continue
-        target = "-" if r.get("target") is None else f"<={r['target']:.2f}"
-        cpu = "-" if r.get("ratio_cpu_time") is None else f"{r['ratio_cpu_time']:.3f}"
-        lines.append(
-            f"{name:<20} {r['step_ms_off']:>12.3f} {r['step_ms_on']:>11.3f} "
-            f"{r['ratio']:>7.3f} {target:>7} {cpu:>17}"
-        )
+        if name == "grid_wall_time_estimate":
+            lines.append(f"{name:<33} {r['hours']:.1f} h for {r['runs']} runs, one at a time")
+            continue
+        if r.get("ratio") is None:
+            lines.append(f"{name:<33} {'-':>7} {'-':>8}  skipped: {r.get('skipped')}")
+            continue
+        target = r.get("target")
+        target = "-" if target is None else (f"<={target:.2f}" if target < 2 else f">={target:g}")
+        figures = ", ".join(
+            f"{k} {v:.4g}" for k, v in r.items()
+            if isinstance(v, float) and k not in ("ratio", "target")
+        )  # fmt: skip
+        lines.append(f"{name:<33} {r['ratio']:>7.3f} {target:>8}  {figures}")
     return "\n".join(lines)

@@ -43,7 +43,8 @@ from initbench.telemetry import (
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")
+SWITCHES = ("auto", True, False)  # trainer.channels_last
 MODEL_KEYS = ("depth", "width", "widths", "dropout", "channels", "norm", "bias")
 INIT_BATCH = 256  # examples handed to data-dependent initializers
 CHECKPOINT = "checkpoint.pt"
@@ -128,6 +129,14 @@ def validate(cfg: Mapping[str, Any]) -> torch.device:
         trainer["precision"] in PRECISIONS,
         f"trainer.precision must be one of {', '.join(PRECISIONS)} (got {trainer['precision']!r})",
     )
+    _require(
+        trainer.get("channels_last", "auto") in SWITCHES,
+        f"trainer.channels_last must be auto, true or false (got {trainer.get('channels_last')!r})",
+    )
+    _require(
+        isinstance(trainer.get("compile", False), bool),
+        f"trainer.compile must be true or false (got {trainer.get('compile')!r})",
+    )
     act_name, act_params = split_group(cfg["activation"])
     try:
         make_activation(act_name, **act_params)
@@ -154,12 +163,14 @@ class Prepared:
     """A validated config turned into objects: the data, and the initialized model on its device."""
 
     device: torch.device
-    precision: str
+    precision: str  # resolved: fp32 | bf16
     data: datasets.DeviceDataset
-    model: nn.Module
+    model: nn.Module  # the module itself: state dicts, telemetry hooks
     activation: nn.Module
     init_name: str
     init_report: Any
+    channels_last: bool = False  # resolved: feed image batches in channels_last layout
+    train_model: nn.Module | None = None  # what the loop calls: ``model``, or its compiled form
 
 
 def prepare(cfg: Mapping[str, Any]) -> Prepared:
@@ -174,10 +185,18 @@ def prepare(cfg: Mapping[str, Any]) -> Prepared:
     trainer = cfg["trainer"]
     if trainer.get("num_threads"):
         torch.set_num_threads(trainer["num_threads"])
+    # The fast path where it is safe: bf16 autocast and channels_last convs on CUDA.
     precision = trainer["precision"]
-    if precision == "bf16" and device.type != "cuda":
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    elif precision == "bf16" and device.type != "cuda":
         log.warning("trainer.precision=bf16 needs CUDA; running in fp32 on %s", device)
         precision = "fp32"
+    channels_last = trainer.get("channels_last", "auto")
+    if channels_last == "auto":
+        channels_last = device.type == "cuda" and cfg["model"]["arch"] == "cnn"
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
     seed = cfg["seed"]
     seed_everything(seed)
     ds_name, ds_params = split_group(cfg["dataset"])
@@ -209,7 +228,14 @@ def prepare(cfg: Mapping[str, Any]) -> Prepared:
         )
     except (ValueError, FileNotFoundError) as err:
         raise UserError(str(err)) from None
-    return Prepared(device, precision, data, model.to(device), activation, init_name, init_report)
+    model = model.to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    train_model = torch.compile(model) if trainer.get("compile", False) else model
+    return Prepared(
+        device, precision, data, model, activation, init_name, init_report, channels_last,
+        train_model,
+    )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- run directory
@@ -494,13 +520,14 @@ def run(
             step0_report(cfg, prep, run_dir, sink)
         with stop_on_signals() as received_signal:
             state = train(
-                model,
+                prep.train_model,
                 data,
                 optimizer,
                 epochs=trainer["epochs"],
                 batch_size=trainer["batch_size"],
                 eval_batch_size=trainer["eval_batch_size"],
                 precision=prep.precision,
+                channels_last=prep.channels_last,
                 generator=data_gen,
                 state=state,
                 sink=sink,
