@@ -247,3 +247,19 @@ def test_missing_data_is_recorded_as_a_failed_run(tmp_path):
         )
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "failed" and "CIFAR-10 not found" in summary["error"]
+
+
+def test_a_finished_run_is_extended_by_more_epochs(tmp_path, reference):
+    first = run_in_process(tmp_path, ["trainer.epochs=1"])
+    assert first["epochs_completed"] == 1
+    extended = run_in_process(tmp_path)  # trainer.epochs=3, as the reference
+    assert extended["epochs_completed"] == 3
+    assert extended["final"] == reference[0]["final"]
+    assert metrics_rows(tmp_path) == reference[1]
+
+
+def test_a_stop_after_a_divergence_records_the_divergence(tmp_path, monkeypatch):
+    summary = run_in_process(
+        tmp_path, ["init=normal", "init.std=1e30"], stop_at_poll=3, monkeypatch=monkeypatch
+    )
+    assert summary["status"] == "diverged" and summary["diverged_at_step"] == 0

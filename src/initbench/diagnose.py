@@ -184,7 +184,9 @@ def report_for(cfg: Mapping[str, Any], prep: Prepared) -> dict[str, Any]:
     dtype = DTYPES[params.get("dtype", "float32")]
     seed, data = cfg["seed"], prep.data
     n = min(batch_size, len(data.train_y))
-    x, y = data.sample_batch(n, generator=torch.Generator().manual_seed(seed))
+    # Seed + 2: not LSUV's calibration batch (seed) nor the data order (seed + 1), so a
+    # data-dependent init is measured out of sample.
+    x, y = data.sample_batch(n, generator=torch.Generator().manual_seed(seed + 2))
     x = x.to(dtype)
     init_params = {k: v for k, v in cfg["init"].items() if k != "name"}
     init_x = None

@@ -182,6 +182,8 @@ def train(
             if state.global_step % DIVERGENCE_CHECK_EVERY == 0 and _diverged(state, first_bad_step):
                 return state
             if should_stop is not None and should_stop():
+                if _diverged(state, first_bad_step):  # never checkpoint a diverged state
+                    return state
                 state.status = "interrupted"
                 state.partial_loss_sum = float(loss_sum)
                 state.partial_correct = int(correct)

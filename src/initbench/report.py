@@ -38,6 +38,7 @@ import pandas as pd
 import yaml
 
 from initbench import inits
+from initbench.io import read_json
 
 log = logging.getLogger(__name__)
 
@@ -154,13 +155,6 @@ def _safe(text: str) -> str:
 # ----------------------------------------------------------------------------- sources
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def _read_yaml(path: Path) -> Any:
     try:
         return yaml.safe_load(path.read_text())
@@ -196,7 +190,7 @@ def _run_dirs(folder: Path) -> list[Path]:
 def _sweep_of(run_dir: Path, folder: Path) -> str:
     """The sweep a run belongs to: a local sweep's name, or a W&B agent's sweep id."""
     for parent in [run_dir, *run_dir.parents]:
-        index = _read_json(parent / "combinations.json")
+        index = read_json(parent / "combinations.json")
         if isinstance(index, dict) and index.get("sweep"):
             return str(index["sweep"])
         if parent.parent.name == "wandb-sweeps":
@@ -237,8 +231,8 @@ def load_local(folder: str | Path) -> RunSet:
         )
     raws = []
     for run_dir in dirs:
-        summary = _read_json(run_dir / "summary.json")
-        diagnose = _read_json(run_dir / "diagnose.json")
+        summary = read_json(run_dir / "summary.json")
+        diagnose = read_json(run_dir / "diagnose.json")
         config = _read_yaml(run_dir / "config.yaml")
         if not isinstance(config, dict) and isinstance(diagnose, dict):
             config = diagnose.get("config")
@@ -311,7 +305,7 @@ def load_wandb(path: str, api: Any = None) -> RunSet:
 
             with tempfile.TemporaryDirectory() as tmp:
                 run.file("diagnose.json").download(root=tmp, replace=True)
-                layers = (_read_json(Path(tmp) / "diagnose.json") or {}).get("layers") or []
+                layers = (read_json(Path(tmp) / "diagnose.json") or {}).get("layers") or []
         except Exception:  # not uploaded
             layers = []
         raws.append(

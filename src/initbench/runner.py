@@ -31,6 +31,7 @@ from initbench import data as datasets
 from initbench import inits
 from initbench.diagnose import check_diagnose_params, step0_report
 from initbench.engine import TrainState, train
+from initbench.io import fsync_replace, read_json, write_json_atomic
 from initbench.models import build_model, check_model_params, make_activation
 from initbench.telemetry import (
     MultiSink,
@@ -241,25 +242,6 @@ def prepare(cfg: Mapping[str, Any]) -> Prepared:
 # ----------------------------------------------------------------------------- run directory
 
 
-def _fsync_replace(tmp: Path, path: Path) -> None:
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON through a temp file, fsync and rename, so readers never see half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    _fsync_replace(tmp, path)
-
-
 def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
     """Save atomically (temp file, flush, fsync, rename); the previous one is kept as a fallback."""
     tmp = run_dir / (CHECKPOINT + ".tmp")
@@ -270,7 +252,7 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
     current = run_dir / CHECKPOINT
     if current.exists():
         os.replace(current, run_dir / PREVIOUS_CHECKPOINT)
-    _fsync_replace(tmp, current)
+    fsync_replace(tmp, current)
 
 
 def load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
@@ -401,12 +383,27 @@ def run(
     run_dir = Path(run_dir)
     validate(cfg)
     _check_writable(run_dir)
-    cfg = dict(cfg)
+    # From here on a SIGTERM/SIGINT (even during loading) stops the run after its next step,
+    # with a checkpoint; a second Ctrl-C stops at once.
+    with stop_on_signals() as received_signal:
+        return _run(dict(cfg), run_dir, make_optimizer, choices, received_signal)
+
+
+def _run(
+    cfg: dict[str, Any],
+    run_dir: Path,
+    make_optimizer: Callable[..., torch.optim.Optimizer],
+    choices: Mapping[str, Any] | None,
+    received_signal: Callable[[], int | None],
+) -> dict[str, Any]:
+    trainer = cfg["trainer"]
     ckpt = None
-    old_summary = _read_json(run_dir / "summary.json") or {}
+    old_summary = read_json(run_dir / "summary.json") or {}
     if cfg.get("resume", True):
-        if old_summary and old_summary.get("status") in ("finished", "diverged"):
-            log.info("run %s is already %s; nothing to do", run_dir, old_summary["status"])
+        status = old_summary.get("status")
+        done = (old_summary.get("epochs_completed") or 0) >= trainer["epochs"]
+        if status == "diverged" or (status == "finished" and done):
+            log.info("run %s is already %s; nothing to do", run_dir, status)
             return old_summary
         ckpt = load_checkpoint(run_dir)
         if ckpt is not None:
@@ -494,6 +491,7 @@ def run(
                 "torch_rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
                 "wandb_run_id": sink.wandb_run_id,
+                "wall_s": wall_before + time.perf_counter() - start,
             },
         )
         write_metrics(st)
@@ -502,7 +500,6 @@ def run(
         with open(run_dir / "metrics.jsonl", "w") as f:
             f.writelines(json.dumps(row) + "\n" for row in st.history)
 
-    trainer = cfg["trainer"]
     every = trainer.get("checkpoint_every_epochs", 1)
 
     def epoch_end(st: TrainState) -> None:
@@ -514,29 +511,28 @@ def run(
         steps_per_epoch=data.num_batches("train", trainer["batch_size"]),
     )  # fmt: skip
     start = time.perf_counter()
-    wall_before = (old_summary.get("wall_s") or 0.0) if ckpt is not None else 0.0
+    wall_before = (ckpt.get("wall_s") or 0.0) if ckpt is not None else 0.0
     try:
         if ckpt is None:  # a fresh start: the step-0 signal-propagation report first
             step0_report(cfg, prep, run_dir, sink)
-        with stop_on_signals() as received_signal:
-            state = train(
-                prep.train_model,
-                data,
-                optimizer,
-                epochs=trainer["epochs"],
-                batch_size=trainer["batch_size"],
-                eval_batch_size=trainer["eval_batch_size"],
-                precision=prep.precision,
-                channels_last=prep.channels_last,
-                generator=data_gen,
-                state=state,
-                sink=sink,
-                observer=telemetry,
-                on_epoch_end=epoch_end,
-                should_stop=lambda: received_signal() is not None,
-            )
-            if state.status == "interrupted":
-                checkpoint(state)
+        state = train(
+            prep.train_model,
+            data,
+            optimizer,
+            epochs=trainer["epochs"],
+            batch_size=trainer["batch_size"],
+            eval_batch_size=trainer["eval_batch_size"],
+            precision=prep.precision,
+            channels_last=prep.channels_last,
+            generator=data_gen,
+            state=state,
+            sink=sink,
+            observer=telemetry,
+            on_epoch_end=epoch_end,
+            should_stop=lambda: received_signal() is not None,
+        )
+        if state.status == "interrupted":
+            checkpoint(state)
     except BaseException as err:
         summary.update(status="failed", error=f"{type(err).__name__}: {err}")
         _write_summary_quietly(run_dir, summary)
@@ -569,13 +565,6 @@ def run(
         state.status, state.epoch, summary["best_val_acc"], run_dir,
     )  # fmt: skip
     return summary
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def _write_summary_quietly(run_dir: Path, summary: dict[str, Any]) -> None:

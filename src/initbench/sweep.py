@@ -50,6 +50,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from initbench.io import read_json
+
 METHODS = ("grid", "random")
 # W&B's parameter distributions (docs: "Sweep configuration options"); grid takes the first four.
 GRID_DISTRIBUTIONS = ("constant", "categorical", "int_uniform", "q_uniform")
@@ -494,13 +496,6 @@ class Outcome:
     error: str | None = None
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def _last_metric(run_dir: Path, name: str | None) -> float | None:
     """The last logged value of ``name`` (what W&B's run summary holds)."""
     if not name:
@@ -523,8 +518,8 @@ def _last_metric(run_dir: Path, name: str | None) -> float | None:
 def read_outcome(combo: Combination, run_dir: Path, metric: str | None = None) -> Outcome:
     """A combination's state from its folder: ``summary.json`` if the program wrote one, else
     the exit code recorded by the local runner (programs such as diagnose.py write none)."""
-    summary = _read_json(run_dir / "summary.json")
-    record = _read_json(run_dir / RECORD) or {}
+    summary = read_json(run_dir / "summary.json")
+    record = read_json(run_dir / RECORD) or {}
     status = "pending"
     if isinstance(summary, dict) and summary.get("status"):
         status = summary["status"]
@@ -544,7 +539,7 @@ def read_outcome(combo: Combination, run_dir: Path, metric: str | None = None) -
 
 
 def _status_after(returncode: int, run_dir: Path) -> str:
-    summary = _read_json(run_dir / "summary.json")
+    summary = read_json(run_dir / "summary.json")
     if isinstance(summary, dict) and summary.get("status") in DONE + ("interrupted", "failed"):
         return summary["status"]
     if returncode == 0:
