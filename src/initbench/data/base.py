@@ -9,8 +9,10 @@ generator's state can be checkpointed.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -234,3 +236,16 @@ def _check_generator(generator: torch.Generator | None) -> None:
             "the data generator must be a CPU torch.Generator (random numbers are drawn on the "
             f"CPU and moved, so runs are reproducible across devices); got {generator.device}"
         )
+
+
+def torchvision_download(dataset: str, root: Path, timeout: float) -> None:
+    """``torchvision.datasets.<dataset>(root, download=True)`` with a bounded socket timeout,
+    so a machine without network fails in seconds rather than hanging."""
+    import torchvision  # lazy: only the download path needs it
+
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout)
+    try:
+        getattr(torchvision.datasets, dataset)(str(root), train=True, download=True)
+    finally:
+        socket.setdefaulttimeout(previous)

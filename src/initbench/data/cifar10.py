@@ -11,14 +11,18 @@ The batches are unpickled: load only files you trust (they are the files torchvi
 from __future__ import annotations
 
 import pickle
-import socket
 from pathlib import Path
 from urllib.error import URLError
 
 import numpy as np
 import torch
 
-from initbench.data.base import DataNotFoundError, DeviceDataset, normalize_per_channel
+from initbench.data.base import (
+    DataNotFoundError,
+    DeviceDataset,
+    normalize_per_channel,
+    torchvision_download,
+)
 
 FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
@@ -98,7 +102,7 @@ def locate(root: Path, download: bool) -> Path:
     if not download:
         raise DataNotFoundError(help_text + " dataset.download=false, so nothing was downloaded.")
     try:
-        _torchvision_download(root)
+        torchvision_download("CIFAR10", root, DOWNLOAD_TIMEOUT_S)
     except (URLError, OSError, RuntimeError) as err:
         raise DataNotFoundError(
             f"{help_text} The download into {root} failed (no internet?): {err}"
@@ -106,18 +110,6 @@ def locate(root: Path, download: bool) -> Path:
     if not _complete(root / FOLDER):
         raise DataNotFoundError(f"{help_text} torchvision's download left no complete {FOLDER}.")
     return root / FOLDER
-
-
-def _torchvision_download(root: Path) -> None:
-    """``torchvision.datasets.CIFAR10(root, download=True)`` with a bounded socket timeout."""
-    import torchvision  # lazy: only the download path needs it
-
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
-    try:
-        torchvision.datasets.CIFAR10(str(root), train=True, download=True)
-    finally:
-        socket.setdefaulttimeout(previous)
 
 
 def load_cifar10(

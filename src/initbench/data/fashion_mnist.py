@@ -9,7 +9,6 @@ looked for, in order, in ``root/``, ``root/fashion_mnist/``, ``root/FashionMNIST
 from __future__ import annotations
 
 import gzip
-import socket
 import zlib
 from pathlib import Path
 from urllib.error import URLError
@@ -17,7 +16,12 @@ from urllib.error import URLError
 import numpy as np
 import torch
 
-from initbench.data.base import DataNotFoundError, DeviceDataset, normalize_per_channel
+from initbench.data.base import (
+    DataNotFoundError,
+    DeviceDataset,
+    normalize_per_channel,
+    torchvision_download,
+)
 
 # Where Debian's `dataset-fashion-mnist` package installs the files.
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -128,7 +132,7 @@ def locate(root: Path, download: bool) -> dict[str, Path]:
     if not download:
         raise DataNotFoundError(help_text + " dataset.download=false, so nothing was downloaded.")
     try:
-        _torchvision_download(root)
+        torchvision_download("FashionMNIST", root, DOWNLOAD_TIMEOUT_S)
     except (URLError, OSError, RuntimeError) as err:
         raise DataNotFoundError(
             f"{help_text} The download into {root / 'FashionMNIST' / 'raw'} failed "
@@ -140,18 +144,6 @@ def locate(root: Path, download: bool) -> dict[str, Path]:
             f"{help_text} torchvision's download left no complete set of files."
         )
     return found
-
-
-def _torchvision_download(root: Path) -> None:
-    """``torchvision.datasets.FashionMNIST(root, download=True)`` with a bounded socket timeout."""
-    import torchvision  # lazy: only the download path needs it
-
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
-    try:
-        torchvision.datasets.FashionMNIST(str(root), train=True, download=True)
-    finally:
-        socket.setdefaulttimeout(previous)
 
 
 def load_fashion_mnist(
