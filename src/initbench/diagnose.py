@@ -176,7 +176,6 @@ def report_for(cfg: Mapping[str, Any], prep: Prepared) -> dict[str, Any]:
     Draw 0 is the model as ``prepare`` initialized it; draw k re-initializes a copy with seed
     ``seed + k``.
     """
-    from initbench.runner import INIT_BATCH  # runner imports this module
 
     params = dict(cfg.get("diagnose") or {})
     check_diagnose_params(**params)
@@ -188,20 +187,19 @@ def report_for(cfg: Mapping[str, Any], prep: Prepared) -> dict[str, Any]:
     # data-dependent init is measured out of sample.
     x, y = data.sample_batch(n, generator=torch.Generator().manual_seed(seed + 2))
     x = x.to(dtype)
-    init_params = {k: v for k, v in cfg["init"].items() if k != "name"}
-    init_x = None
     draws, losses = [], []
     for k in range(samples):
         model = copy.deepcopy(prep.model)
         if k > 0:  # weights are drawn on the CPU, as prepare() does
-            if init_x is None:
-                init_x, _ = data.sample_batch(
-                    min(INIT_BATCH, len(data.train_y)), torch.Generator().manual_seed(seed)
-                )
             model = model.cpu()
-            inits.init_module(model, prep.init_name, activation=prep.activation,
-                              data=init_x.cpu(), generator=torch.Generator().manual_seed(seed + k),
-                              **init_params)  # fmt: skip
+            inits.init_module(
+                model,
+                prep.init_name,
+                activation=prep.activation,
+                data=prep.init_batch,
+                generator=torch.Generator().manual_seed(seed + k),
+                **prep.init_params,
+            )
         model = model.to(device=prep.device, dtype=dtype)
         rows, loss = measure(model, x, y)
         draws.append(rows)

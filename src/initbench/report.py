@@ -39,6 +39,7 @@ import yaml
 
 from initbench import inits
 from initbench.io import read_json
+from initbench.telemetry.sinks import markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -608,13 +609,6 @@ def _board_rows(board: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    esc = [[str(c).replace("|", "\\|") for c in row] for row in [header, *rows]]
-    lines = ["| " + " | ".join(esc[0]) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in esc[1:]]
-    return "\n".join(lines)
-
-
 def _best_grid(boards: Mapping[tuple[str, str], pd.DataFrame]) -> tuple[list[str], list[list[str]]]:
     archs = sorted({a for a, _ in boards})
     acts = sorted({b for _, b in boards})
@@ -1046,10 +1040,10 @@ def _summary_markdown(
         out += ["## Left out", ""] + [f"- {n}" for n in notes] + [""]
     if boards:
         out += ["## Best scheme per architecture × activation", ""]
-        out += [_markdown_table(*_best_grid(boards)), ""]
+        out += [markdown_table(*_best_grid(boards)), ""]
         out += ["## Leaderboards", ""]
         for (arch, act), board in boards.items():
-            out += [f"### {arch} · {act}", "", _markdown_table(*_board_rows(board)), ""]
+            out += [f"### {arch} · {act}", "", markdown_table(*_board_rows(board)), ""]
     header, rows = _step0_rows(runset)
     if rows:
         out += [
@@ -1057,7 +1051,7 @@ def _summary_markdown(
             "",
             "First seed of each scheme (diagnose.json).",
             "",
-            _markdown_table(header, rows),
+            markdown_table(header, rows),
             "",
         ]
     return "\n".join(out)

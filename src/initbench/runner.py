@@ -169,6 +169,8 @@ class Prepared:
     model: nn.Module  # the module itself: state dicts, telemetry hooks
     activation: nn.Module
     init_name: str
+    init_params: dict[str, Any]  # the init group's hparams
+    init_batch: torch.Tensor  # the CPU batch handed to data-dependent inits (LSUV)
     init_report: Any
     channels_last: bool = False  # resolved: feed image batches in channels_last layout
     train_model: nn.Module | None = None  # what the loop calls: ``model``, or its compiled form
@@ -216,14 +218,14 @@ def prepare(cfg: Mapping[str, Any]) -> Prepared:
             **model_params(cfg),
         )
         activation = make_activation(act_name, **act_params)
-        batch_x, _ = data.sample_batch(
+        init_batch = data.sample_batch(
             min(INIT_BATCH, len(data.train_y)), generator=torch.Generator().manual_seed(seed)
-        )
+        )[0].cpu()
         init_report = inits.init_module(
             model,
             init_name,
             activation=activation,
-            data=batch_x.cpu(),
+            data=init_batch,
             generator=torch.Generator().manual_seed(seed),
             **init_params,
         )
@@ -234,8 +236,8 @@ def prepare(cfg: Mapping[str, Any]) -> Prepared:
         model = model.to(memory_format=torch.channels_last)
     train_model = torch.compile(model) if trainer.get("compile", False) else model
     return Prepared(
-        device, precision, data, model, activation, init_name, init_report, channels_last,
-        train_model,
+        device, precision, data, model, activation, init_name, init_params, init_batch,
+        init_report, channels_last, train_model,
     )  # fmt: skip
 
 

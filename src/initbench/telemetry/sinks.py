@@ -10,7 +10,7 @@ finite edges, at most 512 bins: W&B's limit), so no sink bins raw tensors itself
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -53,10 +53,12 @@ def figure_to_rgb(figure: Any) -> np.ndarray:  # a matplotlib Figure
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
-def markdown_table(columns: list[str], rows: list[list[Any]]) -> str:
-    """A Markdown table (TensorBoard's text plugin renders it)."""
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
+def markdown_table(columns: Sequence[Any], rows: Sequence[Sequence[Any]]) -> str:
+    """A Markdown table, ``|`` in cells escaped (TensorBoard's text plugin renders it; so
+    does the report's summary.md)."""
+    esc = [[str(c).replace("|", "\\|") for c in row] for row in [columns, *rows]]
+    lines = ["| " + " | ".join(esc[0]) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in esc[1:]]
     return "\n".join(lines)
 
 
