@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 
 from initbench.bench import MEASUREMENTS, format_results, run_bench
 from initbench.config import register_resolvers
-from initbench.runner import UserError
+from initbench.errors import UserError
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 WORKLOAD = ["dataset=gaussian", "dataset.dim=784", "dataset.n=2048", "logger=[]"]

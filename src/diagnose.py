@@ -11,31 +11,7 @@ Prints a per-layer table and writes diagnose.json and diagnose.png (activation a
 std against depth) into the run directory (outputs/diagnose/<date>/<time>-<run name>/).
 """
 
-import sys
-from pathlib import Path
-
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
-
-from initbench.config import register_resolvers
-from initbench.diagnose import format_table, run_diagnose
-from initbench.runner import UserError
-
-register_resolvers()
-
-
-@hydra.main(config_path="../conf", config_name="diagnose", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
-        report = run_diagnose(OmegaConf.to_container(cfg, resolve=True), run_dir)
-    except UserError as err:
-        print(f"initbench: error: {err}", file=sys.stderr)
-        sys.exit(2)
-    print(format_table(report))
-    print(f"wrote {run_dir / 'diagnose.json'} and {run_dir / 'diagnose.png'}")
-
+from initbench.cli import diagnose
 
 if __name__ == "__main__":
-    main()
+    diagnose()

@@ -11,7 +11,8 @@ import torch
 from hydra.utils import instantiate
 
 from conftest import FASHION_DIR, ROOT, compose_dict, write_cifar
-from initbench.runner import prepare, run
+from initbench.build import prepare
+from initbench.run import run
 
 
 def test_bench_quick_produces_every_key(tmp_path):

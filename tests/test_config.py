@@ -3,10 +3,11 @@
 import pytest
 
 from conftest import CONF_DIR, ROOT, compose_dict, group_options, run_train_cli
+from initbench.build import validate
 from initbench.data import list_datasets
+from initbench.errors import UserError
 from initbench.inits import list_aliases, list_inits
 from initbench.models import list_activations
-from initbench.runner import UserError, validate
 
 GROUPS = ["model", "dataset", "init", "activation", "optimizer", "logger", "experiment"]
 
@@ -95,7 +96,7 @@ def test_cli_help_lists_groups_and_options():
 def test_cli_bad_value_is_one_clear_line_not_a_traceback(tmp_path):
     proc = run_train_cli("model.depth=0", f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 2
-    assert "initbench: error: model.depth must be >= 1 (got 0)" in proc.stderr
+    assert "initbench: error: model.depth must be an integer >= 1 (got 0)" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
 
 

@@ -14,8 +14,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch import nn
 
 from conftest import CPU_OVERRIDES, ROOT, compose_dict
+from initbench.build import prepare, validate
 from initbench.diagnose import LAYER_KEYS, measure, report_for, run_diagnose
-from initbench.runner import UserError, prepare, run, validate
+from initbench.errors import UserError
+from initbench.run import run
 
 SMALL = ["dataset=circles", "trainer.device=cpu", "model.width=16", "logger=tensorboard"]
 

@@ -16,8 +16,11 @@ from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import ROOT, compose_dict, run_train_cli
-from initbench import runner
-from initbench.runner import UserError, load_checkpoint, run
+from initbench import checkpoint as checkpoint_module
+from initbench import run as run_module
+from initbench.checkpoint import load_checkpoint
+from initbench.errors import Interrupted, UserError
+from initbench.run import run
 
 # Enough steps per epoch (63) that a stop lands mid-epoch; dropout exercises the torch RNG.
 RESUME_OVERRIDES = [
@@ -43,7 +46,7 @@ def run_in_process(run_dir, overrides=(), stop_at_poll=None, monkeypatch=None, b
         def fake_signals():
             yield lambda: signal.SIGTERM if next(polls) >= stop_at_poll else None
 
-        monkeypatch.setattr(runner, "stop_on_signals", fake_signals)
+        monkeypatch.setattr(run_module, "stop_on_signals", fake_signals)
     return run(cfg, run_dir, make_optimizer=instantiate(cfg["optimizer"]))
 
 
@@ -61,7 +64,7 @@ def reference(tmp_path_factory):
 @pytest.mark.parametrize("stop_after", [1, 40, 63, 100])
 def test_stop_then_resume_gives_identical_metrics(tmp_path, monkeypatch, reference, stop_after):
     ref_summary, ref_rows = reference
-    with pytest.raises(runner.Interrupted):
+    with pytest.raises(Interrupted):
         run_in_process(tmp_path, stop_at_poll=stop_after, monkeypatch=monkeypatch)
     stopped = json.loads((tmp_path / "summary.json").read_text())
     assert stopped["status"] == "interrupted"
@@ -87,7 +90,7 @@ def test_finished_run_is_not_run_again(tmp_path):
 
 
 def test_more_epochs_on_a_stopped_run_continue_it(tmp_path, monkeypatch, reference):
-    with pytest.raises(runner.Interrupted):
+    with pytest.raises(Interrupted):
         run_in_process(tmp_path, stop_at_poll=70, monkeypatch=monkeypatch)
     monkeypatch.undo()
     resumed = run_in_process(tmp_path)  # same config; epochs may differ from the stopped run's
@@ -95,7 +98,7 @@ def test_more_epochs_on_a_stopped_run_continue_it(tmp_path, monkeypatch, referen
 
 
 def test_resume_with_another_config_is_refused(tmp_path, monkeypatch):
-    with pytest.raises(runner.Interrupted):
+    with pytest.raises(Interrupted):
         run_in_process(tmp_path, stop_at_poll=5, monkeypatch=monkeypatch)
     monkeypatch.undo()
     with pytest.raises(
@@ -107,7 +110,7 @@ def test_resume_with_another_config_is_refused(tmp_path, monkeypatch):
 
 
 def test_corrupt_checkpoint_falls_back_to_the_previous_one(tmp_path, monkeypatch, reference):
-    with pytest.raises(runner.Interrupted):
+    with pytest.raises(Interrupted):
         run_in_process(tmp_path, stop_at_poll=100, monkeypatch=monkeypatch)
     monkeypatch.undo()
     assert (tmp_path / "checkpoint.prev.pt").exists()  # epoch 1's, kept when step 100 was saved
@@ -120,7 +123,7 @@ def test_corrupt_checkpoint_falls_back_to_the_previous_one(tmp_path, monkeypatch
 
 
 def test_every_checkpoint_corrupt_is_a_clear_error(tmp_path, monkeypatch):
-    with pytest.raises(runner.Interrupted):
+    with pytest.raises(Interrupted):
         run_in_process(tmp_path, stop_at_poll=3, monkeypatch=monkeypatch)
     monkeypatch.undo()
     (tmp_path / "checkpoint.pt").write_bytes(b"\x00garbage")
@@ -139,7 +142,7 @@ def test_disk_full_never_leaves_a_summary_that_claims_success(tmp_path, monkeypa
     def full_disk(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(runner.torch, "save", full_disk)
+    monkeypatch.setattr(checkpoint_module.torch, "save", full_disk)
     with pytest.raises(OSError, match="No space left"):
         run_in_process(tmp_path)
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -151,7 +154,7 @@ def test_disk_full_never_leaves_a_summary_that_claims_success(tmp_path, monkeypa
     "overrides, message",
     [
         (["init=normal", "init.std=-1"], "std"),
-        (["init=uniform", "init.a=2", "init.b=1"], "init 'uniform'"),
+        (["init=uniform", "init.a=2", "init.b=1"], "init.a must be <= b"),
         (["model=cnn30", "dataset=circles"], "needs image input"),
         (["init=delta_orthogonal", "model=cnn", "model.channels=1", "dataset=cifar10"], "c_in"),
     ],

@@ -17,7 +17,7 @@ from hydra.utils import instantiate
 
 from conftest import ROOT, compose_dict
 from initbench.report import ReportError, build_report, load_local, load_wandb
-from initbench.runner import run
+from initbench.run import run
 
 INITS = ("kaiming_normal", "zeros", "xavier_uniform")
 ACTIVATIONS = ("relu", "tanh")
@@ -180,8 +180,8 @@ def test_index_html_references_only_files_that_exist(report):
 def test_weight_histograms_start_from_the_rebuilt_initial_weights(runs_folder):
     import torch
 
+    from initbench.build import prepare
     from initbench.report import start_and_end_weights
-    from initbench.runner import prepare
 
     run_dir = runs_folder / "tiny" / "xavier_uniform-tanh-1"
     cfg = load_local(runs_folder).configs["tiny/xavier_uniform-tanh-1"]

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from conftest import CONF_DIR, ROOT
+from initbench.build import validate
 from initbench.inits import list_inits, resolve
-from initbench.runner import validate
 from initbench.sweep import (
     Combination,
     SweepError,

@@ -7,10 +7,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch import nn
 
 from conftest import compose_dict
+from initbench.build import validate
 from initbench.data import DeviceDataset
 from initbench.engine import train
+from initbench.errors import UserError
 from initbench.models import build_model
-from initbench.runner import UserError, validate
 from initbench.telemetry import (
     FIELDS,
     MultiSink,
@@ -201,7 +202,8 @@ def test_statistics_match_the_model_at_the_snapshot():
 def test_snapshot_interval_is_honoured(params, steps_per_epoch, expected):
     data, model = toy_data(n=steps_per_epoch * BATCH), toy_model()
     recorder = Recorder()
-    telemetry = build_telemetry(params, model, recorder, steps_per_epoch=steps_per_epoch)
+    node = {**compose_dict()["telemetry"], **params}  # the config's node, as a run passes it
+    telemetry = build_telemetry(node, model, recorder, steps_per_epoch=steps_per_epoch)
     fit(model, data, telemetry, epochs=3)  # 12 steps
     assert telemetry.snapshots == expected
     assert sorted(recorder.scalars) == expected
@@ -209,7 +211,8 @@ def test_snapshot_interval_is_honoured(params, steps_per_epoch, expected):
 
 
 def test_disabled_telemetry_builds_no_observer():
-    assert build_telemetry({"enabled": False}, toy_model(), Recorder(), steps_per_epoch=1) is None
+    node = {**compose_dict()["telemetry"], "enabled": False}
+    assert build_telemetry(node, toy_model(), Recorder(), steps_per_epoch=1) is None
 
 
 def test_nonfinite_activations_are_counted_and_do_not_crash_a_writer(tmp_path):

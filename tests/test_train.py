@@ -9,7 +9,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from conftest import CPU_OVERRIDES, FASHION_DIR, compose_dict, run_train_cli, write_cifar
 from initbench.inits import list_aliases, list_inits, resolve
-from initbench.runner import run
+from initbench.run import run
 
 TAGS = {"train/loss", "train/acc", "val/loss", "val/acc"}
 

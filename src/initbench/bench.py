@@ -28,9 +28,9 @@ from typing import Any
 
 import torch
 
+from initbench.build import Prepared, model_params, prepare
 from initbench.data import DeviceDataset
 from initbench.engine import train
-from initbench.runner import Prepared, prepare
 from initbench.telemetry import TensorBoardSink, build_telemetry
 
 TARGETS = {"cpu": 1.10, "cuda": 1.05}  # telemetry on/off step-time ratio we aim for
@@ -203,7 +203,6 @@ def mlp_epoch_speedup_vs_dataloader(ctx: BenchContext) -> dict[str, Any]:
     from initbench.data import DataNotFoundError, load_dataset
     from initbench.data.fashion_mnist import FILES, locate
     from initbench.models import build_model
-    from initbench.runner import model_params
 
     cfg, device = ctx.cfg, ctx.prep.device
     batch_size = cfg["trainer"]["batch_size"]
@@ -242,7 +241,7 @@ def mlp_epoch_speedup_vs_dataloader(ctx: BenchContext) -> dict[str, Any]:
         torch.manual_seed(0)
         m = build_model(
             "mlp", input_shape=(1, 28, 28), num_classes=10,
-            activation=cfg["activation"]["name"], **model_params(cfg),
+            activation=cfg["activation"]["name"], **model_params(cfg["model"]),
         )  # fmt: skip
         return m.to(device)
 

@@ -1,10 +1,326 @@
-"""Hydra/OmegaConf glue shared by the entry points (train.py, diagnose.py) and the tests."""
+"""The run config: one schema of types and ranges, one check, and the Hydra glue.
+
+Every default lives once, in the YAML under ``conf/`` next to its one-line comment (the
+scheme and dataset groups mirror their registries, which hold the library's defaults; a test
+pins the two equal). What YAML cannot say — each field's type and valid range, and which keys
+exist at all — lives here, in :data:`SCHEMA` and in the registries that the group nodes name
+(init, dataset, activation, optimizer). :func:`check_config` walks a composed config against
+both before any data is loaded, and refuses:
+
+- an unknown key anywhere, ``+key=...`` included, with a "did you mean" when a near name exists;
+- a missing key;
+- a value of the wrong type or out of range,
+
+always as one line, ``<field> must be ... (got ...)``, raised as :class:`UserError`.
+
+Why a schema checked after composition rather than dataclasses in Hydra's ConfigStore: the
+group options (17 schemes with their own hparams, four datasets, two architectures) differ in
+their fields, so a structured config would need one dataclass per option, repeating what the
+registries already declare; and Hydra adds ``+key`` overrides even to structured configs. One
+check of the composed dict covers both, and a notebook calling :func:`initbench.run.run` with a
+plain dict gets the same errors as the command line.
+"""
 
 from __future__ import annotations
 
+import difflib
+import inspect
+import math
+import numbers
 import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+from hydra.utils import get_method
 from omegaconf import OmegaConf
+
+from initbench import data as datasets
+from initbench import inits
+from initbench.errors import UserError
+from initbench.models.activations import get_activation, list_activations
+from initbench.models.cnn import NORMS
+from initbench.telemetry.stats import MAX_BINS
+
+
+@dataclass(frozen=True)
+class Field:
+    """One config field: its type, its valid range, whether null is allowed."""
+
+    kind: str  # int | real | bool | str | choice | int_list | str_list
+    low: float | None = None  # inclusive lower bound
+    high: float | None = None  # upper bound, exclusive when ``high_open``
+    high_open: bool = False
+    choices: tuple[Any, ...] = ()
+    nullable: bool = False
+
+    def describe(self) -> str:
+        """The valid values in words: ``an integer >= 1``, ``one of fp32, bf16``, ..."""
+        if self.kind == "choice":
+            names = (str(c).lower() if isinstance(c, bool) else str(c) for c in self.choices)
+            text = f"one of {', '.join(names)}"
+        else:
+            text = {
+                "int": "an integer",
+                "real": "a finite number",
+                "bool": "true or false",
+                "str": "a string",
+                "int_list": "a non-empty list of integers",
+                "str_list": "a list of strings",
+            }[self.kind]
+            if self.low is not None and self.high is not None:
+                text += f" in [{self.low}, {self.high}{')' if self.high_open else ']'}"
+            elif self.low is not None:
+                text += f" >= {self.low}"
+        return text + (" or null" if self.nullable else "")
+
+    def accepts(self, value: Any) -> bool:
+        """Whether ``value`` has the right type and lies in range."""
+        if value is None:
+            return self.nullable
+        if self.kind == "choice":
+            return any(value == c and type(value) is type(c) for c in self.choices)
+        if self.kind == "bool":
+            return isinstance(value, bool)
+        if self.kind == "str":
+            return isinstance(value, str)
+        if self.kind == "int_list":
+            item = Field("int", low=self.low)
+            return isinstance(value, list | tuple) and value and all(map(item.accepts, value))
+        if self.kind == "str_list":
+            return isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            return False
+        if self.kind == "int" and not isinstance(value, numbers.Integral):
+            return False
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and value < self.low:
+            return False
+        if self.high is not None and (value >= self.high if self.high_open else value > self.high):
+            return False
+        return True
+
+
+def Int(low: int | None = None, *, nullable: bool = False) -> Field:  # noqa: N802
+    return Field("int", low=low, nullable=nullable)
+
+
+BOOL = Field("bool")
+STR = Field("str")
+POSITIVE = Int(1)
+
+# The fixed part of the config. A nested mapping is a node; ``None`` marks a group node whose
+# fields come from a registry (see GROUP_CHECKS).
+SCHEMA: dict[str, Any] = {
+    "seed": Int(0),
+    "data_dir": STR,
+    "experiment_name": STR,
+    "run_name": STR,
+    "resume": BOOL,
+    "model": None,
+    "dataset": None,
+    "init": None,
+    "activation": None,
+    "optimizer": None,
+    "logger": {
+        "wandb": {
+            "_target_": STR,
+            "_partial_": BOOL,
+            "project": STR,
+            "entity": Field("str", nullable=True),
+            "mode": Field("choice", choices=("online", "offline", "disabled"), nullable=True),
+            "group": Field("str", nullable=True),
+            "tags": Field("str_list"),
+        },
+        "tensorboard": {"_target_": STR, "_partial_": BOOL, "subdir": STR},
+    },
+    "trainer": {
+        "epochs": POSITIVE,
+        "batch_size": POSITIVE,
+        "eval_batch_size": POSITIVE,
+        "device": STR,  # resolved and checked by initbench.build.resolve_device
+        "precision": Field("choice", choices=("auto", "fp32", "bf16")),
+        "channels_last": Field("choice", choices=("auto", True, False)),
+        "compile": BOOL,
+        "num_threads": Int(1, nullable=True),
+        "checkpoint_every_epochs": POSITIVE,
+    },
+    "telemetry": {
+        "enabled": BOOL,
+        "every_n_steps": Int(1, nullable=True),
+        "every_n_epochs": Int(1, nullable=True),
+        "histograms": BOOL,
+        "bins": Field("int", low=1, high=MAX_BINS),
+    },
+    "diagnose": {
+        "at_start": BOOL,
+        "batch_size": POSITIVE,
+        "samples": POSITIVE,
+        "dtype": Field("choice", choices=("float32", "float64")),
+    },
+}
+# Nodes that may be absent, as may each of their keys: logger=[] (no sinks) leaves no logger node.
+OPTIONAL_NODES = {"logger"}
+
+# The model group: its builder's fields per architecture.
+MODEL_FIELDS: dict[str, dict[str, Field]] = {
+    "mlp": {
+        "depth": POSITIVE,
+        "width": POSITIVE,
+        "widths": Field("int_list", low=1, nullable=True),
+        "dropout": Field("real", low=0, high=1, high_open=True),
+        "bias": BOOL,
+    },
+    "cnn": {
+        "depth": POSITIVE,
+        "channels": POSITIVE,
+        "norm": Field("choice", choices=NORMS),
+        "bias": BOOL,
+    },
+}
+
+
+def _fail(field: str, spec: str, value: Any) -> UserError:
+    return UserError(f"{field} must be {spec} (got {value!r})")
+
+
+def _join(path: str, key: Any) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _check_keys(
+    path: str, node: Any, valid: Sequence[str], *, required: bool = True, optional=()
+) -> None:
+    """Unknown keys are refused (with a near name if there is one); missing ones too."""
+    where = path or "the config"
+    if not isinstance(node, Mapping):
+        raise _fail(where, "a mapping of " + ", ".join(valid), node)
+    for key in node:
+        if key not in valid:
+            near = difflib.get_close_matches(str(key), list(valid), n=1, cutoff=0.6)
+            hint = f"did you mean {_join(path, near[0])}? " if near else ""
+            raise UserError(
+                f"{_join(path, key)} is not a config field; {hint}valid fields of {where}: "
+                f"{', '.join(valid)}"
+            )
+    missing = [k for k in valid if k not in node and k not in optional]
+    if required and missing:
+        raise UserError(f"{where} is missing {', '.join(_join(path, k) for k in missing)}")
+
+
+def _check_node(path: str, node: Any, schema: Mapping[str, Any], *, required: bool = True) -> None:
+    _check_keys(path, node, list(schema), required=required, optional=OPTIONAL_NODES)
+    for key, spec in schema.items():
+        if key not in node:
+            continue
+        field, value = _join(path, key), node[key]
+        if spec is None:
+            GROUP_CHECKS[key](value)
+        elif isinstance(spec, Mapping):
+            _check_node(field, value, spec, required=key not in OPTIONAL_NODES)
+        elif not spec.accepts(value):
+            raise _fail(field, spec.describe(), value)
+
+
+def _split(group: str, node: Any, names: Sequence[str]) -> tuple[str, dict[str, Any]]:
+    """``{"name": n, **params}`` -> ``(n, params)``; an unknown name lists the valid ones."""
+    if not isinstance(node, Mapping) or "name" not in node:
+        raise _fail(group, f"a mapping with a name (one of {', '.join(names)})", node)
+    params = dict(node)
+    name = params.pop("name")
+    if name not in names:
+        raise _fail(f"{group}.name", f"one of {', '.join(names)}", name)
+    return name, params
+
+
+def _check_model(node: Any) -> None:
+    if not isinstance(node, Mapping):
+        raise _fail("model", "a mapping with an arch", node)
+    arch = node.get("arch")
+    if arch not in MODEL_FIELDS:
+        raise _fail("model.arch", f"one of {', '.join(MODEL_FIELDS)}", arch)
+    _check_node("model", node, {"name": STR, "arch": STR, **MODEL_FIELDS[arch]})
+
+
+def _check_init(node: Any) -> None:
+    names = [*inits.list_inits(), *inits.list_aliases()]
+    name, params = _split("init", node, names)
+    scheme = inits.get_init(name)
+    _check_keys("init", params, list(scheme.hparams))
+    try:
+        inits.validate_hparams(scheme, params)
+    except ValueError as err:
+        raise UserError(f"init.{err}") from None
+
+
+def _check_dataset(node: Any) -> None:
+    name, params = _split("dataset", node, datasets.list_datasets())
+    spec = datasets.get_dataset_params(name)
+    _check_keys("dataset", params, list(spec))
+    for key, value in params.items():
+        if not spec[key].is_valid(value):
+            raise _fail(f"dataset.{key}", spec[key].describe(), value)
+
+
+def _check_activation(node: Any) -> None:
+    name, params = _split("activation", node, list_activations())
+    build = get_activation(name).build
+    _check_keys("activation", params, list(inspect.signature(build).parameters))
+    for key, value in params.items():
+        if not Field("real").accepts(value):
+            raise _fail(f"activation.{key}", "a finite number", value)
+
+
+def _check_optimizer(node: Any) -> None:
+    """Keys: Hydra's ``_target_``/``_partial_`` and the optimizer class's own arguments."""
+    if not isinstance(node, Mapping) or "_target_" not in node:
+        raise _fail("optimizer", "a mapping with _target_ (a torch.optim class)", node)
+    try:
+        target = get_method(node["_target_"])
+    except Exception:
+        target = node["_target_"]
+        raise _fail("optimizer._target_", "an importable optimizer class", target) from None
+    args = [p for p in inspect.signature(target).parameters if p not in ("self", "params")]
+    _check_keys("optimizer", node, ["_target_", "_partial_", *args], required=False)
+    for key, value in node.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise _fail(f"optimizer.{key}", "a finite number", value)
+
+
+GROUP_CHECKS: dict[str, Callable[[Any], None]] = {
+    "model": _check_model,
+    "dataset": _check_dataset,
+    "init": _check_init,
+    "activation": _check_activation,
+    "optimizer": _check_optimizer,
+}
+
+
+def check_config(cfg: Mapping[str, Any]) -> None:
+    """Check a composed run config against the schema and the registries.
+
+    Raises:
+        UserError: an unknown or missing key, or a value of the wrong type or out of range;
+            the message names the field and what would be valid.
+    """
+    _check_node("", cfg, SCHEMA)
+    telemetry = cfg["telemetry"]
+    if telemetry["every_n_steps"] is None and telemetry["every_n_epochs"] is None:
+        raise UserError(
+            "telemetry.every_n_steps or telemetry.every_n_epochs must be set (got null for "
+            "both); or turn snapshots off with telemetry.enabled=false"
+        )
+
+
+# ----------------------------------------------------------------------------- Hydra glue
+
+# The config folder: the repository's conf/ (an editable install, as scripts/setup.sh makes),
+# or $INITBENCH_CONF_DIR.
+CONF_DIR = Path(os.environ.get("INITBENCH_CONF_DIR", Path(__file__).resolve().parents[2] / "conf"))
+# The config each entry point composes, by program name (src/<name>.py, initbench-<name>).
+ENTRY_CONFIGS = {"train": "train", "diagnose": "diagnose"}
 
 
 def wandb_run_dir(default: str) -> str:

@@ -37,7 +37,7 @@ import logging
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,11 +45,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from initbench import inits
-from initbench.telemetry import MultiSink, Sink, figure_to_rgb, find_probes, stack, summarize
+from initbench.build import Prepared, make_sinks, prepare
+from initbench.telemetry import Sink, figure_to_rgb, find_probes, stack, summarize
 from initbench.telemetry.stats import COL
-
-if TYPE_CHECKING:
-    from initbench.runner import Prepared
 
 log = logging.getLogger(__name__)
 
@@ -61,19 +59,6 @@ EXTRA_KEYS = ("weight_grad_std", "grad_nonfinite")
 MEASURED = LAYER_KEYS[4:] + EXTRA_KEYS  # the numbers that vary between weight draws
 TABLE_TAG = "diagnose/layers"
 FIGURE_TAG = "diagnose/std_vs_depth"
-
-
-def check_diagnose_params(
-    at_start: bool = True, batch_size: int = 256, samples: int = 1, dtype: str = "float32"
-) -> None:
-    """Validate the ``diagnose`` config node; ValueError names the field and the valid values."""
-    if not isinstance(at_start, bool):
-        raise ValueError(f"diagnose.at_start must be true or false (got {at_start!r})")
-    for field, value in (("batch_size", batch_size), ("samples", samples)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"diagnose.{field} must be an integer >= 1 (got {value!r})")
-    if dtype not in DTYPES:
-        raise ValueError(f"diagnose.dtype must be one of {', '.join(DTYPES)} (got {dtype!r})")
 
 
 def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[list[dict], float]:
@@ -177,10 +162,8 @@ def report_for(cfg: Mapping[str, Any], prep: Prepared) -> dict[str, Any]:
     ``seed + k``.
     """
 
-    params = dict(cfg.get("diagnose") or {})
-    check_diagnose_params(**params)
-    batch_size, samples = params.get("batch_size", 256), params.get("samples", 1)
-    dtype = DTYPES[params.get("dtype", "float32")]
+    params = cfg["diagnose"]
+    batch_size, samples, dtype = params["batch_size"], params["samples"], DTYPES[params["dtype"]]
     seed, data = cfg["seed"], prep.data
     n = min(batch_size, len(data.train_y))
     # Seed + 2: not LSUV's calibration batch (seed) nor the data order (seed + 1), so a
@@ -343,7 +326,7 @@ def step0_report(
 ) -> dict[str, Any] | None:
     """A training run's report before its first step: written to ``run_dir`` and logged to
     ``sink``. Skipped (None) when ``diagnose.at_start`` is false."""
-    if not (cfg.get("diagnose") or {}).get("at_start", True):
+    if not cfg["diagnose"]["at_start"]:
         return None
     report = report_for(cfg, prep)
     image = render(report)
@@ -367,13 +350,11 @@ def run_diagnose(cfg: Mapping[str, Any], run_dir: str | Path) -> dict[str, Any]:
     Raises:
         UserError: a bad config value or missing data (as for training).
     """
-    from initbench.runner import make_sinks, prepare  # runner imports this module
-
     report = report_for(cfg, prepare(cfg))
     image = render(report)
     write_report(report, run_dir, image)
     # The same sinks as a training run, so a W&B sweep of diagnose runs gets one W&B run each.
-    sink = MultiSink(make_sinks(cfg, Path(run_dir), resume_step=None, wandb_id=None))
+    sink = make_sinks(cfg, Path(run_dir))
     try:
         log_report(report, sink, image=image)
         last = report["layers"][-1]

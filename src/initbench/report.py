@@ -821,7 +821,8 @@ def start_and_end_weights(
     """
     import torch
 
-    from initbench.runner import UserError, prepare
+    from initbench.build import prepare
+    from initbench.errors import UserError
 
     path = Path(run_dir) / "checkpoint.pt"
     if not path.exists():

@@ -30,7 +30,6 @@ Usage::
 
 from __future__ import annotations
 
-import ast
 import copy
 import hashlib
 import json
@@ -50,6 +49,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from initbench.config import CONF_DIR, ENTRY_CONFIGS
 from initbench.io import read_json
 
 METHODS = ("grid", "random")
@@ -401,27 +401,18 @@ def build_command(
 
 
 def program_config(program: str | Path) -> tuple[Path, str]:
-    """The config folder and name a Hydra program composes, read from its ``@hydra.main``.
+    """The config folder and name a program composes: ``src/train.py`` -> conf/, ``train``.
 
     Raises:
-        SweepError: the program is missing or has no ``hydra.main`` decorator.
+        SweepError: the program is not one of the project's Hydra entry points.
     """
-    program = Path(program)
-    try:
-        tree = ast.parse(program.read_text())
-    except OSError:
-        raise SweepError(f"program {program} not found (run from the repository root)") from None
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.FunctionDef):
-            continue
-        for deco in node.decorator_list:
-            if isinstance(deco, ast.Call) and ast.unparse(deco.func) in ("hydra.main", "main"):
-                kw = {k.arg: ast.literal_eval(k.value) for k in deco.keywords if k.arg}
-                config_path = kw.get("config_path")
-                if config_path is None or kw.get("config_name") is None:
-                    break
-                return (program.parent / config_path).resolve(), kw["config_name"]
-    raise SweepError(f"{program} has no @hydra.main(config_path=..., config_name=...)")
+    name = Path(program).stem.removeprefix("initbench-")
+    if name not in ENTRY_CONFIGS:
+        raise SweepError(
+            f"program {program} is not an initbench entry point; valid programs: "
+            f"{', '.join(f'src/{n}.py' for n in ENTRY_CONFIGS)}"
+        )
+    return CONF_DIR, ENTRY_CONFIGS[name]
 
 
 def compose_combinations(

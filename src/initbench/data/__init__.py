@@ -156,7 +156,7 @@ def validate_dataset_params(name: str, **params: Any) -> dict[str, Any]:
     for field, value in params.items():
         if not spec[field].is_valid(value):
             raise ValueError(
-                f"dataset {name!r}: {field} must be {spec[field].describe()}, got {value!r}"
+                f"dataset {name!r}: {field} must be {spec[field].describe()} (got {value!r})"
             )
     return {field: params.get(field, p.default) for field, p in spec.items()}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -98,12 +99,17 @@ def _checked_hparams(entry: Scheme, scheme: str, hparams: dict[str, Any]) -> dic
         )
     hp = {**entry.hparams, **hparams}
     try:
-        check_bias(hp["bias"])
-        if entry.validate is not None:
-            entry.validate(hp)
+        validate_hparams(entry, hp)
     except ValueError as err:
         raise ValueError(f"init {scheme!r}: {err}") from None
     return hp
+
+
+def validate_hparams(entry: Scheme, hp: Mapping[str, Any]) -> None:
+    """Check a full set of hparams' values; ValueError names the hparam (``std must be ...``)."""
+    check_bias(hp["bias"])
+    if entry.validate is not None:
+        entry.validate(hp)
 
 
 def _init_bias(layer: nn.Module, bias: str | float, ctx: InitContext) -> None:

@@ -37,7 +37,7 @@ def _check_uniform(hp: Mapping[str, Any]) -> None:
     check_real("a", hp["a"])
     check_real("b", hp["b"])
     if hp["a"] > hp["b"]:
-        raise ValueError(f"a must be <= b, got a={hp['a']!r}, b={hp['b']!r}")
+        raise ValueError(f"a must be <= b (got a={hp['a']!r}, b={hp['b']!r})")
 
 
 @register("uniform", hparams={"a": 0.0, "b": 1.0}, validate=_check_uniform)

@@ -140,27 +140,27 @@ def fan_in_and_fan_out(weight: Tensor) -> tuple[int, int]:
 def check_real(field: str, value: Any, *, low: float | None = None, strict: bool = False) -> None:
     """``value`` is a finite real number (not a bool), >= low (> low if ``strict``)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ValueError(f"{field} must be a finite number, got {value!r}")
+        raise ValueError(f"{field} must be a finite number (got {value!r})")
     if low is not None and (value <= low if strict else value < low):
-        raise ValueError(f"{field} must be {'>' if strict else '>='} {low}, got {value!r}")
+        raise ValueError(f"{field} must be {'>' if strict else '>='} {low} (got {value!r})")
 
 
 def check_int(field: str, value: Any, *, low: int) -> None:
     """``value`` is an int (not a bool) >= low."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{field} must be an integer >= {low}, got {value!r}")
+        raise ValueError(f"{field} must be an integer >= {low} (got {value!r})")
 
 
 def check_choice(field: str, value: Any, choices: Sequence[Any]) -> None:
     """``value`` is one of ``choices``."""
     if isinstance(value, bool) or value not in choices:
-        raise ValueError(f"{field} must be one of {', '.join(map(str, choices))}; got {value!r}")
+        raise ValueError(f"{field} must be one of {', '.join(map(str, choices))} (got {value!r})")
 
 
 def check_bool(field: str, value: Any) -> None:
     """``value`` is true or false."""
     if not isinstance(value, bool):
-        raise ValueError(f"{field} must be true or false, got {value!r}")
+        raise ValueError(f"{field} must be true or false (got {value!r})")
 
 
 def check_gain(value: Any) -> None:
@@ -170,7 +170,7 @@ def check_gain(value: Any) -> None:
     try:
         check_real("gain", value, low=0, strict=True)
     except ValueError:
-        raise ValueError(f'gain must be a number > 0 or "auto", got {value!r}') from None
+        raise ValueError(f'gain must be a number > 0 or "auto" (got {value!r})') from None
 
 
 def check_bias(value: Any) -> None:
@@ -181,6 +181,6 @@ def check_bias(value: Any) -> None:
         check_real("bias", value)
     except ValueError:
         raise ValueError(
-            f"bias must be zeros, default (torch's U(+-1/sqrt(fan_in))) or a constant; "
-            f"got {value!r}"
+            f"bias must be zeros, default (torch's U(+-1/sqrt(fan_in))) or a constant "
+            f"(got {value!r})"
         ) from None

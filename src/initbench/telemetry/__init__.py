@@ -1,11 +1,12 @@
 """Telemetry: where a run's numbers go (W&B and TensorBoard sinks, same tag names in both), and
 the per-layer statistics and histograms computed on the device during training."""
 
-from initbench.telemetry.observer import Telemetry, build_telemetry, check_telemetry_params
+from initbench.telemetry.observer import Telemetry, build_telemetry
 from initbench.telemetry.sinks import (
     Histogram,
     MultiSink,
     Sink,
+    SinkContext,
     TensorBoardSink,
     WandbSink,
     figure_to_rgb,
@@ -18,11 +19,11 @@ __all__ = [
     "MultiSink",
     "Probe",
     "Sink",
+    "SinkContext",
     "Telemetry",
     "TensorBoardSink",
     "WandbSink",
     "build_telemetry",
-    "check_telemetry_params",
     "figure_to_rgb",
     "find_probes",
     "stack",

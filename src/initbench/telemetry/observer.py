@@ -49,28 +49,6 @@ KINDS = ("weight", "act", "grad")  # row blocks of a snapshot, in this order
 HISTOGRAM_PREFIX = {"weight": "weights", "act": "acts", "grad": "grads"}
 
 
-def check_telemetry_params(
-    enabled: bool = True,
-    every_n_steps: int | None = 100,
-    every_n_epochs: int | None = None,
-    histograms: bool = True,
-    bins: int = 64,
-) -> None:
-    """Validate the ``telemetry`` config node; ValueError names the field and the valid range."""
-    for field, value in (("enabled", enabled), ("histograms", histograms)):
-        if not isinstance(value, bool):
-            raise ValueError(f"telemetry.{field} must be true or false (got {value!r})")
-    for field, value in (("every_n_steps", every_n_steps), ("every_n_epochs", every_n_epochs)):
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int) or value < 1
-        ):
-            raise ValueError(f"telemetry.{field} must be an integer >= 1 or null (got {value!r})")
-    if every_n_steps is None and every_n_epochs is None:
-        raise ValueError("telemetry: set every_n_steps or every_n_epochs (or enabled=false)")
-    if isinstance(bins, bool) or not isinstance(bins, int) or not 1 <= bins <= MAX_BINS:
-        raise ValueError(f"telemetry.bins must be an integer in [1, {MAX_BINS}] (got {bins!r})")
-
-
 class Telemetry:
     """Per-layer snapshots of a model during training, written to ``sink``.
 
@@ -95,7 +73,10 @@ class Telemetry:
         histograms: bool = True,
         bins: int = 64,
     ) -> None:
-        check_telemetry_params(True, every_n_steps, every_n_epochs, histograms, bins)
+        if every_n_steps is None and every_n_epochs is None:
+            raise ValueError("Telemetry needs every_n_steps or every_n_epochs")
+        if not 1 <= bins <= MAX_BINS:
+            raise ValueError(f"bins must be in [1, {MAX_BINS}] (got {bins})")
         if every_n_epochs is not None:
             if not steps_per_epoch:
                 raise ValueError("telemetry.every_n_epochs needs steps_per_epoch")
@@ -212,15 +193,10 @@ def _pad(column: torch.Tensor, width: int) -> torch.Tensor:
 
 
 def build_telemetry(
-    node: Mapping[str, Any] | None, model: nn.Module, sink: Sink, *, steps_per_epoch: int
+    node: Mapping[str, Any], model: nn.Module, sink: Sink, *, steps_per_epoch: int
 ) -> Telemetry | None:
-    """The observer the ``telemetry`` config node asks for (None when it is disabled).
-
-    A missing node means the defaults of :func:`check_telemetry_params`.
-    """
-    params = dict(node or {})
-    enabled = params.pop("enabled", True)
-    check_telemetry_params(enabled, **params)
-    if not enabled:
+    """The observer a checked ``telemetry`` config node asks for (None when it is disabled)."""
+    params = dict(node)
+    if not params.pop("enabled"):
         return None
     return Telemetry(model, sink, steps_per_epoch=steps_per_epoch, **params)

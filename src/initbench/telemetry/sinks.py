@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -250,3 +251,46 @@ class MultiSink:
     def finish(self) -> None:
         for sink in self.sinks:
             sink.finish()
+
+
+# Sink factories: the logger group's nodes name one each (``_target_`` + ``_partial_``), and
+# initbench.build calls the partial with the run's SinkContext.
+
+
+@dataclass(frozen=True)
+class SinkContext:
+    """What every sink factory gets besides its own config fields."""
+
+    run_dir: Path
+    run_name: str
+    config: Mapping[str, Any]  # the resolved run config, recorded by W&B
+    resume_step: int | None = None  # a resumed run's first step (None: a fresh start)
+    wandb_run_id: str | None = None  # a resumed run's W&B id
+
+
+def tensorboard_sink(ctx: SinkContext, *, subdir: str) -> TensorBoardSink:
+    """TensorBoard event files in ``<run dir>/<subdir>``."""
+    return TensorBoardSink(ctx.run_dir / subdir, purge_step=ctx.resume_step)
+
+
+def wandb_sink(
+    ctx: SinkContext,
+    *,
+    project: str,
+    entity: str | None = None,
+    mode: str | None = None,
+    group: str | None = None,
+    tags: Sequence[str] = (),
+) -> WandbSink:
+    """A W&B run named after the run, holding its config, resumed under its old id if any."""
+    return WandbSink(
+        run_dir=ctx.run_dir,
+        project=project,
+        entity=entity,
+        mode=mode,
+        group=group,
+        tags=list(tags),
+        name=ctx.run_name,
+        config=ctx.config,
+        run_id=ctx.wandb_run_id,
+    )

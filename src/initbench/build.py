@@ -1,0 +1,180 @@
+"""The build layer: a checked config turned into the objects a run, a report or a benchmark needs.
+
+``validate`` checks a config (``initbench.config``) and resolves its device; ``prepare`` loads
+the dataset onto the device, builds the model and initializes it; ``make_sinks`` builds the
+loggers the ``logger`` group names. Tools (``run``, ``diagnose``, ``bench``) call these and
+never each other's internals.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from torch import nn
+
+from initbench import data as datasets
+from initbench import inits
+from initbench.config import check_config
+from initbench.errors import UserError
+from initbench.models import build_model, make_activation
+from initbench.telemetry import MultiSink, SinkContext
+
+log = logging.getLogger(__name__)
+
+INIT_BATCH = 256  # examples handed to data-dependent initializers
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda if present, else cpu; otherwise the named device, which must exist."""
+    valid = "auto, cpu, cuda, cuda:N, mps"
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise UserError(f"trainer.device must be one of {valid} (got {name!r})") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"trainer.device={name!r} but CUDA is not available")
+        count = torch.cuda.device_count()
+        if (device.index or 0) >= count:
+            raise UserError(f"trainer.device={name!r} but only {count} CUDA devices")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise UserError(f"trainer.device={name!r} but MPS is missing")
+    elif device.type != "cpu":
+        raise UserError(f"trainer.device must be one of {valid} (got {name!r})")
+    return device
+
+
+def validate(cfg: Mapping[str, Any]) -> torch.device:
+    """Check every user-facing value before any data is loaded; returns the resolved device."""
+    check_config(cfg)
+    return resolve_device(cfg["trainer"]["device"])
+
+
+def group_params(node: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``{"name": n, **params}`` -> ``(n, params)`` for the init, activation and dataset groups."""
+    params = dict(node)
+    return params.pop("name"), params
+
+
+def model_params(model: Mapping[str, Any]) -> dict[str, Any]:
+    """The model group's builder parameters (everything but its label and arch)."""
+    return {k: v for k, v in model.items() if k not in ("name", "arch")}
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class Prepared:
+    """A validated config turned into objects: the data, and the initialized model on its device."""
+
+    device: torch.device
+    precision: str  # resolved: fp32 | bf16
+    data: datasets.DeviceDataset
+    model: nn.Module  # the module itself: state dicts, telemetry hooks
+    activation: nn.Module
+    init_name: str
+    init_params: dict[str, Any]  # the init group's hparams
+    init_batch: torch.Tensor  # the CPU batch handed to data-dependent inits (LSUV)
+    init_report: Any
+    channels_last: bool = False  # resolved: feed image batches in channels_last layout
+    train_model: nn.Module | None = None  # what the loop calls: ``model``, or its compiled form
+
+
+def _fast_path(trainer: Mapping[str, Any], device: torch.device, arch: str) -> tuple[str, bool]:
+    """The resolved precision and memory layout: bf16 autocast and channels_last on CUDA."""
+    precision = trainer["precision"]
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    elif precision == "bf16" and device.type != "cuda":
+        log.warning("trainer.precision=bf16 needs CUDA; running in fp32 on %s", device)
+        precision = "fp32"
+    channels_last = trainer["channels_last"]
+    if channels_last == "auto":
+        channels_last = device.type == "cuda" and arch == "cnn"
+    return precision, channels_last
+
+
+def prepare(cfg: Mapping[str, Any]) -> Prepared:
+    """Validate ``cfg``, load its dataset onto the device, build the model and initialize it.
+
+    Weights are drawn on the CPU from the run's seed, so they are the same on every device.
+
+    Raises:
+        UserError: a bad config value, missing or corrupt data, or an impossible model.
+    """
+    device = validate(cfg)
+    trainer = cfg["trainer"]
+    if trainer["num_threads"]:
+        torch.set_num_threads(trainer["num_threads"])
+    precision, channels_last = _fast_path(trainer, device, cfg["model"]["arch"])
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
+    seed = cfg["seed"]
+    seed_everything(seed)
+    ds_name, ds_params = group_params(cfg["dataset"])
+    act_name, act_params = group_params(cfg["activation"])
+    init_name, init_params = group_params(cfg["init"])
+    try:
+        data = datasets.load_dataset(
+            ds_name, root=cfg["data_dir"], device=device, seed=seed, **ds_params
+        )
+        model = build_model(
+            cfg["model"]["arch"],
+            input_shape=data.input_shape,
+            num_classes=data.num_classes,
+            activation=act_name,
+            activation_params=act_params,
+            **model_params(cfg["model"]),
+        )
+        activation = make_activation(act_name, **act_params)
+        init_batch = data.sample_batch(
+            min(INIT_BATCH, len(data.train_y)), generator=torch.Generator().manual_seed(seed)
+        )[0].cpu()
+        init_report = inits.init_module(
+            model,
+            init_name,
+            activation=activation,
+            data=init_batch,
+            generator=torch.Generator().manual_seed(seed),
+            **init_params,
+        )
+    except (ValueError, FileNotFoundError) as err:
+        raise UserError(str(err)) from None
+    model = model.to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    train_model = torch.compile(model) if trainer["compile"] else model
+    return Prepared(
+        device, precision, data, model, activation, init_name, init_params, init_batch,
+        init_report, channels_last, train_model,
+    )  # fmt: skip
+
+
+def make_sinks(
+    cfg: Mapping[str, Any],
+    run_dir: Path,
+    *,
+    resume_step: int | None = None,
+    wandb_id: str | None = None,
+) -> MultiSink:
+    """The sinks the ``logger`` group switches on, each built from its node by Hydra
+    (``_target_`` names a factory in :mod:`initbench.telemetry.sinks`, ``_partial_`` leaves it
+    the run's :class:`SinkContext` to take)."""
+    ctx = SinkContext(Path(run_dir), cfg["run_name"], cfg, resume_step, wandb_id)
+    loggers = cfg.get("logger") or {}  # logger=[] composes no node: no sinks
+    return MultiSink([instantiate(node)(ctx) for node in loggers.values()])

@@ -1,0 +1,310 @@
+"""One benchmark run from a resolved config dict: check, resume or start, train, record.
+
+``src/train.py`` composes the config with Hydra and hands this module plain values; a notebook
+can call :func:`run` with a dict of the same shape (see ``conf/train.yaml``).
+
+A run directory is resumable: every epoch (and on SIGTERM/SIGINT) the full training state is
+saved atomically to ``checkpoint.pt`` (see :mod:`initbench.checkpoint`), and running again on
+the same directory continues from it with identical results.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from initbench import inits
+from initbench.build import Prepared, make_sinks, prepare, validate
+from initbench.checkpoint import (
+    config_changes,
+    load_checkpoint,
+    restore_rng,
+    rng_state,
+    save_checkpoint,
+)
+from initbench.diagnose import step0_report
+from initbench.engine import TrainState, train
+from initbench.errors import Interrupted, UserError
+from initbench.io import read_json, write_json_atomic
+from initbench.signals import stop_on_signals
+from initbench.telemetry import MultiSink, build_telemetry
+
+log = logging.getLogger(__name__)
+
+MakeOptimizer = Callable[..., torch.optim.Optimizer]
+
+
+def run(
+    cfg: Mapping[str, Any],
+    run_dir: str | Path,
+    make_optimizer: MakeOptimizer,
+    choices: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run one benchmark in ``run_dir`` (resuming from its checkpoint if it has one) and write
+    ``config.yaml``, ``checkpoint.pt``, ``metrics.jsonl`` and ``summary.json``. Returns the
+    summary.
+
+    Raises:
+        UserError: a bad config value, missing/corrupt data, an unwritable run directory or a
+            checkpoint from another config, before any training.
+        Interrupted: SIGTERM/SIGINT arrived; the state was saved first.
+    """
+    cfg, run_dir = dict(cfg), Path(run_dir)
+    validate(cfg)
+    check_writable(run_dir)
+    # From here on a SIGTERM/SIGINT (even during loading) stops the run after its next step,
+    # with a checkpoint; a second Ctrl-C stops at once.
+    with stop_on_signals() as received_signal:
+        done = already_done(cfg, run_dir)
+        if done is not None:
+            return done
+        ckpt = resumable_checkpoint(cfg, run_dir)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        check_optimizer(make_optimizer)
+        prep = prepare_or_record_failure(cfg, run_dir)
+        session = Session(cfg, run_dir, prep, make_optimizer, ckpt, choices)
+        state = session.train(received_signal)
+        return session.finish(state, received_signal())
+
+
+def check_writable(run_dir: Path) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write_test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise UserError(f"cannot write to the run directory {run_dir}: {err}") from None
+
+
+def already_done(cfg: Mapping[str, Any], run_dir: Path) -> dict[str, Any] | None:
+    """The old summary when the run directory holds a run that is over (diverged, or finished
+    with at least ``trainer.epochs`` epochs); None when there is training to do."""
+    if not cfg["resume"]:
+        return None
+    old = read_json(run_dir / "summary.json") or {}
+    status = old.get("status")
+    done = (old.get("epochs_completed") or 0) >= cfg["trainer"]["epochs"]
+    if status == "diverged" or (status == "finished" and done):
+        log.info("run %s is already %s; nothing to do", run_dir, status)
+        return old
+    return None
+
+
+def resumable_checkpoint(cfg: Mapping[str, Any], run_dir: Path) -> dict[str, Any] | None:
+    """The run directory's checkpoint, if resuming and it has one; refused if from another
+    config."""
+    if not cfg["resume"]:
+        return None
+    ckpt = load_checkpoint(run_dir)
+    if ckpt is not None:
+        changes = config_changes(ckpt["config"], cfg)
+        if changes:
+            raise UserError(
+                f"{run_dir} holds a checkpoint of a different config ({'; '.join(changes)}); "
+                f"use another run directory or resume=false to start over"
+            )
+    return ckpt
+
+
+def check_optimizer(make_optimizer: MakeOptimizer) -> None:
+    """Bad optimizer values (a negative lr, ...) before any data is loaded."""
+    try:
+        make_optimizer([torch.zeros(1, requires_grad=True)])
+    except (ValueError, TypeError) as err:
+        raise UserError(f"optimizer: {err}") from None
+
+
+def prepare_or_record_failure(cfg: Mapping[str, Any], run_dir: Path) -> Prepared:
+    """:func:`prepare`; missing data or an impossible shape is recorded in summary.json (for
+    sweeps and reports) before the error goes up."""
+    try:
+        return prepare(cfg)
+    except UserError as err:
+        write_json_atomic(
+            run_dir / "summary.json",
+            {"status": "failed", "error": str(err), "run_name": cfg["run_name"]},
+        )
+        raise
+
+
+class Session:
+    """A run between preparation and its end: the optimizer, the data order, the sinks and the
+    summary, and the files they write."""
+
+    def __init__(
+        self,
+        cfg: Mapping[str, Any],
+        run_dir: Path,
+        prep: Prepared,
+        make_optimizer: MakeOptimizer,
+        ckpt: Mapping[str, Any] | None,
+        choices: Mapping[str, Any] | None,
+    ) -> None:
+        self.cfg, self.run_dir, self.prep = cfg, run_dir, prep
+        self.fresh = ckpt is None
+        self.optimizer = make_optimizer(prep.model.parameters())
+        self.data_gen = torch.Generator().manual_seed(cfg["seed"] + 1)
+        self.state = TrainState()
+        self.wall_before = 0.0
+        wandb_id = None
+        if ckpt is not None:
+            self._restore(ckpt)
+            wandb_id = ckpt.get("wandb_run_id")
+        self.sink: MultiSink = make_sinks(
+            cfg,
+            run_dir,
+            resume_step=None if self.fresh else self.state.global_step + 1,
+            wandb_id=wandb_id,
+        )
+        self.summary = self._first_summary(choices)
+        write_json_atomic(run_dir / "summary.json", self.summary)
+        self.start = time.perf_counter()
+
+    def _restore(self, ckpt: Mapping[str, Any]) -> None:
+        self.prep.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.state = TrainState.from_state_dict(ckpt["train_state"])
+        restore_rng(ckpt, self.prep.device, self.data_gen)
+        self.wall_before = ckpt.get("wall_s") or 0.0
+        log.info(
+            "resuming %s from epoch %d, step %d",
+            self.run_dir, self.state.epoch, self.state.global_step,
+        )  # fmt: skip
+
+    def _first_summary(self, choices: Mapping[str, Any] | None) -> dict[str, Any]:
+        cfg, prep = self.cfg, self.prep
+        summary = {
+            "status": "running",
+            "run_name": cfg["run_name"],
+            "init_scheme": inits.resolve(prep.init_name),
+            "choices": {
+                "init": prep.init_name,
+                "model": cfg["model"]["name"],
+                "dataset": cfg["dataset"]["name"],
+                "activation": cfg["activation"]["name"],
+                "optimizer": (choices or {}).get(
+                    "optimizer", type(self.optimizer).__name__.lower()
+                ),
+                "seed": cfg["seed"],
+                "experiment": cfg["experiment_name"],
+            },
+            "device": str(prep.device),
+            "n_params": sum(p.numel() for p in prep.model.parameters()),
+            "init_report": prep.init_report,
+            "wandb_run_id": self.sink.wandb_run_id,
+        }
+        log.info(
+            "run %s: %s on %s (%d params), init %s, activation %s, device %s",
+            cfg["run_name"], summary["choices"]["model"], cfg["dataset"]["name"],
+            summary["n_params"], prep.init_name, cfg["activation"]["name"], prep.device,
+        )  # fmt: skip
+        return summary
+
+    def wall_s(self) -> float:
+        return self.wall_before + time.perf_counter() - self.start
+
+    def checkpoint(self, state: TrainState) -> None:
+        """Save the full training state, then the metrics so far."""
+        save_checkpoint(
+            self.run_dir,
+            {
+                "config": self.cfg,
+                "train_state": state.state_dict(),
+                "model": self.prep.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                **rng_state(self.prep.device, self.data_gen),
+                "wandb_run_id": self.sink.wandb_run_id,
+                "wall_s": self.wall_s(),
+            },
+        )
+        self.write_metrics(state)
+
+    def write_metrics(self, state: TrainState) -> None:
+        with open(self.run_dir / "metrics.jsonl", "w") as f:
+            f.writelines(json.dumps(row) + "\n" for row in state.history)
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        every, last = self.cfg["trainer"]["checkpoint_every_epochs"], self.cfg["trainer"]["epochs"]
+        if state.epoch % every == 0 or state.epoch == last:
+            self.checkpoint(state)
+
+    def train(self, received_signal: Callable[[], int | None]) -> TrainState:
+        """The step-0 report on a fresh start, then the training loop. Any error is recorded
+        as ``failed`` in summary.json and goes up."""
+        cfg, prep, trainer = self.cfg, self.prep, self.cfg["trainer"]
+        telemetry = build_telemetry(
+            cfg["telemetry"], prep.model, self.sink,
+            steps_per_epoch=prep.data.num_batches("train", trainer["batch_size"]),
+        )  # fmt: skip
+        try:
+            if self.fresh:
+                step0_report(cfg, prep, self.run_dir, self.sink)
+            state = train(
+                prep.train_model,
+                prep.data,
+                self.optimizer,
+                epochs=trainer["epochs"],
+                batch_size=trainer["batch_size"],
+                eval_batch_size=trainer["eval_batch_size"],
+                precision=prep.precision,
+                channels_last=prep.channels_last,
+                generator=self.data_gen,
+                state=self.state,
+                sink=self.sink,
+                observer=telemetry,
+                on_epoch_end=self.on_epoch_end,
+                should_stop=lambda: received_signal() is not None,
+            )
+            if state.status == "interrupted":
+                self.checkpoint(state)
+        except BaseException as err:
+            self.summary.update(status="failed", error=f"{type(err).__name__}: {err}")
+            self._write_summary_quietly()
+            self.sink.finish()
+            raise
+        return state
+
+    def finish(self, state: TrainState, signum: int | None) -> dict[str, Any]:
+        """Record the outcome; an interrupted run marks W&B preempting and raises Interrupted."""
+        self.write_metrics(state)  # also the epochs since the last checkpoint (a diverged run)
+        self.summary.update(
+            status=state.status,
+            epochs_completed=state.epoch,
+            global_step=state.global_step,
+            final=state.final,
+            best_val_acc=state.best_val_acc,
+            diverged_at_step=state.diverged_at_step,
+            wall_s=self.wall_s(),
+        )
+        if state.status == "interrupted":
+            signum = signum or signal.SIGTERM
+            if signum == signal.SIGTERM:
+                self.sink.mark_preempting()  # W&B requeues a preempted sweep run (non-zero exit)
+            write_json_atomic(self.run_dir / "summary.json", self.summary)
+            self.sink.finish()
+            raise Interrupted(signum, self.run_dir)
+        keys = ("status", "epochs_completed", "best_val_acc", "diverged_at_step")
+        self.sink.log_summary({k: self.summary[k] for k in keys})
+        self.sink.finish()
+        write_json_atomic(self.run_dir / "summary.json", self.summary)
+        log.info(
+            "%s after %d epochs: best val acc %s; run directory %s",
+            state.status, state.epoch, self.summary["best_val_acc"], self.run_dir,
+        )  # fmt: skip
+        return self.summary
+
+    def _write_summary_quietly(self) -> None:
+        """Record a failure if the disk lets us; never mask the original error."""
+        try:
+            write_json_atomic(self.run_dir / "summary.json", self.summary)
+        except OSError as err:
+            log.error("could not write %s: %s", self.run_dir / "summary.json", err)
