@@ -36,17 +36,18 @@ __all__ = [
 def check_model_params(
     arch: str,
     *,
-    activation: str = "relu",
-    input_shape: Sequence[int] | None = None,
-    depth: int = 1,
-    width: int = 1,
-    widths: Sequence[int] | None = None,
-    dropout: float = 0.0,
-    channels: int = 16,
-    norm: str = "none",
-    bias: bool = True,
+    activation: str,
+    input_shape: Sequence[int] | None,
+    depth: int,
+    width: int,
+    widths: Sequence[int] | None,
+    dropout: float,
+    channels: int,
+    norm: str,
+    bias: bool,
 ) -> None:
-    """Validate model parameters; ValueError names the field and the valid range."""
+    """Validate :func:`build_model`'s arguments; ValueError names the field and the valid range.
+    (A run's config is checked earlier, by initbench.config; this guards library calls.)"""
     if arch not in ARCHS:
         raise ValueError(f"unknown model.arch {arch!r}; valid: {', '.join(ARCHS)}")
     get_activation(activation)
