@@ -41,6 +41,7 @@ from initbench.telemetry import (
     build_telemetry,
     check_telemetry_params,
 )
+from initbench.telemetry.weights import record_weights
 
 log = logging.getLogger(__name__)
 
@@ -374,8 +375,8 @@ def run(
     choices: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run one benchmark in ``run_dir`` (resuming from its checkpoint if it has one) and write
-    ``config.yaml``, ``checkpoint.pt``, ``metrics.jsonl`` and ``summary.json``. Returns the
-    summary.
+    ``config.yaml``, ``checkpoint.pt``, ``metrics.jsonl``, ``weights.npz`` and ``summary.json``.
+    Returns the summary.
 
     Raises:
         UserError: a bad config value, missing/corrupt data, an unwritable run directory or a
@@ -429,6 +430,8 @@ def _run(
         )
         raise
     model, data, device = prep.model, prep.data, prep.device
+    if ckpt is None:  # a fresh start: samples of the initial weights, for the report
+        record_weights(run_dir, "init", model)
     optimizer = make_optimizer(model.parameters())
     seed = cfg["seed"]
     data_gen = torch.Generator().manual_seed(seed + 1)
@@ -464,6 +467,7 @@ def _run(
         },
         "device": str(device),
         "n_params": sum(p.numel() for p in model.parameters()),
+        "num_classes": prep.data.num_classes,
         "init_report": prep.init_report,
     }
     sink = MultiSink(
@@ -557,6 +561,7 @@ def _run(
         write_json_atomic(run_dir / "summary.json", summary)
         sink.finish()
         raise Interrupted(signum, run_dir)
+    record_weights(run_dir, "final", model)  # next to the initial samples in weights.npz
     sink.log_summary(
         {k: summary[k] for k in ("status", "epochs_completed", "best_val_acc", "diverged_at_step")}
     )
