@@ -17,8 +17,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "initbench"
 LAYERS = {
     "entry": {"cli"},
     "tools": {"run", "diagnose", "sweep", "report", "bench"},
-    "build": {"config", "build", "checkpoint", "errors", "signals", "io"},
-    "library": {"engine", "inits", "models", "data", "telemetry"},
+    "build": {"config", "build", "checkpoint", "errors", "signals"},
+    "library": {"engine", "inits", "models", "data", "telemetry", "io"},
 }
 RANK = {unit: rank for rank, units in enumerate(reversed(LAYERS.values())) for unit in units}
 

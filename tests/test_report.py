@@ -18,6 +18,7 @@ from hydra.utils import instantiate
 from conftest import ROOT, compose_dict
 from initbench.report import ReportError, build_report, load_local, load_wandb
 from initbench.run import run
+from initbench.telemetry.weights import SAMPLE_SIZE, read_weight_samples, sample_indices
 
 INITS = ("kaiming_normal", "zeros", "xavier_uniform")
 ACTIVATIONS = ("relu", "tanh")
@@ -146,6 +147,7 @@ def test_left_out_says_what_and_why(report):
     assert "tiny/huge-relu-0" in left_out  # no per-epoch metrics: no curves
     assert "2 sweeps (other, tiny)" in left_out
     assert "counted at chance" in left_out
+    assert "weight histograms" not in left_out  # every trained run wrote weights.npz
 
 
 def test_figures_are_readable_images_of_sensible_size(report):
@@ -177,19 +179,104 @@ def test_index_html_references_only_files_that_exist(report):
     assert "<table>" in page and "Left out" in page
 
 
-def test_weight_histograms_start_from_the_rebuilt_initial_weights(runs_folder):
+def test_runs_record_weight_samples_and_the_class_count(runs_folder):
+    """Every trained run keeps samples of every weight layer at init and at the end: the init
+    ones are what a fresh build of its config draws, the final ones its last weights."""
     import torch
 
     from initbench.build import prepare
-    from initbench.report import start_and_end_weights
 
+    for run_dir in sorted(d for d in (runs_folder / "tiny").iterdir() if d.is_dir()):
+        assert json.loads((run_dir / "summary.json").read_text())["num_classes"] == 2
+        samples = read_weight_samples(run_dir)
+        assert list(samples) == ["init", "final"], run_dir.name
+        assert list(samples["init"]) == list(samples["final"]) == ["fc1", "fc2", "head"]
     run_dir = runs_folder / "tiny" / "xavier_uniform-tanh-1"
     cfg = load_local(runs_folder).configs["tiny/xavier_uniform-tanh-1"]
-    name, start, end = start_and_end_weights(run_dir, cfg, "fc1")
-    again = prepare({**cfg, "trainer": {**cfg["trainer"], "device": "cpu"}}).model
-    assert name == "fc1" and np.array_equal(start, again.fc1.weight.detach().double().flatten())
-    saved = torch.load(run_dir / "checkpoint.pt", weights_only=False)["model"]["fc1.weight"]
-    assert np.array_equal(end, saved.double().flatten()) and not np.array_equal(start, end)
+    fresh = prepare({**cfg, "trainer": {**cfg["trainer"], "device": "cpu"}}).model.state_dict()
+    end = torch.load(run_dir / "checkpoint.pt", weights_only=False)["model"]  # last epoch's
+    samples = read_weight_samples(run_dir)
+    for name in ("fc1", "fc2", "head"):
+        start = fresh[f"{name}.weight"].flatten().numpy()
+        assert samples["init"][name].numel == start.size  # small layers: every value
+        assert np.array_equal(samples["init"][name].values, start)
+        assert np.array_equal(samples["final"][name].values, end[f"{name}.weight"].flatten())
+        assert not np.array_equal(samples["init"][name].values, samples["final"][name].values)
+
+
+def test_wide_layers_are_sampled_at_the_same_indices_and_the_caption_says_so(tmp_path):
+    import torch
+    import yaml
+
+    from initbench.build import prepare
+
+    run_dir = tmp_path / "wide" / "run"
+    train(run_dir, "model.widths=[80,80]", "trainer.epochs=2")  # fc2: 6400 values
+    samples = read_weight_samples(run_dir)
+    start, final = samples["init"]["fc2"], samples["final"]["fc2"]
+    assert start.numel == final.numel == 6400
+    assert start.values.shape == final.values.shape == (SAMPLE_SIZE,)
+    idx = sample_indices("fc2", 6400)
+    fresh = prepare(yaml.safe_load((run_dir / "config.yaml").read_text())).model
+    assert np.array_equal(start.values, fresh.state_dict()["fc2.weight"].flatten().numpy()[idx])
+    end = torch.load(run_dir / "checkpoint.pt", weights_only=False)["model"]["fc2.weight"]
+    assert np.array_equal(final.values, end.flatten().numpy()[idx])
+    files = build_report(load_local(tmp_path / "wide"), tmp_path / "report")
+    assert "weights__mlp2x80_circles__relu.png" in {p.name for p in files.figures}
+    page = files.index_html.read_text()
+    assert "fc2: a sample of 4096 of the layer&#x27;s 6400 values" in page
+
+
+def test_the_report_reads_weights_npz_and_never_a_checkpoint_or_a_model(
+    runs_folder, tmp_path, monkeypatch
+):
+    import torch
+
+    import initbench.build
+
+    folder = tmp_path / "runs"
+    shutil.copytree(runs_folder / "tiny", folder)
+    for path in folder.rglob("checkpoint*.pt"):
+        path.unlink()
+    (folder / "zeros-relu-0" / "weights.npz").unlink()  # as a run from before weights.npz
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the report loaded a checkpoint or rebuilt a model")
+
+    monkeypatch.setattr(torch, "load", refuse)
+    monkeypatch.setattr(initbench.build, "prepare", refuse)
+    files = build_report(load_local(folder), tmp_path / "report")
+    names = {p.name for p in files.figures}
+    assert {f"weights__mlp10-5_circles__{act}.png" for act in ACTIVATIONS} <= names
+    skips = [n for n in files.notes if n.startswith("weight histograms left out")]
+    assert skips == ["weight histograms left out for 1 run(s): zeros-relu-0: no weights.npz"]
+
+
+def test_the_class_count_comes_from_the_summary(runs_folder, tmp_path):
+    run_dir = tmp_path / "five"
+    shutil.copytree(runs_folder / "tiny" / "zeros-tanh-0", run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    (run_dir / "summary.json").write_text(json.dumps({**summary, "num_classes": 5}))
+    assert load_local(run_dir).runs["chance_acc"].iloc[0] == pytest.approx(0.2)
+    del summary["num_classes"]  # a run from before num_classes: circles has 2
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    assert load_local(run_dir).runs["chance_acc"].iloc[0] == pytest.approx(0.5)
+
+
+def test_the_report_package_imports_neither_torch_nor_the_build_layer():
+    for path in (ROOT / "src" / "initbench" / "report").glob("*.py"):
+        text = path.read_text()
+        assert not re.search(r"^\s*(import torch|from torch)", text, re.M), path.name
+        assert not re.search(r"initbench\.(build|run)\b", text), path.name
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys, initbench.report; print(sorted(sys.modules))"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "'initbench.build'" not in proc.stdout and "'initbench.run'" not in proc.stdout
 
 
 def test_a_wandb_sweep_gives_the_same_tables(runs_folder, report):

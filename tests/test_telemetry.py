@@ -24,6 +24,15 @@ from initbench.telemetry import (
     summarize,
 )
 from initbench.telemetry.stats import COL
+from initbench.telemetry.weights import (
+    SAMPLE_SIZE,
+    WEIGHTS_FILE,
+    WeightSample,
+    read_weight_samples,
+    sample_indices,
+    sample_weights,
+    write_weight_samples,
+)
 
 BATCH = 16
 KEEP_ALL = {"histograms": 0, "scalars": 0, "images": 0, "tensors": 0}
@@ -279,3 +288,60 @@ def test_wandb_sink_gets_the_same_tags_as_tensorboard(tmp_path, monkeypatch):
 def test_bad_telemetry_values_name_the_field(override, field):
     with pytest.raises(UserError, match=field):
         validate(compose_dict([override, "trainer.device=cpu"]))
+
+
+# ----------------------------------------------------------------------------- weight samples
+
+
+def test_sample_indices_are_fixed_distinct_and_depend_on_the_layer():
+    assert sample_indices("fc1", SAMPLE_SIZE) is None  # small layers: every value
+    idx = sample_indices("conv3", 36_864)
+    assert idx.shape == (SAMPLE_SIZE,) and np.array_equal(idx, np.unique(idx))
+    assert 0 <= idx[0] and idx[-1] < 36_864
+    assert np.array_equal(idx, sample_indices("conv3", 36_864))  # the same at init and end
+    assert not np.array_equal(idx, sample_indices("conv4", 36_864))
+    assert not np.array_equal(idx, sample_indices("conv3", 36_865))
+
+
+def test_weight_samples_are_the_layer_weights_at_the_sampled_indices():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(16, 32, 3), nn.BatchNorm2d(32), nn.Flatten(), nn.Linear(32, 10))
+    samples = sample_weights(model)
+    assert list(samples) == ["0", "3"]  # no norm layers, no biases; names without ".weight"
+    conv = model[0].weight.detach().flatten().numpy()
+    assert samples["0"].numel == conv.size == 4608
+    assert samples["0"].values.dtype == np.float32
+    assert np.array_equal(samples["0"].values, conv[sample_indices("0", conv.size)])
+    assert np.array_equal(samples["3"].values, model[3].weight.detach().flatten().numpy())
+    # channels_last stores a conv weight in another order; the sample follows logical order
+    again = sample_weights(model.to(memory_format=torch.channels_last))
+    assert np.array_equal(again["0"].values, samples["0"].values)
+
+
+def test_weights_file_keeps_init_and_final_and_a_fresh_start_drops_stale_samples(tmp_path):
+    def fake(value, numel=3):
+        return {"fc1": WeightSample(np.full(3, value, np.float32), numel)}
+
+    write_weight_samples(tmp_path, "init", fake(1.0, numel=3))
+    write_weight_samples(tmp_path, "final", fake(2.0))
+    write_weight_samples(tmp_path, "final", fake(3.0))  # a run extended: its new end
+    got = read_weight_samples(tmp_path)
+    assert got["init"]["fc1"].values.tolist() == [1.0] * 3 and got["init"]["fc1"].numel == 3
+    assert got["final"]["fc1"].values.tolist() == [3.0] * 3
+    assert [p.name for p in tmp_path.iterdir()] == [WEIGHTS_FILE]  # no temp file left
+    with np.load(tmp_path / WEIGHTS_FILE, allow_pickle=False) as npz:  # plain arrays only
+        assert sorted(npz.files) == ["final/fc1", "init/fc1", "numel/fc1"]
+    write_weight_samples(tmp_path, "init", fake(4.0))
+    assert set(read_weight_samples(tmp_path)) == {"init"}
+    with pytest.raises(ValueError, match="stage"):
+        write_weight_samples(tmp_path, "middle", fake(5.0))
+
+
+def test_a_corrupt_weights_file_is_reported_and_never_fails_a_run(tmp_path):
+    (tmp_path / WEIGHTS_FILE).write_bytes(b"PK not really a zip")
+    with pytest.raises(ValueError, match="weights.npz unreadable"):
+        read_weight_samples(tmp_path)
+    write_weight_samples(tmp_path, "final", {"fc1": WeightSample(np.zeros(2, np.float32), 2)})
+    assert set(read_weight_samples(tmp_path)) == {"final"}
+    with pytest.raises(FileNotFoundError):
+        read_weight_samples(tmp_path / "nowhere")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 
 def read_json(path: Path) -> Any:
@@ -26,11 +28,20 @@ def fsync_replace(tmp: Path, path: Path) -> None:
         os.close(dir_fd)
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON through a temp file, fsync and rename, so readers never see half a file."""
+@contextmanager
+def atomic_write(path: Path, mode: str = "w") -> Iterator[IO]:
+    """Open a temp file next to ``path``; on a clean exit flush, fsync and rename it over
+    ``path``, so readers never see half a file (on an error ``path`` is left as it was)."""
+    path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
+    with open(tmp, mode) as f:
+        yield f
         f.flush()
         os.fsync(f.fileno())
     fsync_replace(tmp, path)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON through a temp file, fsync and rename, so readers never see half a file."""
+    with atomic_write(path) as f:
+        json.dump(obj, f, indent=2)

@@ -36,6 +36,7 @@ from initbench.errors import Interrupted, UserError
 from initbench.io import read_json, write_json_atomic
 from initbench.signals import stop_on_signals
 from initbench.telemetry import MultiSink, build_telemetry
+from initbench.telemetry.weights import record_weights
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,8 @@ def run(
     choices: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run one benchmark in ``run_dir`` (resuming from its checkpoint if it has one) and write
-    ``config.yaml``, ``checkpoint.pt``, ``metrics.jsonl`` and ``summary.json``. Returns the
-    summary.
+    ``config.yaml``, ``checkpoint.pt``, ``metrics.jsonl``, ``weights.npz`` and ``summary.json``.
+    Returns the summary.
 
     Raises:
         UserError: a bad config value, missing/corrupt data, an unwritable run directory or a
@@ -159,6 +160,8 @@ class Session:
         if ckpt is not None:
             self._restore(ckpt)
             wandb_id = ckpt.get("wandb_run_id")
+        else:  # a fresh start: samples of the initial weights, for the report
+            record_weights(run_dir, "init", prep.model)
         self.sink: MultiSink = make_sinks(
             cfg,
             run_dir,
@@ -199,6 +202,7 @@ class Session:
             },
             "device": str(prep.device),
             "n_params": sum(p.numel() for p in prep.model.parameters()),
+            "num_classes": prep.data.num_classes,
             "init_report": prep.init_report,
             "wandb_run_id": self.sink.wandb_run_id,
         }
@@ -292,7 +296,8 @@ class Session:
             write_json_atomic(self.run_dir / "summary.json", self.summary)
             self.sink.finish()
             raise Interrupted(signum, self.run_dir)
-        keys = ("status", "epochs_completed", "best_val_acc", "diverged_at_step")
+        record_weights(self.run_dir, "final", self.prep.model)  # next to the initial samples
+        keys = ("status", "epochs_completed", "best_val_acc", "diverged_at_step", "num_classes")
         self.sink.log_summary({k: self.summary[k] for k in keys})
         self.sink.finish()
         write_json_atomic(self.run_dir / "summary.json", self.summary)
