@@ -11,7 +11,7 @@ Prints a per-layer table and writes diagnose.json and diagnose.png (activation a
 std against depth) into the run directory (outputs/diagnose/<date>/<time>-<run name>/).
 """
 
-from initbench.cli import diagnose
+from initbench.cli.diagnose import main
 
 if __name__ == "__main__":
-    diagnose()
+    main()

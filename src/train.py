@@ -11,7 +11,7 @@ initbench.run. The run directory (printed at the end) holds config.yaml, checkpo
 metrics.jsonl, summary.json and the TensorBoard events; W&B writes under it too.
 """
 
-from initbench.cli import train
+from initbench.cli.train import main
 
 if __name__ == "__main__":
-    train()
+    main()
