@@ -31,6 +31,7 @@ import torch
 from initbench.data import DeviceDataset
 from initbench.engine import train
 from initbench.runner import Prepared, prepare
+from initbench.sweep import grid_combinations, load_sweep
 from initbench.telemetry import TensorBoardSink, build_telemetry
 
 TARGETS = {"cpu": 1.10, "cuda": 1.05}  # telemetry on/off step-time ratio we aim for
@@ -349,8 +350,6 @@ def cnn30_speedup_fast_path(ctx: BenchContext) -> dict[str, Any]:
 def grid_estimate(results: Mapping[str, Any], sweep_path: Path) -> dict[str, Any] | None:
     """Wall time of ``sweep_path`` on this device, one run at a time, from the measured epoch
     and step times: each combination's epochs x (train epoch + ~7% for evaluation)."""
-    from initbench.sweep import grid_combinations, load_sweep
-
     mlp, cnn = (
         results.get("mlp_epoch_speedup_vs_dataloader"),
         results.get("cnn30_speedup_fast_path"),

@@ -1,0 +1,117 @@
+"""What runs for a combination, and the config it composes to.
+
+:func:`build_command` fills in a sweep's ``command`` as a W&B agent does (``${env}``,
+``${interpreter}``, ``${program}``, ``${args_no_hyphens}`` -> ``key=value``) and adds
+``hydra.run.dir``; :func:`compose_combinations` composes each combination with the Hydra config
+its program uses, so a sweep file is checked before anything runs.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+from initbench.config import register_resolvers
+from initbench.sweep.combinations import Combination
+from initbench.sweep.spec import Sweep, SweepError
+
+
+def build_command(
+    sweep: Sweep, combo: Combination, run_dir: str | Path, interpreter: str | None = None
+) -> list[str]:
+    """The process a W&B agent would start for ``combo``, plus ``hydra.run.dir=<run_dir>``."""
+    macros = {
+        "${env}": [] if os.name == "nt" else ["/usr/bin/env"],
+        "${interpreter}": [interpreter or sys.executable],
+        "${program}": [sweep.program],
+        "${args_no_hyphens}": combo.args,
+        "${args}": [f"--{a}" for a in combo.args],
+    }
+    cmd: list[str] = []
+    for part in sweep.command:
+        if part in macros:
+            cmd += macros[part]
+        else:
+            cmd.append(part)
+    return cmd + [f"hydra.run.dir={run_dir}"]
+
+
+def program_config(program: str | Path) -> tuple[Path, str]:
+    """The config folder and name a Hydra program composes, read from its ``@hydra.main``.
+
+    Raises:
+        SweepError: the program is missing or has no ``hydra.main`` decorator.
+    """
+    program = Path(program)
+    try:
+        tree = ast.parse(program.read_text())
+    except OSError:
+        raise SweepError(f"program {program} not found (run from the repository root)") from None
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.FunctionDef):
+            continue
+        for deco in node.decorator_list:
+            if isinstance(deco, ast.Call) and ast.unparse(deco.func) in ("hydra.main", "main"):
+                kw = {k.arg: ast.literal_eval(k.value) for k in deco.keywords if k.arg}
+                config_path = kw.get("config_path")
+                if config_path is None or kw.get("config_name") is None:
+                    break
+                return (program.parent / config_path).resolve(), kw["config_name"]
+    raise SweepError(f"{program} has no @hydra.main(config_path=..., config_name=...)")
+
+
+def compose_combinations(
+    sweep: Sweep, combos: Sequence[Combination], root: str | Path = "."
+) -> Iterator[tuple[Combination, dict[str, Any] | Exception]]:
+    """Compose every combination with the config its program uses, as Hydra would.
+
+    Yields ``(combination, resolved config dict)``, or the exception when it does not compose.
+    Hydra composes once per distinct set of config-group choices; each combination's plain
+    ``key=value`` overrides are then applied as Hydra applies them (struct mode: a key that
+    is not in the config fails), so a large grid is checked in seconds.
+    """
+    register_resolvers()
+    config_dir, config_name = program_config(Path(root) / sweep.program)
+    parser = OverridesParser.create()
+    composed: dict[tuple[str, ...], Any] = {}
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        for combo in combos:
+            try:
+                overrides = parser.parse_overrides(combo.args)
+                groups = tuple(
+                    o.input_line
+                    for o in overrides
+                    if (config_dir / o.key_or_group).is_dir() or o.key_or_group.startswith("hydra")
+                )
+                if groups not in composed:
+                    try:
+                        composed[groups] = compose(config_name=config_name, overrides=list(groups))
+                    except Exception as err:  # remembered: every combination with it fails
+                        composed[groups] = err
+                base = composed[groups]
+                if isinstance(base, Exception):
+                    raise base
+                cfg = copy.deepcopy(base)
+                for o in overrides:
+                    if o.input_line in groups:
+                        continue
+                    try:
+                        OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True)
+                    except Exception as err:  # as Hydra words it (struct mode: no new keys)
+                        chosen = " ".join(groups) or "the defaults"
+                        raise SweepError(
+                            f"could not override '{o.key_or_group}': not in the config "
+                            f"composed from {config_name}.yaml with {chosen} ({type(err).__name__})"
+                        ) from None
+                yield combo, OmegaConf.to_container(cfg, resolve=True)
+            except Exception as err:
+                yield combo, err
