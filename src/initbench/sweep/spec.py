@@ -162,7 +162,8 @@ def check_value(key: str, value: Any, where: str) -> None:
     if "," in text:
         raise SweepError(
             f"{where}: parameter {key!r} has a value with a comma ({text!r}); Hydra would read "
-            f"it as a multirun sweep: use a preset (conf/experiment/) or a single field instead"
+            f"it as a multirun sweep: use a group option (an experiment preset, an init variant) "
+            f"or a single field instead"
         )
     if isinstance(value, (dict, list)):
         raise SweepError(f"{where}: parameter {key!r} has a non-scalar value {text!r}")
