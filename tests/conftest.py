@@ -14,6 +14,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from initbench.config import register_resolvers
 from initbench.data import cifar10 as cifar_module
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,6 +25,7 @@ FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 torch.set_num_threads(2)
+register_resolvers()  # as the entry points do: run_name uses ${choice:...}
 
 # Small, fast settings for an end-to-end CPU run.
 CPU_OVERRIDES = [

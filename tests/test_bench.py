@@ -3,6 +3,7 @@ and the fast path's results against the plain path."""
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ import torch
 from hydra.utils import instantiate
 
 from conftest import FASHION_DIR, ROOT, compose_dict, write_cifar
+from initbench.bench import grid_estimate
 from initbench.build import prepare
 from initbench.run import run
 
@@ -41,6 +43,35 @@ def test_bench_quick_produces_every_key(tmp_path):
     assert result["grid_wall_time_estimate"] is None  # quick figures are not estimates
     for key in ("telemetry_overhead", "mlp_epoch_speedup_vs_dataloader", "cnn30_speedup_fast_path"):
         assert key in proc.stdout
+
+
+def test_grid_estimate_takes_each_presets_epochs_from_the_composed_config(tmp_path):
+    results = {
+        "meta": {"quick": False},
+        "mlp_epoch_speedup_vs_dataloader": {"ratio": 2.0, "epoch_s_ours": 6.0,
+                                            "train_examples": 60_000},
+        "cnn30_speedup_fast_path": {"ratio": 1.5, "batch_size": 500, "step_ms_cnn10_fast": 10.0,
+                                    "step_ms_fast": 30.0},
+    }  # fmt: skip
+    est = grid_estimate(results, ROOT / "sweeps" / "grid.yaml")
+    presets = ("fashion_mlp", "cifar_cnn", "cifar_cnn30")
+    epochs = {p: compose_dict([f"experiment={p}"])["trainer"]["epochs"] for p in presets}
+    assert est["epochs"] == epochs and est["not_estimated"] == []
+    per_preset = est["runs"] / len(presets)  # the grid pairs every preset with the same rest
+    seconds = sum(per_preset * epochs[p] * est["epoch_s"][p] * 1.07 for p in presets)
+    assert est["hours"] == pytest.approx(seconds / 3600)
+    # A copy of the repository whose fashion_mlp preset trains 3 epochs: the estimate follows.
+    for part in ("conf", "sweeps"):
+        shutil.copytree(ROOT / part, tmp_path / part)
+    (tmp_path / "src").mkdir()
+    shutil.copy(ROOT / "src" / "train.py", tmp_path / "src" / "train.py")
+    preset = tmp_path / "conf" / "experiment" / "fashion_mlp.yaml"
+    text = preset.read_text()
+    assert "epochs: 10 " in text
+    preset.write_text(text.replace("epochs: 10 ", "epochs: 3  "))
+    moved = grid_estimate(results, tmp_path / "sweeps" / "grid.yaml")
+    assert moved["epochs"] == {**epochs, "fashion_mlp": 3}
+    assert moved["hours"] < est["hours"]
 
 
 CNN = ["dataset=cifar10", "model=cnn", "model.depth=4", "model.channels=4", "trainer.epochs=2",

@@ -1,12 +1,14 @@
 """The Hydra config: every option of every group composes, and bad values fail early."""
 
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 
 from conftest import CONF_DIR, ROOT, compose_dict, group_options, run_train_cli
 from initbench.build import validate
 from initbench.data import list_datasets
 from initbench.errors import UserError
-from initbench.inits import list_aliases, list_inits
+from initbench.inits import list_aliases, list_inits, resolve
 from initbench.models import list_activations
 
 GROUPS = ["model", "dataset", "init", "activation", "optimizer", "logger", "experiment"]
@@ -18,18 +20,40 @@ def test_every_group_option_composes_and_validates(group, option):
     assert cfg["run_name"] == (
         f"{cfg['init']['name']}-{cfg['activation']['name']}-{cfg['model']['name']}-s0"
     )
-    if group == "experiment":  # a preset names its experiment (init variants share one)
-        assert cfg["experiment_name"] != f"{cfg['model']['name']}-{cfg['dataset']['name']}"
-        assert option.startswith(cfg["experiment_name"].rsplit("_", 1)[0])
+    if group == "experiment":  # a preset names its experiment and chooses model + data + budget
+        assert cfg["experiment_name"] == option
+        assert cfg["init"] == compose_dict()["init"], f"{option} chooses the init"
     validate(cfg)  # every shipped option is valid as composed
 
 
 def test_groups_mirror_the_registries():
     assert set(group_options("activation")) == set(list_activations())
     assert set(group_options("dataset")) == set(list_datasets())
-    assert set(group_options("init")) == set(list_inits()) | set(list_aliases())
+    named = set(list_inits()) | set(list_aliases())
+    assert named <= set(group_options("init"))
+    for variant in set(group_options("init")) - named:  # options that pin a scheme's hparams
+        assert resolve(compose_dict([f"init={variant}"])["init"]["name"]) in list_inits()
     assert {"mlp", "cnn", "cnn22", "cnn30"} <= set(group_options("model"))
     assert {"fashion_mlp", "cifar_cnn30"} <= set(group_options("experiment"))
+
+
+def run_name_in_a_hydra_run(overrides: list[str]) -> str:
+    """``run_name`` as it resolves inside a Hydra run, where Hydra has set its HydraConfig."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    previous = HydraConfig.instance().cfg
+    HydraConfig.instance().set_config(cfg)
+    try:
+        return cfg.run_name
+    finally:
+        HydraConfig.instance().cfg = previous
+
+
+def test_run_names_tell_init_variants_apart():
+    assert run_name_in_a_hydra_run(["init=normal_std10"]) == "normal_std10-relu-mlp-s0"
+    assert run_name_in_a_hydra_run(["init=normal_std1"]) == "normal_std1-relu-mlp-s0"
+    assert run_name_in_a_hydra_run(["init=kaiming", "seed=3"]) == "kaiming-relu-mlp-s3"
+    assert compose_dict(["init=normal_std10"])["run_name"] == "normal-relu-mlp-s0"  # no Hydra run
 
 
 def test_defaults_are_the_fashion_mnist_mlp_with_both_loggers():

@@ -17,7 +17,16 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from initbench.inits import get_init, init_module, list_aliases, list_inits, register, resolve
+from conftest import compose_dict
+from initbench.inits import (
+    check_init_params,
+    get_init,
+    init_module,
+    list_aliases,
+    list_inits,
+    register,
+    resolve,
+)
 from initbench.models.activations import activation_gain
 
 torch.set_num_threads(2)
@@ -554,27 +563,66 @@ def test_a_module_without_layers_is_refused() -> None:
 # ---- the Hydra group mirrors the registry -----------------------------------------------------
 
 YAML_FILES = sorted(CONF_DIR.glob("*.yaml"))
+NAMED = sorted(set(list_inits()) | set(list_aliases()))  # one file each, named as registered
+VARIANTS = sorted({p.stem for p in YAML_FILES} - set(NAMED))  # files that pin a scheme's hparams
+
+
+def composed_init(*overrides: str) -> dict:
+    """The init node as train.py gets it (Hydra follows a file's defaults list)."""
+    return compose_dict(list(overrides))["init"]
 
 
 def test_yaml_files_name_every_scheme_and_alias() -> None:
-    assert {p.stem for p in YAML_FILES} == set(list_inits()) | set(list_aliases())
+    assert set(NAMED) <= {p.stem for p in YAML_FILES}
+    assert {"normal_std10", "normal_std1", "normal_std001"} <= set(VARIANTS)
 
 
 @pytest.mark.parametrize("path", YAML_FILES, ids=lambda p: p.stem)
-def test_yaml_file_is_a_valid_call(path: Path) -> None:
-    hp = dict(OmegaConf.load(path))
-    name = hp.pop("name")
-    assert name == path.stem
-    scheme = get_init(name)
-    assert hp == dict(scheme.hparams)  # every hparam, at its registered default
+def test_every_yaml_field_has_a_comment(path: Path) -> None:
     for line in path.read_text().splitlines():
         if line.strip() and not line.startswith("#"):
             assert " # " in line, f"{path.name}: field without a comment: {line!r}"
+
+
+@pytest.mark.parametrize("name", NAMED)
+def test_yaml_file_is_a_valid_call(name: str) -> None:
+    hp = composed_init(f"init={name}")
+    assert hp.pop("name") == name
+    assert hp == dict(get_init(name).hparams)  # every hparam, at its registered default
     # What the training entry point does with it.
     model = Tiny()
     before = snapshot(model)
     init_module(model, name, activation=nn.ReLU(), data=TINY_BATCH, generator=gen(), **hp)
     assert not torch.equal(before["fc.weight"], model.fc.weight)
+
+
+@pytest.mark.parametrize("alias, canonical", sorted(list_aliases().items()))
+def test_alias_file_inherits_its_canonical_file(alias: str, canonical: str) -> None:
+    raw = OmegaConf.to_container(OmegaConf.load(CONF_DIR / f"{alias}.yaml"))
+    assert raw == {"defaults": [canonical], "name": alias}  # nothing restated, only the name
+    hp, canonical_hp = composed_init(f"init={alias}"), composed_init(f"init={canonical}")
+    assert (hp.pop("name"), canonical_hp.pop("name")) == (alias, canonical)
+    assert hp == canonical_hp
+
+
+def test_an_alias_field_can_still_be_overridden() -> None:
+    hp = composed_init("init=kaiming", "init.mode=fan_out")
+    assert hp == {"name": "kaiming", "mode": "fan_out", "bias": "zeros"}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_variant_inherits_its_scheme_and_pins_only_hparams(variant: str) -> None:
+    raw = OmegaConf.to_container(OmegaConf.load(CONF_DIR / f"{variant}.yaml"))
+    (base,) = raw.pop("defaults")
+    assert base in NAMED, f"{variant}.yaml inherits {base!r}, not a scheme's file"
+    assert raw and "name" not in raw  # it pins hparams and keeps its base's (registered) name
+    hp = composed_init(f"init={variant}")
+    name = hp.pop("name")
+    assert name == base and resolve(name) in list_inits()
+    assert set(hp) == set(get_init(name).hparams) and raw.items() <= hp.items()
+    check_init_params(name, **hp)
+    model = Tiny()
+    init_module(model, name, activation=nn.ReLU(), data=TINY_BATCH, generator=gen(), **hp)
 
 
 def test_readme_table_lists_every_scheme_and_alias():

@@ -134,6 +134,12 @@ def test_grid_covers_every_scheme_architecture_and_activation():
     assert len(params["seed"]) == 3
 
 
+def sweep_values(name: str, key: str) -> list:
+    """The values parameter ``key`` of ``sweeps/<name>.yaml`` takes."""
+    (param,) = [p for p in load_sweep(ROOT / "sweeps" / f"{name}.yaml").params if p.key == key]
+    return param.grid_values()
+
+
 def _settings(name: str, keys) -> set[tuple]:
     """The distinct values of ``keys`` (dotted paths) over a sweep's composed configs."""
     out = set()
@@ -198,6 +204,7 @@ def test_circles_sweep():
         ("kaiming_normal", None),
     }
     assert {g[2:] for g in got} == {("circles", (10, 5))}
+    assert sweep_values("circles", "experiment") == ["circles_mlp"]  # one preset; init varies
 
 
 def test_depth_sweep():
@@ -229,6 +236,7 @@ def test_signal_propagation_sweep():
         ("kaiming_normal", None),
     }
     assert {g[3:] for g in got} == {(100, 512, False)}
+    assert sweep_values("signal_propagation", "experiment") == ["signal_prop"]
     assert len(got) == 15
 
 
@@ -352,9 +360,9 @@ def test_local_sweep_dry_run_lists_every_combination(tmp_path):
     proc = run_script("sweeps/circles.yaml", "--dry-run", "--out", str(tmp_path / "out"))
     assert proc.returncode == 0, proc.stderr
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("  ")]
-    assert len(lines) == 9 and "experiment=circles_zeros seed=0" in lines[0]
+    assert len(lines) == 9 and lines[0].split() == ["1", "init=zeros", "seed=0"]
     assert "9 combinations" in proc.stdout
-    assert "src/train.py experiment=circles_zeros seed=0 hydra.run.dir=" in proc.stdout
+    assert "src/train.py experiment=circles_mlp init=zeros seed=0 hydra.run.dir=" in proc.stdout
     assert not (tmp_path / "out").exists()  # nothing run, nothing written
     path = write_sweep(tmp_path / "r.yaml", {"seed": {"min": 0, "max": 1000}}, method="random")
     first = run_script(str(path), "--dry-run", "--count", "4", "--out", str(tmp_path / "r"))

@@ -31,6 +31,7 @@ import torch
 from initbench.build import Prepared, model_params, prepare
 from initbench.data import DeviceDataset
 from initbench.engine import train
+from initbench.sweep import Combination, compose_combinations, grid_combinations, load_sweep
 from initbench.telemetry import TensorBoardSink, build_telemetry
 
 TARGETS = {"cpu": 1.10, "cuda": 1.05}  # telemetry on/off step-time ratio we aim for
@@ -347,9 +348,11 @@ def cnn30_speedup_fast_path(ctx: BenchContext) -> dict[str, Any]:
 
 def grid_estimate(results: Mapping[str, Any], sweep_path: Path) -> dict[str, Any] | None:
     """Wall time of ``sweep_path`` on this device, one run at a time, from the measured epoch
-    and step times: each combination's epochs x (train epoch + ~7% for evaluation)."""
-    from initbench.sweep import grid_combinations, load_sweep
+    and step times: each combination's epochs x (train epoch + ~7% for evaluation).
 
+    Epochs are each experiment preset's ``trainer.epochs`` as Hydra composes it (or the
+    combination's own ``trainer.epochs``); ``sweep_path`` lies in ``<repo>/sweeps/``.
+    """
     mlp, cnn = (
         results.get("mlp_epoch_speedup_vs_dataloader"),
         results.get("cnn30_speedup_fast_path"),
@@ -362,19 +365,31 @@ def grid_estimate(results: Mapping[str, Any], sweep_path: Path) -> dict[str, Any
         "cifar_cnn": steps * cnn["step_ms_cnn10_fast"] / 1e3,
         "cifar_cnn30": steps * cnn["step_ms_fast"] / 1e3,
     }
-    epochs = {"fashion_mlp": 10, "cifar_cnn": 15, "cifar_cnn30": 15}  # conf/experiment presets
+    sweep = load_sweep(sweep_path)
+    combos = grid_combinations(sweep)
+    presets = sorted({c.params.get("experiment") for c in combos} & set(epoch_s))
+    epochs = {}
+    for combo, cfg in compose_combinations(
+        sweep,
+        [Combination(i, {"experiment": p}, p) for i, p in enumerate(presets)],
+        root=Path(sweep_path).resolve().parents[1],
+    ):
+        if isinstance(cfg, Exception):
+            raise cfg
+        epochs[combo.name] = cfg["trainer"]["epochs"]
     total, runs, unknown = 0.0, 0, set()
-    for combo in grid_combinations(load_sweep(sweep_path)):
+    for combo in combos:
         exp = combo.params.get("experiment")
         if exp not in epoch_s:
             unknown.add(exp)
             continue
-        total += epochs[exp] * epoch_s[exp] * 1.07
+        total += combo.params.get("trainer.epochs", epochs[exp]) * epoch_s[exp] * 1.07
         runs += 1
     return {
         "hours": total / 3600,
         "runs": runs,
         "epoch_s": epoch_s,
+        "epochs": epochs,
         "not_estimated": sorted(unknown),
     }
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_method
 from omegaconf import OmegaConf
 
@@ -335,7 +336,17 @@ def wandb_run_dir(default: str) -> str:
     return default
 
 
+def choice(group: str, default: str) -> str:
+    """The option picked for config group ``group`` in this Hydra run (``init=normal_std10`` ->
+    ``normal_std10``), so run names tell apart two variants of one scheme; ``default`` where no
+    Hydra app runs (the compose API: tests, sweep checks, notebooks), which has no choices."""
+    if HydraConfig.initialized():
+        return HydraConfig.get().runtime.choices.get(group) or default
+    return default
+
+
 def register_resolvers() -> None:
     """Make the project's resolvers available to configs (idempotent)."""
-    if not OmegaConf.has_resolver("wandb_run_dir"):
-        OmegaConf.register_new_resolver("wandb_run_dir", wandb_run_dir)
+    for name, resolver in (("wandb_run_dir", wandb_run_dir), ("choice", choice)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)

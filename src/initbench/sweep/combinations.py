@@ -1,0 +1,116 @@
+"""The combinations of a sweep: its points, in W&B's order, each with a folder name.
+
+- **grid**: every combination, in the order of W&B's engine (``itertools.product`` over the
+  parameters in file order; ``value`` is a constant, ``values`` a list, ``int_uniform`` and
+  ``q_uniform`` are expanded to their values), as in the ``sweeps`` package's grid search;
+- **random**: ``count`` draws from each parameter's distribution (``values`` with optional
+  ``probabilities``, ``uniform``, ``int_uniform``, ``log_uniform_values``, ``normal``, ... as
+  W&B defines them), reproducible from a seed, so a re-run draws the same combinations.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from initbench.sweep.spec import Sweep, SweepError, check_value
+
+NAME_OK = re.compile(r"[^A-Za-z0-9._-]")
+
+
+@dataclass(frozen=True)
+class Combination:
+    """One point of a sweep: parameter values in file order, and a folder name for it."""
+
+    index: int
+    params: Mapping[str, Any]
+    name: str
+
+    @property
+    def args(self) -> list[str]:
+        """The ``${args_no_hyphens}`` of a W&B agent: ``key=value`` with Python's ``str``."""
+        return [f"{k}={v}" for k, v in self.params.items()]
+
+    def label(self, keys: Sequence[str] | None = None) -> str:
+        """``key=value`` pairs (only ``keys`` when given), for progress lines."""
+        keys = list(self.params) if keys is None else keys
+        return " ".join(f"{k}={self.params[k]}" for k in keys if k in self.params)
+
+
+def combination_name(params: Mapping[str, Any], prefix: str = "") -> str:
+    """A folder name from the values, readable and safe in a Hydra override.
+
+    ``{"init": "zeros", "seed": 0}`` -> ``init-zeros__seed-0``; characters other than letters,
+    digits and ``._-`` become ``_`` and a short hash of the values is then appended, so two
+    combinations never share a folder; over-long names are shortened the same way.
+    """
+    parts = [f"{k}-{v}" for k, v in params.items()]
+    name = prefix + "__".join(NAME_OK.sub("_", p) for p in parts)
+    exact = prefix + "__".join(parts)
+    if name != exact or len(name) > 150:
+        digest = hashlib.sha1(json.dumps(list(params.items()), default=str).encode()).hexdigest()
+        name = f"{name[:140]}-{digest[:8]}"
+    return name
+
+
+def grid_combinations(sweep: Sweep) -> list[Combination]:
+    """Every combination of a grid, in W&B's order (the last parameter varies fastest)."""
+    keys = [p.key for p in sweep.params]
+    out = []
+    seen = set()
+    for values in itertools.product(*(p.grid_values() for p in sweep.params)):
+        params = dict(zip(keys, values, strict=True))
+        name = combination_name(params)
+        if name in seen:  # a value listed twice: W&B runs it once
+            continue
+        seen.add(name)
+        out.append(Combination(len(out), params, name))
+    return out
+
+
+def random_combinations(sweep: Sweep, count: int, seed: int = 0) -> list[Combination]:
+    """``count`` random draws; the first ``k`` are the same for any ``count >= k``."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(count):
+        params = {p.key: p.sample(rng) for p in sweep.params}
+        for key, value in params.items():
+            check_value(key, value, str(sweep.path))
+        out.append(Combination(i, params, combination_name(params, prefix=f"{i:04d}__")))
+    return out
+
+
+def combinations(sweep: Sweep, count: int | None = None, seed: int = 0) -> list[Combination]:
+    """The combinations a local run of ``sweep`` goes through.
+
+    Args:
+        count: random sweeps: how many draws (default: the file's ``run_cap``); grid sweeps: at
+            most this many of the grid (like ``wandb agent --count``).
+        seed: random sweeps: the draws' seed.
+    """
+    if sweep.method == "grid":
+        combos = grid_combinations(sweep)
+        return combos if count is None else combos[:count]
+    count = count if count is not None else sweep.run_cap
+    if not count:
+        raise SweepError(
+            f"{sweep.path}: a random sweep runs until stopped on W&B; give --count N "
+            f"(or run_cap: N in the file) to run it locally"
+        )
+    return random_combinations(sweep, count, seed)
+
+
+def varying_keys(combos: Sequence[Combination]) -> list[str]:
+    """The parameters that take more than one value among ``combos`` (all if none does)."""
+    if not combos:
+        return []
+    keys = list(combos[0].params)
+    varying = [k for k in keys if len({str(c.params.get(k)) for c in combos}) > 1]
+    return varying or keys

@@ -1,0 +1,107 @@
+"""What runs for a combination, and the config it composes to.
+
+:func:`build_command` fills in a sweep's ``command`` as a W&B agent does (``${env}``,
+``${interpreter}``, ``${program}``, ``${args_no_hyphens}`` -> ``key=value``) and adds
+``hydra.run.dir``; :func:`compose_combinations` composes each combination with the Hydra config
+its program uses, so a sweep file is checked before anything runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+from initbench.config import CONF_DIR, ENTRY_CONFIGS, register_resolvers
+from initbench.sweep.combinations import Combination
+from initbench.sweep.spec import Sweep, SweepError
+
+
+def build_command(
+    sweep: Sweep, combo: Combination, run_dir: str | Path, interpreter: str | None = None
+) -> list[str]:
+    """The process a W&B agent would start for ``combo``, plus ``hydra.run.dir=<run_dir>``."""
+    macros = {
+        "${env}": [] if os.name == "nt" else ["/usr/bin/env"],
+        "${interpreter}": [interpreter or sys.executable],
+        "${program}": [sweep.program],
+        "${args_no_hyphens}": combo.args,
+        "${args}": [f"--{a}" for a in combo.args],
+    }
+    cmd: list[str] = []
+    for part in sweep.command:
+        if part in macros:
+            cmd += macros[part]
+        else:
+            cmd.append(part)
+    return cmd + [f"hydra.run.dir={run_dir}"]
+
+
+def program_config(program: str | Path) -> tuple[Path, str]:
+    """The config folder and name a program composes: ``src/train.py`` -> conf/, ``train``.
+
+    Raises:
+        SweepError: the program is not one of the project's Hydra entry points.
+    """
+    name = Path(program).stem.removeprefix("initbench-")
+    if name not in ENTRY_CONFIGS:
+        raise SweepError(
+            f"program {program} is not an initbench entry point; valid programs: "
+            f"{', '.join(f'src/{n}.py' for n in ENTRY_CONFIGS)}"
+        )
+    return CONF_DIR, ENTRY_CONFIGS[name]
+
+
+def compose_combinations(
+    sweep: Sweep, combos: Sequence[Combination], root: str | Path = "."
+) -> Iterator[tuple[Combination, dict[str, Any] | Exception]]:
+    """Compose every combination with the config its program uses, as Hydra would.
+
+    Yields ``(combination, resolved config dict)``, or the exception when it does not compose.
+    Hydra composes once per distinct set of config-group choices; each combination's plain
+    ``key=value`` overrides are then applied as Hydra applies them (struct mode: a key that
+    is not in the config fails), so a large grid is checked in seconds.
+    """
+    register_resolvers()
+    config_dir, config_name = program_config(Path(root) / sweep.program)
+    parser = OverridesParser.create()
+    composed: dict[tuple[str, ...], Any] = {}
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        for combo in combos:
+            try:
+                overrides = parser.parse_overrides(combo.args)
+                groups = tuple(
+                    o.input_line
+                    for o in overrides
+                    if (config_dir / o.key_or_group).is_dir() or o.key_or_group.startswith("hydra")
+                )
+                if groups not in composed:
+                    try:
+                        composed[groups] = compose(config_name=config_name, overrides=list(groups))
+                    except Exception as err:  # remembered: every combination with it fails
+                        composed[groups] = err
+                base = composed[groups]
+                if isinstance(base, Exception):
+                    raise base
+                cfg = copy.deepcopy(base)
+                for o in overrides:
+                    if o.input_line in groups:
+                        continue
+                    try:
+                        OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True)
+                    except Exception as err:  # as Hydra words it (struct mode: no new keys)
+                        chosen = " ".join(groups) or "the defaults"
+                        raise SweepError(
+                            f"could not override '{o.key_or_group}': not in the config "
+                            f"composed from {config_name}.yaml with {chosen} ({type(err).__name__})"
+                        ) from None
+                yield combo, OmegaConf.to_container(cfg, resolve=True)
+            except Exception as err:
+                yield combo, err

@@ -1,0 +1,373 @@
+"""Run a sweep here, with no W&B server: one process per combination, in a fixed folder.
+
+Each combination runs its command (:func:`initbench.sweep.commands.build_command`) with
+``hydra.run.dir=<out>/<combination name>``: a fixed folder per combination, so a re-run skips
+what is done (``summary.json`` says finished or diverged) and resumes the rest from their
+checkpoints. The sweep folder gets ``sweep.yaml`` and ``combinations.json``; each combination's
+folder ``local_sweep.log`` and ``local_sweep.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from initbench.io import read_json
+from initbench.sweep.combinations import Combination, combinations, varying_keys
+from initbench.sweep.commands import build_command, compose_combinations
+from initbench.sweep.spec import Sweep, SweepError, load_sweep
+
+DONE = ("finished", "diverged")  # a combination in one of these states is not run again
+RECORD = "local_sweep.json"  # per combination: command, exit code, status, wall time
+LOG = "local_sweep.log"  # per combination: the program's stdout and stderr
+INDEX = "combinations.json"  # per sweep folder: the sweep file and its combinations
+
+
+@dataclass
+class Outcome:
+    """What became of one combination."""
+
+    combo: Combination
+    run_dir: Path
+    status: str  # finished | diverged | failed | interrupted | pending | ... (summary.json's)
+    returncode: int | None = None
+    wall_s: float | None = None
+    metric: float | None = None
+    best_val_acc: float | None = None
+    skipped: bool = False  # already done before this invocation
+    error: str | None = None
+
+
+def _last_metric(run_dir: Path, name: str | None) -> float | None:
+    """The last logged value of ``name`` (what W&B's run summary holds)."""
+    if not name:
+        return None
+    value = None
+    try:
+        with open(run_dir / "metrics.jsonl") as f:
+            for line in f:
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue
+                if row.get(name) is not None:
+                    value = row[name]
+    except OSError:
+        return None
+    return value
+
+
+def read_outcome(combo: Combination, run_dir: Path, metric: str | None = None) -> Outcome:
+    """A combination's state from its folder: ``summary.json`` if the program wrote one, else
+    the exit code recorded by the local runner (programs such as diagnose.py write none)."""
+    summary = read_json(run_dir / "summary.json")
+    record = read_json(run_dir / RECORD) or {}
+    status = "pending"
+    if isinstance(summary, dict) and summary.get("status"):
+        status = summary["status"]
+    elif record.get("returncode") is not None:
+        status = "finished" if record["returncode"] == 0 else record.get("status", "failed")
+    summary = summary if isinstance(summary, dict) else {}
+    return Outcome(
+        combo=combo,
+        run_dir=run_dir,
+        status=status,
+        returncode=record.get("returncode"),
+        wall_s=summary.get("wall_s", record.get("wall_s")),
+        metric=_last_metric(run_dir, metric),
+        best_val_acc=summary.get("best_val_acc"),
+        error=summary.get("error") or record.get("error"),
+    )
+
+
+def _status_after(returncode: int, run_dir: Path) -> str:
+    summary = read_json(run_dir / "summary.json")
+    if isinstance(summary, dict) and summary.get("status") in DONE + ("interrupted", "failed"):
+        return summary["status"]
+    if returncode == 0:
+        return "finished"
+    if returncode > 128 or returncode < 0:
+        return "interrupted"
+    return "failed"
+
+
+def _last_error_line(log_path: Path) -> str | None:
+    try:
+        lines = log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        if line.strip() and ("error" in line.lower() or "exception" in line.lower()):
+            return line.strip()[:300]
+    return lines[-1].strip()[:300] if lines else None
+
+
+def _hms(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def write_index(sweep: Sweep, combos: Sequence[Combination], out_dir: Path) -> None:
+    """``<out>/sweep.yaml`` (the file as run) and ``<out>/combinations.json`` (what is in it)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(sweep.path, out_dir / "sweep.yaml")
+    index = {
+        "sweep": sweep.name,
+        "file": str(sweep.path),
+        "method": sweep.method,
+        "program": sweep.program,
+        "metric": sweep.metric,
+        "combinations": [{"name": c.name, "params": dict(c.params)} for c in combos],
+    }
+    (out_dir / INDEX).write_text(json.dumps(index, indent=2, default=str))
+
+
+def run_local_sweep(
+    sweep: Sweep,
+    combos: Sequence[Combination],
+    out_dir: str | Path,
+    *,
+    parallel: int = 1,
+    wandb_mode: str = "offline",
+    root: str | Path = ".",
+    echo: Callable[[str], None] = print,
+    env: Mapping[str, str] | None = None,
+) -> list[Outcome]:
+    """Run every combination not yet done, ``parallel`` processes at a time.
+
+    Each combination runs in ``out_dir/<combination name>`` (its ``hydra.run.dir``), with
+    ``WANDB_MODE=wandb_mode``; its output goes to ``local_sweep.log`` there. A combination
+    whose program fails, diverges or is killed is recorded and the sweep goes on. SIGINT or
+    SIGTERM stops the running combinations (they checkpoint) and launches no more; running
+    the same call again continues.
+
+    Returns:
+        One outcome per combination, in ``combos`` order.
+    """
+    out_dir = Path(out_dir).resolve()
+    root = Path(root)
+    if not (root / sweep.program).exists():
+        raise SweepError(f"program {sweep.program} not found under {root.resolve()}")
+    if parallel < 1:
+        raise SweepError(f"--parallel must be >= 1 (got {parallel})")
+    write_index(sweep, combos, out_dir)
+    metric = sweep.metric_name
+    keys = varying_keys(combos)
+    total = len(combos)
+    outcomes: dict[int, Outcome] = {}
+    pending = []
+    for combo in combos:
+        outcome = read_outcome(combo, out_dir / combo.name, metric)
+        if outcome.status in DONE:
+            outcome.skipped = True
+            outcomes[combo.index] = outcome
+        else:
+            pending.append(combo)
+    start = time.perf_counter()
+    echo(
+        f"local sweep {sweep.name} ({sweep.method}): {total} combinations, "
+        f"{total - len(pending)} already done, {len(pending)} to run, {parallel} at a time, "
+        f"W&B {wandb_mode} -> {out_dir}"
+    )
+    child_env = {**os.environ, **(env or {}), "WANDB_MODE": wandb_mode, "PYTHONUNBUFFERED": "1"}
+    running: dict[int, tuple[subprocess.Popen, Combination, float, Any]] = {}
+    stop: list[int] = []
+    done_count = total - len(pending)
+    started = 0
+
+    def on_signal(signum, frame):
+        if not stop:
+            echo(f"{signal.Signals(signum).name}: stopping the running combinations (they save)")
+        stop.append(signum)
+        for proc, *_ in running.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+
+    try:
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread
+        previous = {}
+    try:
+        queue = list(pending)
+        while queue or running:
+            while queue and len(running) < parallel and not stop:
+                combo = queue.pop(0)
+                run_dir = out_dir / combo.name
+                run_dir.mkdir(parents=True, exist_ok=True)
+                cmd = build_command(sweep, combo, run_dir)
+                log_file = open(run_dir / LOG, "a")
+                log_file.write(f"\n$ {' '.join(cmd)}\n")
+                log_file.flush()
+                # own process group: a Ctrl-C reaches the children only through on_signal
+                proc = subprocess.Popen(
+                    cmd,
+                    cwd=root,
+                    env=child_env,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+                started += 1
+                running[combo.index] = (proc, combo, time.perf_counter(), log_file)
+                echo(
+                    f"[started {done_count + len(running)}/{total}] {combo.label(keys)}"
+                    f"  (elapsed {_hms(time.perf_counter() - start)})"
+                )
+            if not running:
+                break
+            time.sleep(0.1)
+            for index, (proc, combo, t0, log_file) in list(running.items()):
+                rc = proc.poll()
+                if rc is None:
+                    continue
+                log_file.close()
+                del running[index]
+                done_count += 1
+                run_dir = out_dir / combo.name
+                wall = time.perf_counter() - t0
+                status = _status_after(rc, run_dir)
+                error = _last_error_line(run_dir / LOG) if status == "failed" else None
+                record = {
+                    "params": dict(combo.params),
+                    "command": build_command(sweep, combo, run_dir),
+                    "returncode": rc,
+                    "status": status,
+                    "wall_s": wall,
+                    "error": error,
+                }
+                (run_dir / RECORD).write_text(json.dumps(record, indent=2, default=str))
+                outcome = read_outcome(combo, run_dir, metric)
+                outcome.status, outcome.returncode = status, rc
+                outcome.error = outcome.error or error
+                outcomes[index] = outcome
+                shown = f"  {metric}={outcome.metric:.4f}" if outcome.metric is not None else ""
+                why = f"  ({error})" if error else ""
+                echo(
+                    f"[done {done_count}/{total}] {status} {combo.label(keys)}{shown}  {wall:.1f} s"
+                    f"  (elapsed {_hms(time.perf_counter() - start)}){why}"
+                )
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    for combo in combos:
+        if combo.index not in outcomes:
+            outcomes[combo.index] = read_outcome(combo, out_dir / combo.name, metric)
+    result = [outcomes[c.index] for c in combos]
+    if stop:
+        echo("stopped; run the same command again to continue where it left off")
+    return result
+
+
+def results_table(sweep: Sweep, outcomes: Sequence[Outcome]) -> str:
+    """A plain-text table of the outcomes, best first by the sweep's metric."""
+    keys = varying_keys([o.combo for o in outcomes])
+    metric = sweep.metric_name
+
+    def order(o: Outcome):
+        value = o.metric
+        missing = value is None or not math.isfinite(value)
+        return (missing, -(value or 0.0) if sweep.maximize else (value or 0.0), o.combo.index)
+
+    header = [*keys, "status", metric or "metric", "best_val_acc", "wall_s"]
+    rows: list[list[str]] = []
+    for o in sorted(outcomes, key=order):
+        rows.append(
+            [
+                *(str(o.combo.params.get(k)) for k in keys),
+                o.status + (" (earlier)" if o.skipped else ""),
+                "" if o.metric is None else f"{o.metric:.4f}",
+                "" if o.best_val_acc is None else f"{o.best_val_acc:.4f}",
+                "" if o.wall_s is None else f"{o.wall_s:.1f}",
+            ]
+        )
+    # columns nobody has a value in (a program without a metric, e.g. diagnose.py) are dropped
+    keep = [i for i, h in enumerate(header) if i < len(keys) + 1 or any(r[i] for r in rows)]
+    header = [header[i] for i in keep]
+    rows = [[r[i] for i in keep] for r in rows]
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    lines = [
+        "  ".join(str(x).ljust(w) for x, w in zip(r, widths, strict=True)).rstrip()
+        for r in [header, *rows]
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        counts[o.status] = counts.get(o.status, 0) + 1
+    lines.append("")
+    lines.append(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    return "\n".join(lines)
+
+
+def default_out_dir(sweep: Sweep) -> Path:
+    """``outputs/local-sweeps/<sweep name>``: fixed, so running the same file again resumes."""
+    return Path("outputs") / "local-sweeps" / sweep.name
+
+
+def local_sweep(
+    path: str | Path,
+    *,
+    out: str | Path | None = None,
+    dry_run: bool = False,
+    check: bool = False,
+    parallel: int = 1,
+    count: int | None = None,
+    seed: int = 0,
+    wandb_mode: str = "offline",
+    echo: Callable[[str], None] = print,
+) -> int:
+    """``scripts/local_sweep.py``: list, check or run a sweep file; returns the exit code.
+
+    0: every combination finished or diverged (or the listing/check passed); 1: some failed
+    (or did not compose, with ``check``); 128 + signal number: stopped by a signal.
+
+    Raises:
+        SweepError: the file, its method or its program cannot be run.
+    """
+    sweep = load_sweep(path)
+    combos = combinations(sweep, count=count, seed=seed)
+    out_dir = Path(out) if out is not None else default_out_dir(sweep)
+    keys = varying_keys(combos)
+    if check:
+        bad = [(c, e) for c, e in compose_combinations(sweep, combos) if isinstance(e, Exception)]
+        for combo, err in bad:
+            echo(f"does not compose: {combo.label()}: {type(err).__name__}: {err}")
+        echo(f"{len(combos) - len(bad)} of {len(combos)} combinations compose")
+        if bad:
+            return 1
+    if dry_run:
+        echo(
+            f"sweep {sweep.name} ({sweep.method}, {sweep.program}): {len(combos)} combinations "
+            f"-> {out_dir}"
+        )
+        width = len(str(len(combos)))
+        for combo in combos:
+            state = read_outcome(combo, out_dir / combo.name).status
+            mark = "" if state == "pending" else f"  [{state}]"
+            echo(f"  {combo.index + 1:>{width}}  {combo.label(keys)}{mark}")
+        if combos:
+            echo(
+                "first command: "
+                + " ".join(build_command(sweep, combos[0], out_dir / combos[0].name))
+            )
+        return 0
+    outcomes = run_local_sweep(
+        sweep, combos, out_dir, parallel=parallel, wandb_mode=wandb_mode, echo=echo
+    )
+    echo("")
+    echo(results_table(sweep, outcomes))
+    echo(f"\nrun folders: {out_dir}   report: python scripts/report.py {out_dir}")
+    stopped = [
+        o for o in outcomes if o.status == "interrupted" and o.returncode and o.returncode > 128
+    ]
+    if stopped:
+        return stopped[0].returncode
+    return 1 if any(o.status not in DONE for o in outcomes) else 0
