@@ -15,50 +15,9 @@ grid_wall_time_estimate (sweeps/grid.yaml on this device), with ``meta`` (device
 threads). Prints a table and writes --out.
 """
 
-import argparse
 import sys
-from pathlib import Path
 
-import torch
-from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
-
-from initbench.bench import MEASUREMENTS, format_results, run_bench
-from initbench.config import register_resolvers
-from initbench.errors import UserError
-
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-WORKLOAD = ["dataset=gaussian", "dataset.dim=784", "dataset.n=2048", "logger=[]"]
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("overrides", nargs="*", help="train.py overrides for the workload")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default=None,
-                        help="default: cuda if available, else cpu")  # fmt: skip
-    parser.add_argument("--quick", action="store_true", help="a fast smoke run, for tests")
-    parser.add_argument("--only", nargs="*", choices=sorted(MEASUREMENTS), help="measurements")
-    parser.add_argument("--out", default="outputs/bench/bench.json", help="where to write JSON")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
-    args = parser.parse_args(argv)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    overrides = [*WORKLOAD, f"trainer.device={device}", *args.overrides]
-    if args.threads:
-        overrides.append(f"trainer.num_threads={args.threads}")
-    register_resolvers()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = OmegaConf.to_container(compose("train", overrides=overrides), resolve=True)
-    try:
-        results = run_bench(cfg, instantiate(cfg["optimizer"]), quick=args.quick,
-                            names=args.only, out=args.out)  # fmt: skip
-    except UserError as err:
-        print(f"initbench: error: {err}", file=sys.stderr)
-        return 2
-    print(format_results(results))
-    print(f"wrote {args.out}")
-    return 0
-
+from initbench.cli.bench import main
 
 if __name__ == "__main__":
     sys.exit(main())

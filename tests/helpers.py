@@ -19,7 +19,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from initbench.config import register_resolvers
 from initbench.data import cifar10 as cifar_module
+
+register_resolvers()  # as the entry points do: run_name uses ${choice:...}
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"

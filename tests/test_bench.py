@@ -4,14 +4,12 @@ and the fast path's results against the plain path."""
 import json
 import math
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
 from hydra.utils import instantiate
 
-from conftest import FASHION_DIR, ROOT, compose_dict, write_cifar
+from helpers import FASHION_DIR, ROOT, compose_dict, run_cli, write_cifar
 from initbench.bench import grid_estimate
 from initbench.build import prepare
 from initbench.run import run
@@ -19,11 +17,8 @@ from initbench.run import run
 
 def test_bench_quick_produces_every_key(tmp_path):
     out = tmp_path / "bench.json"
-    proc = subprocess.run(
-        [sys.executable, "scripts/bench.py", "--quick", "--device", "cpu", "--threads", "1",
-         "--out", str(out), "model.width=32"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    proc = run_cli("scripts/bench.py", "--quick", "--device", "cpu", "--threads", "1",
+                   "--out", str(out), "model.width=32")  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
     assert result["meta"]["quick"] is True and result["meta"]["device"] == "cpu"

@@ -4,7 +4,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 
-from conftest import CONF_DIR, ROOT, compose_dict, group_options, run_train_cli
+from helpers import CONF_DIR, ROOT, compose_dict, group_options, run_train_cli
 from initbench.build import validate
 from initbench.data import list_datasets
 from initbench.errors import UserError

@@ -13,7 +13,7 @@ import torch
 import yaml
 
 import initbench.data as data
-from conftest import write_cifar, write_cifar_batch
+from helpers import write_cifar, write_cifar_batch
 from initbench.data import (
     DataNotFoundError,
     DeviceDataset,

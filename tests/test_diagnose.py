@@ -2,9 +2,6 @@
 
 import json
 import math
-import os
-import subprocess
-import sys
 from collections import OrderedDict
 
 import pytest
@@ -13,7 +10,7 @@ from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
-from conftest import CPU_OVERRIDES, ROOT, compose_dict
+from helpers import CPU_OVERRIDES, compose_dict, run_cli
 from initbench.build import prepare, validate
 from initbench.diagnose import LAYER_KEYS, measure, report_for, run_diagnose
 from initbench.errors import UserError
@@ -22,12 +19,9 @@ from initbench.run import run
 SMALL = ["dataset=circles", "trainer.device=cpu", "model.width=16", "logger=tensorboard"]
 
 
-def run_diagnose_cli(*args: str) -> subprocess.CompletedProcess:
+def run_diagnose_cli(*args: str):
     """``python src/diagnose.py *args`` from the repository root."""
-    return subprocess.run(
-        [sys.executable, "src/diagnose.py", *args], cwd=ROOT, capture_output=True, text=True,
-        timeout=120, env={**os.environ, "WANDB_MODE": "offline"},
-    )  # fmt: skip
+    return run_cli("src/diagnose.py", *args, timeout=120)
 
 
 def by_name(rows):

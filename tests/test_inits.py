@@ -17,7 +17,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from conftest import compose_dict
+from helpers import compose_dict
 from initbench.inits import (
     check_init_params,
     get_init,

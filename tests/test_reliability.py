@@ -4,10 +4,7 @@ signals, unwritable run directories, and W&B without a server."""
 import errno
 import itertools
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from contextlib import contextmanager
 
@@ -15,7 +12,7 @@ import pytest
 from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import ROOT, compose_dict, run_train_cli
+from helpers import compose_dict, finish, run_train_cli, start, write_cifar
 from initbench import checkpoint as checkpoint_module
 from initbench import run as run_module
 from initbench.checkpoint import load_checkpoint
@@ -160,8 +157,6 @@ def test_disk_full_never_leaves_a_summary_that_claims_success(tmp_path, monkeypa
     ],
 )
 def test_impossible_inits_and_shapes_fail_before_training(tmp_path, overrides, message):
-    from conftest import write_cifar
-
     write_cifar(tmp_path / "data" / "cifar-10-batches-py", n_per_batch=4, n_test=4)
     with pytest.raises(UserError, match=message):
         run_in_process(
@@ -174,14 +169,7 @@ def test_impossible_inits_and_shapes_fail_before_training(tmp_path, overrides, m
 
 def start_cli(run_dir, *extra):
     args = [f"hydra.run.dir={run_dir}", *RESUME_OVERRIDES, "trainer.epochs=200", *extra]
-    return subprocess.Popen(
-        [sys.executable, "src/train.py", *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "WANDB_MODE": "offline"},
-    )
+    return start(["src/train.py", *args])
 
 
 def wait_for(path, timeout=120):
@@ -196,8 +184,9 @@ def test_signal_stops_cleanly_with_a_checkpoint(tmp_path, sig, code):
     proc = start_cli(tmp_path)
     wait_for(tmp_path / "checkpoint.pt")
     proc.send_signal(sig)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == code, err
+    done = finish(proc, timeout=120)
+    out, err = done.stdout, done.stderr
+    assert done.returncode == code, err
     assert "Traceback" not in out + err
     assert f"stopped by {signal.Signals(sig).name}; checkpoint saved" in err
     summary = json.loads((tmp_path / "summary.json").read_text())

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +12,7 @@ import pandas as pd
 import pytest
 from hydra.utils import instantiate
 
-from conftest import ROOT, compose_dict
+from helpers import ROOT, compose_dict, run_cli
 from initbench.report import ReportError, build_report, load_local, load_wandb
 from initbench.run import run
 from initbench.telemetry.weights import SAMPLE_SIZE, read_weight_samples, sample_indices
@@ -268,13 +265,8 @@ def test_the_report_package_imports_neither_torch_nor_the_build_layer():
         text = path.read_text()
         assert not re.search(r"^\s*(import torch|from torch)", text, re.M), path.name
         assert not re.search(r"initbench\.(build|run)\b", text), path.name
-    proc = subprocess.run(
-        [sys.executable, "-c", "import sys, initbench.report; print(sorted(sys.modules))"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
-    )
+    code = "import sys, initbench.report; print(sorted(sys.modules))"
+    proc = run_cli("-c", code, env={"PYTHONPATH": str(ROOT / "src")}, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "'initbench.build'" not in proc.stdout and "'initbench.run'" not in proc.stdout
 
@@ -358,21 +350,15 @@ def test_bad_sources_give_clear_errors(tmp_path):
     (tmp_path / "notes.txt").write_text("not a run")
     with pytest.raises(ReportError, match="no runs under"):
         load_local(tmp_path)
-    proc = subprocess.run(
-        [sys.executable, "scripts/report.py", str(tmp_path / "missing")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
+    proc = run_cli("scripts/report.py", str(tmp_path / "missing"), timeout=120)
     assert proc.returncode == 2
     assert "report: error:" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_cli_writes_the_report_and_logs_it_to_wandb_offline(runs_folder, tmp_path):
     out = tmp_path / "rep"
-    proc = subprocess.run(
-        [
-            sys.executable,
+    proc = run_cli(
+        *[
             "scripts/report.py",
             str(runs_folder / "tiny"),
             "--out",
@@ -383,11 +369,7 @@ def test_cli_writes_the_report_and_logs_it_to_wandb_offline(runs_folder, tmp_pat
             "2",
             "--wandb",
         ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
         timeout=300,
-        env={**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"open {out / 'index.html'}" in proc.stdout

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from conftest import CONF_DIR, ROOT
+from helpers import CONF_DIR, ROOT, run_cli, run_train_cli
 from initbench.build import validate
 from initbench.inits import list_inits, resolve
 from initbench.sweep import (
@@ -65,15 +62,8 @@ def write_sweep(path: Path, parameters: dict, **extra) -> Path:
     return path
 
 
-def run_script(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "scripts/local_sweep.py", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "WANDB_SILENT": "true"},
-    )
+def run_script(*args: str, timeout: float = 300):
+    return run_cli("scripts/local_sweep.py", *args, timeout=timeout)
 
 
 # ----------------------------------------------------------------------------- the files
@@ -442,10 +432,8 @@ def test_slurm_launcher_config_extends_submitit():
 @pytest.mark.slow
 def test_submitit_local_launcher_runs_a_multirun(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "src/train.py",
+    proc = run_train_cli(
+        *[
             "-m",
             "hydra/launcher=submitit_local",
             "experiment=circles_mlp",
@@ -455,9 +443,6 @@ def test_submitit_local_launcher_runs_a_multirun(tmp_path):
             "logger=tensorboard",
             f"hydra.sweep.dir={tmp_path}",
         ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]

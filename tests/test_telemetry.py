@@ -6,7 +6,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import nn
 
-from conftest import compose_dict
+from helpers import compose_dict
 from initbench.build import validate
 from initbench.data import DeviceDataset
 from initbench.engine import train

@@ -7,7 +7,7 @@ import torch
 from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import CPU_OVERRIDES, FASHION_DIR, compose_dict, run_train_cli, write_cifar
+from helpers import CPU_OVERRIDES, FASHION_DIR, compose_dict, run_train_cli, write_cifar
 from initbench.inits import list_aliases, list_inits, resolve
 from initbench.run import run
 

@@ -16,6 +16,7 @@ exactly the share of snapshot steps a long run has. Targets: <= 1.10 on CPU, <= 
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import platform
 import statistics
@@ -24,17 +25,24 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
 
 from initbench.build import Prepared, model_params, prepare
-from initbench.data import DeviceDataset
+from initbench.config import CONF_DIR
+from initbench.data import DataNotFoundError, DeviceDataset, load_dataset
+from initbench.data.fashion_mnist import FILES, locate
 from initbench.engine import train
+from initbench.models import build_model
 from initbench.sweep import Combination, compose_combinations, grid_combinations, load_sweep
 from initbench.telemetry import TensorBoardSink, build_telemetry
 
 TARGETS = {"cpu": 1.10, "cuda": 1.05}  # telemetry on/off step-time ratio we aim for
+# The tutorials' DataLoader loop that mlp_epoch_speedup_vs_dataloader compares against: a
+# baseline, not part of the package, so it stays in the repository's scripts/.
+REFERENCE_LOOP = CONF_DIR.parent / "scripts" / "bench_reference.py"
 
 
 @dataclass
@@ -80,6 +88,16 @@ def fixed_steps(data: DeviceDataset, steps: int, batch_size: int) -> DeviceDatas
         num_classes=data.num_classes,
         augment=data.augment,
     )
+
+
+def _reference_loop() -> ModuleType | None:
+    """scripts/bench_reference.py as a module (None outside a clone of the repository)."""
+    if not REFERENCE_LOOP.exists():
+        return None
+    spec = importlib.util.spec_from_file_location("bench_reference", REFERENCE_LOOP)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _sync(device: torch.device) -> None:
@@ -194,17 +212,9 @@ def mlp_epoch_speedup_vs_dataloader(ctx: BenchContext) -> dict[str, Any]:
     ToTensor + DataLoader, batches copied to the device, ``loss.item()`` every step) divided by
     ours (device-resident data, index gathers, no host sync per step); same model, batch size,
     optimizer and device. Needs the FashionMNIST files (apt-get install dataset-fashion-mnist)."""
-    import gzip
-    import shutil
-
-    import torch.nn.functional as F
-    import torchvision
-    from torch.utils.data import DataLoader, Subset
-
-    from initbench.data import DataNotFoundError, load_dataset
-    from initbench.data.fashion_mnist import FILES, locate
-    from initbench.models import build_model
-
+    reference = _reference_loop()
+    if reference is None:
+        return {"ratio": None, "skipped": f"the reference loop {REFERENCE_LOOP} is missing"}
     cfg, device = ctx.cfg, ctx.prep.device
     batch_size = cfg["trainer"]["batch_size"]
     try:
@@ -214,19 +224,10 @@ def mlp_epoch_speedup_vs_dataloader(ctx: BenchContext) -> dict[str, Any]:
         )
     except DataNotFoundError as err:
         return {"ratio": None, "skipped": str(err).split(". ")[0]}
-    # torchvision reads the unzipped IDX files from <root>/FashionMNIST/raw.
-    raw = ctx.workdir / "torchvision" / "FashionMNIST" / "raw"
-    raw.mkdir(parents=True)
-    for key, stem in FILES.items():
-        opener = gzip.open if files[key].suffix == ".gz" else open
-        with opener(files[key], "rb") as src, open(raw / stem, "wb") as dst:
-            shutil.copyfileobj(src, dst)
-    reference_data = torchvision.datasets.FashionMNIST(
-        str(raw.parents[1]), train=True, download=False,
-        transform=torchvision.transforms.ToTensor(),
-    )  # fmt: skip
-    n = 2048 if ctx.quick else len(reference_data)
-    reference_data = Subset(reference_data, range(n))
+    reference_data = reference.fashion_mnist(
+        files, FILES, ctx.workdir, 2048 if ctx.quick else len(ours_data.train_y)
+    )
+    n = len(reference_data)
     test = torch.arange(batch_size, device=device)
     ours_data = DeviceDataset(
         name="fashion_mnist",
@@ -247,22 +248,9 @@ def mlp_epoch_speedup_vs_dataloader(ctx: BenchContext) -> dict[str, Any]:
         return m.to(device)
 
     def reference_epoch() -> float:
-        net = model()
-        optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-        loader = DataLoader(reference_data, batch_size=batch_size, shuffle=True)
-        _sync(device)
-        start = time.perf_counter()
-        net.train()
-        running_loss = 0.0
-        for x, y in loader:
-            x, y = x.to(device), y.to(device)
-            optimizer.zero_grad()
-            loss = F.cross_entropy(net(x), y)
-            loss.backward()
-            optimizer.step()
-            running_loss += loss.item()
-        _sync(device)
-        return time.perf_counter() - start
+        return reference.epoch_seconds(
+            model(), reference_data, batch_size=batch_size, device=device, sync=_sync
+        )
 
     def our_epoch() -> float:
         return _train_steps(
@@ -291,8 +279,6 @@ def cnn30_speedup_fast_path(ctx: BenchContext) -> dict[str, Any]:
     fast path (bf16 autocast on CUDA + channels_last, + torch.compile when trainer.compile is
     on), both through the real loop. Also times the 10-layer CNN's fast path (for the grid
     estimate). On the CPU only channels_last differs, and the figure is not the CUDA target's."""
-    from initbench.models import build_model
-
     cfg, device = ctx.cfg, ctx.prep.device
     batch_size, steps, channels = (8, 2, 4) if ctx.quick else (128, 20, 16)
     repeats = 1 if ctx.quick else 5

@@ -45,18 +45,21 @@ def build_command(
 
 
 def program_config(program: str | Path) -> tuple[Path, str]:
-    """The config folder and name a program composes: ``src/train.py`` -> conf/, ``train``.
+    """The config folder and name a program composes: ``src/train.py`` -> the ``conf/`` beside
+    its ``src/`` (else the package's, config.CONF_DIR) and ``train``.
 
     Raises:
         SweepError: the program is not one of the project's Hydra entry points.
     """
-    name = Path(program).stem.removeprefix("initbench-")
+    program = Path(program)
+    name = program.stem.removeprefix("initbench-")
     if name not in ENTRY_CONFIGS:
         raise SweepError(
             f"program {program} is not an initbench entry point; valid programs: "
             f"{', '.join(f'src/{n}.py' for n in ENTRY_CONFIGS)}"
         )
-    return CONF_DIR, ENTRY_CONFIGS[name]
+    beside = program.resolve().parent.parent / "conf"
+    return (beside if beside.is_dir() else CONF_DIR), ENTRY_CONFIGS[name]
 
 
 def compose_combinations(
