@@ -7,7 +7,7 @@ from helpers import run_cli
 
 def test_a_hung_child_is_stopped_and_its_stack_shown(tmp_path):
     script = tmp_path / "hangs.py"
-    script.write_text("import time\n\n\ndef wait_forever():\n    time.sleep(600)\n\n\nwait_forever()")
+    script.write_text("import time\n\ndef wait_forever():\n    time.sleep(600)\n\nwait_forever()\n")
     with pytest.raises(pytest.fail.Exception) as failed:
         run_cli(str(script), timeout=2)
     message = str(failed.value)
