@@ -129,3 +129,81 @@ def test_cli_unknown_group_option_lists_the_options(tmp_path):
     assert proc.returncode != 0
     assert "Could not find 'init/nonsense'" in proc.stderr
     assert "kaiming" in proc.stderr  # Hydra lists the available options
+
+
+# ----------------------------------------------------------------------------- the schema
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("+trainer.epoch=3", "trainer.epoch is not a config field; did you mean trainer.epochs?"),
+        ("+model.widht=64", "model.widht is not a config field; did you mean model.width?"),
+        ("+sed=1", "sed is not a config field; did you mean seed?"),
+        ("+init.gian=2", "init.gian is not a config field; did you mean init.gain?"),
+        ("+dataset.nois=0.1", "dataset.nois is not a config field; did you mean dataset.noise?"),
+        ("+optimizer.moment=0.9", "optimizer.moment is not a config field"),
+        ("+logger.wandb.projct=x", "did you mean logger.wandb.project?"),
+        ("+telemetry.bogus=1", "telemetry.bogus is not a config field; valid fields of telemetry:"),
+        ("+model.channels=8", "model.channels is not a config field"),  # a CNN field on the MLP
+    ],
+)
+def test_unknown_keys_are_refused_with_the_nearest_name(override, message):
+    base = {
+        "+init.gian=2": ["init=xavier_uniform"],
+        "+dataset.nois=0.1": ["dataset=circles"],
+    }.get(override, [])
+    cfg = compose_dict([*base, override])
+    with pytest.raises(UserError) as err:
+        validate(cfg)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize("override", ["+trainer.epoch=3", "+model.widht=64"])
+def test_cli_refuses_an_unknown_key_in_one_line(tmp_path, override):
+    proc = run_train_cli(override, f"hydra.run.dir={tmp_path}", timeout=120)
+    assert proc.returncode == 2
+    key = override[1:].split("=")[0]
+    assert proc.stderr.startswith(f"initbench: error: {key} is not a config field; did you mean")
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert not (tmp_path / "summary.json").exists()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda c: c["trainer"].pop("epochs"), "trainer is missing trainer.epochs"),
+        (lambda c: c.pop("seed"), "the config is missing seed"),
+        (lambda c: c["trainer"].update(epochs=2.5), "trainer.epochs must be an integer >= 1"),
+        (lambda c: c["trainer"].update(compile="yes"), "trainer.compile must be true or false"),
+        (lambda c: c["trainer"].update(channels_last=1), "trainer.channels_last must be one of"),
+        (
+            lambda c: c["telemetry"].update(bins=513),
+            "telemetry.bins must be an integer in [1, 512]",
+        ),
+        (lambda c: c["diagnose"].update(dtype="float16"), "diagnose.dtype must be one of float32"),
+        (lambda c: c["optimizer"].update(lr=float("nan")), "optimizer.lr must be a finite number"),
+        (lambda c: c["model"].update(arch="rnn"), "model.arch must be one of mlp, cnn"),
+        (lambda c: c["activation"].update(name="swish"), "activation.name must be one of relu"),
+        (
+            lambda c: c["telemetry"].update(every_n_steps=None, every_n_epochs=None),
+            "telemetry.every_n_steps or telemetry.every_n_epochs must be set",
+        ),
+    ],
+)
+def test_types_ranges_and_missing_keys_are_checked_in_one_style(change, message):
+    cfg = compose_dict()
+    change(cfg)
+    with pytest.raises(UserError) as err:
+        validate(cfg)
+    assert message in str(err.value)
+    if "must be" in message:
+        assert "(got " in str(err.value)
+
+
+def test_optional_and_nullable_fields_are_accepted():
+    cfg = compose_dict(["logger=[]", "trainer.num_threads=1", "model.widths=[8,4]"])
+    assert "logger" not in cfg  # logger=[] composes no logger node at all
+    validate(cfg)
+    cfg["telemetry"].update(every_n_steps=None, every_n_epochs=2)
+    validate(cfg)

@@ -109,7 +109,7 @@ def _sync(device: torch.device) -> None:
 def telemetry_overhead(ctx: BenchContext) -> dict[str, Any]:
     """Step time with telemetry at the config's interval vs. off (see the module docstring)."""
     cfg, prep = ctx.cfg, ctx.prep
-    node = {**(cfg.get("telemetry") or {}), "enabled": True}
+    node = {**cfg["telemetry"], "enabled": True}
     if ctx.quick:  # exercise the code path quickly; the ratio means little
         node.update(every_n_steps=5, every_n_epochs=None)
     interval = node["every_n_steps"]
@@ -295,7 +295,7 @@ def cnn30_speedup_fast_path(ctx: BenchContext) -> dict[str, Any]:
         input_shape=(3, 32, 32),
         num_classes=10,
     )
-    compile_model = bool(cfg["trainer"].get("compile", False))
+    compile_model = cfg["trainer"]["compile"]
     fast_precision = "bf16" if device.type == "cuda" else "fp32"
 
     def arm(depth: int, fast: bool) -> Callable[[], float]:
