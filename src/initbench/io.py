@@ -1,4 +1,4 @@
-"""Small file helpers shared by the runner, the sweep runner and the report."""
+"""Small file helpers shared by the run, the checkpoint, the sweep runner and the report."""
 
 from __future__ import annotations
 
