@@ -1,11 +1,14 @@
-"""SIGTERM/SIGINT as a polled flag, so training stops at a step boundary and saves first."""
+"""SIGTERM/SIGINT as a polled flag, so training stops at a step boundary and saves first;
+handlers installed for a block and the previous ones put back after it."""
 
 from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from types import FrameType
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -25,12 +28,25 @@ def stop_on_signals() -> Iterator[Callable[[], int | None]]:
         received.append(signum)
         log.warning("%s received: stopping after this step", signal.Signals(signum).name)
 
+    with handling_signals(handler):
+        yield lambda: received[0] if received else None
+
+
+@contextmanager
+def handling_signals(
+    handler: Callable[[int, FrameType | None], Any],
+    signals: Sequence[int] = (signal.SIGTERM, signal.SIGINT),
+) -> Iterator[None]:
+    """``handler`` for ``signals`` while the block runs, the previous handlers after it.
+
+    Outside the main thread, where Python takes no handlers, signals are left alone.
+    """
     try:
-        previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+        previous = {s: signal.signal(s, handler) for s in signals}
     except ValueError:  # not the main thread
         previous = {}
     try:
-        yield lambda: received[0] if received else None
+        yield
     finally:
         for s, h in previous.items():
             signal.signal(s, h)

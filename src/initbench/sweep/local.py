@@ -17,11 +17,13 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import IO, Any
 
 from initbench.io import read_json
+from initbench.signals import handling_signals
 from initbench.sweep.combinations import Combination, combinations, varying_keys
 from initbench.sweep.commands import build_command, compose_combinations
 from initbench.sweep.spec import Sweep, SweepError, load_sweep
@@ -155,116 +157,181 @@ def run_local_sweep(
     """
     out_dir = Path(out_dir).resolve()
     root = Path(root)
-    if not (root / sweep.program).exists():
-        raise SweepError(f"program {sweep.program} not found under {root.resolve()}")
-    if parallel < 1:
-        raise SweepError(f"--parallel must be >= 1 (got {parallel})")
+    _check_runnable(sweep, root, parallel)
     write_index(sweep, combos, out_dir)
-    metric = sweep.metric_name
-    keys = varying_keys(combos)
+    outcomes, pending = _done_before(combos, out_dir, sweep.metric_name)
     total = len(combos)
-    outcomes: dict[int, Outcome] = {}
-    pending = []
-    for combo in combos:
-        outcome = read_outcome(combo, out_dir / combo.name, metric)
-        if outcome.status in DONE:
-            outcome.skipped = True
-            outcomes[combo.index] = outcome
-        else:
-            pending.append(combo)
-    start = time.perf_counter()
+    local = _LocalRun(
+        sweep,
+        out_dir,
+        root=root,
+        env={**os.environ, **(env or {}), "WANDB_MODE": wandb_mode, "PYTHONUNBUFFERED": "1"},
+        keys=varying_keys(combos),
+        total=total,
+        ended=total - len(pending),
+        echo=echo,
+    )
     echo(
         f"local sweep {sweep.name} ({sweep.method}): {total} combinations, "
         f"{total - len(pending)} already done, {len(pending)} to run, {parallel} at a time, "
         f"W&B {wandb_mode} -> {out_dir}"
     )
-    child_env = {**os.environ, **(env or {}), "WANDB_MODE": wandb_mode, "PYTHONUNBUFFERED": "1"}
-    running: dict[int, tuple[subprocess.Popen, Combination, float, Any]] = {}
-    stop: list[int] = []
-    done_count = total - len(pending)
-    started = 0
+    with handling_signals(local.stop_all, (signal.SIGINT, signal.SIGTERM)):
+        outcomes.update(local.run(pending, parallel))
+    for combo in combos:  # not started: stopped by a signal first
+        if combo.index not in outcomes:
+            outcomes[combo.index] = read_outcome(combo, out_dir / combo.name, sweep.metric_name)
+    if local.signals:
+        echo("stopped; run the same command again to continue where it left off")
+    return [outcomes[c.index] for c in combos]
 
-    def on_signal(signum, frame):
-        if not stop:
-            echo(f"{signal.Signals(signum).name}: stopping the running combinations (they save)")
-        stop.append(signum)
-        for proc, *_ in running.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
 
-    try:
-        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    except ValueError:  # not the main thread
-        previous = {}
-    try:
+def _check_runnable(sweep: Sweep, root: Path, parallel: int) -> None:
+    if not (root / sweep.program).exists():
+        raise SweepError(f"program {sweep.program} not found under {root.resolve()}")
+    if parallel < 1:
+        raise SweepError(f"--parallel must be >= 1 (got {parallel})")
+
+
+def _done_before(
+    combos: Sequence[Combination], out_dir: Path, metric: str | None
+) -> tuple[dict[int, Outcome], list[Combination]]:
+    """The outcomes of the combinations already done (marked skipped), and the rest."""
+    done: dict[int, Outcome] = {}
+    pending = []
+    for combo in combos:
+        outcome = read_outcome(combo, out_dir / combo.name, metric)
+        if outcome.status in DONE:
+            outcome.skipped = True
+            done[combo.index] = outcome
+        else:
+            pending.append(combo)
+    return done, pending
+
+
+@dataclass
+class _Child:
+    """A combination's running process."""
+
+    proc: subprocess.Popen
+    combo: Combination
+    t0: float  # time.perf_counter() at launch
+    log: IO[str]  # local_sweep.log, the process's stdout and stderr
+
+
+@dataclass
+class _LocalRun:
+    """One ``run_local_sweep`` call's processes: launched, reaped, stopped on a signal."""
+
+    sweep: Sweep
+    out_dir: Path
+    root: Path  # the children's working directory
+    env: Mapping[str, str]  # the children's environment
+    keys: list[str]  # the parameters that vary, for the labels
+    total: int  # combinations in the sweep
+    ended: int  # of those: done before, or ended since
+    echo: Callable[[str], None]
+    running: dict[int, _Child] = field(default_factory=dict)  # by combination index
+    signals: list[int] = field(default_factory=list)  # received: launch no more
+    start: float = field(default_factory=time.perf_counter)
+
+    def run(self, pending: Sequence[Combination], parallel: int) -> dict[int, Outcome]:
+        """Launch ``pending`` in order, ``parallel`` at a time, until all have ended or a
+        signal stopped the sweep and the running ones have ended."""
+        outcomes: dict[int, Outcome] = {}
         queue = list(pending)
-        while queue or running:
-            while queue and len(running) < parallel and not stop:
-                combo = queue.pop(0)
-                run_dir = out_dir / combo.name
-                run_dir.mkdir(parents=True, exist_ok=True)
-                cmd = build_command(sweep, combo, run_dir)
-                log_file = open(run_dir / LOG, "a")
-                log_file.write(f"\n$ {' '.join(cmd)}\n")
-                log_file.flush()
-                # own process group: a Ctrl-C reaches the children only through on_signal
-                proc = subprocess.Popen(
-                    cmd,
-                    cwd=root,
-                    env=child_env,
-                    stdout=log_file,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-                started += 1
-                running[combo.index] = (proc, combo, time.perf_counter(), log_file)
-                echo(
-                    f"[started {done_count + len(running)}/{total}] {combo.label(keys)}"
-                    f"  (elapsed {_hms(time.perf_counter() - start)})"
-                )
-            if not running:
+        while queue or self.running:
+            while queue and len(self.running) < parallel and not self.signals:
+                self.launch(queue.pop(0))
+            if not self.running:
                 break
             time.sleep(0.1)
-            for index, (proc, combo, t0, log_file) in list(running.items()):
-                rc = proc.poll()
-                if rc is None:
-                    continue
-                log_file.close()
-                del running[index]
-                done_count += 1
-                run_dir = out_dir / combo.name
-                wall = time.perf_counter() - t0
-                status = _status_after(rc, run_dir)
-                error = _last_error_line(run_dir / LOG) if status == "failed" else None
-                record = {
-                    "params": dict(combo.params),
-                    "command": build_command(sweep, combo, run_dir),
-                    "returncode": rc,
-                    "status": status,
-                    "wall_s": wall,
-                    "error": error,
-                }
-                (run_dir / RECORD).write_text(json.dumps(record, indent=2, default=str))
-                outcome = read_outcome(combo, run_dir, metric)
-                outcome.status, outcome.returncode = status, rc
-                outcome.error = outcome.error or error
-                outcomes[index] = outcome
-                shown = f"  {metric}={outcome.metric:.4f}" if outcome.metric is not None else ""
-                why = f"  ({error})" if error else ""
-                echo(
-                    f"[done {done_count}/{total}] {status} {combo.label(keys)}{shown}  {wall:.1f} s"
-                    f"  (elapsed {_hms(time.perf_counter() - start)}){why}"
-                )
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-    for combo in combos:
-        if combo.index not in outcomes:
-            outcomes[combo.index] = read_outcome(combo, out_dir / combo.name, metric)
-    result = [outcomes[c.index] for c in combos]
-    if stop:
-        echo("stopped; run the same command again to continue where it left off")
-    return result
+            outcomes.update(self.reap())
+        return outcomes
+
+    def launch(self, combo: Combination) -> None:
+        run_dir = self.out_dir / combo.name
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cmd = build_command(self.sweep, combo, run_dir)
+        log = open(run_dir / LOG, "a")
+        log.write(f"\n$ {' '.join(cmd)}\n")
+        log.flush()
+        # own process group: a Ctrl-C reaches the children only through stop_all
+        proc = subprocess.Popen(
+            cmd,
+            cwd=self.root,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.running[combo.index] = _Child(proc, combo, time.perf_counter(), log)
+        self.echo(
+            f"[started {self.ended + len(self.running)}/{self.total}] {combo.label(self.keys)}"
+            f"  (elapsed {self._elapsed()})"
+        )
+
+    def reap(self) -> dict[int, Outcome]:
+        """The outcomes of the processes that have ended since the last call, recorded."""
+        outcomes = {}
+        for index, child in list(self.running.items()):
+            returncode = child.proc.poll()
+            if returncode is not None:
+                child.log.close()
+                del self.running[index]
+                outcomes[index] = self._ended(child, returncode)
+        return outcomes
+
+    def stop_all(self, signum: int, frame: FrameType | None = None) -> None:
+        """The SIGINT/SIGTERM handler: SIGTERM to every running process (they save)."""
+        if not self.signals:
+            self.echo(
+                f"{signal.Signals(signum).name}: stopping the running combinations (they save)"
+            )
+        self.signals.append(signum)
+        for child in self.running.values():
+            if child.proc.poll() is None:
+                child.proc.send_signal(signal.SIGTERM)
+
+    def _ended(self, child: _Child, returncode: int) -> Outcome:
+        """Record a process that has ended, say so, and return its outcome."""
+        self.ended += 1
+        combo, run_dir = child.combo, self.out_dir / child.combo.name
+        metric = self.sweep.metric_name
+        wall = time.perf_counter() - child.t0
+        record = _write_record(self.sweep, combo, run_dir, returncode, wall)
+        status, error = record["status"], record["error"]
+        outcome = read_outcome(combo, run_dir, metric)
+        outcome.status, outcome.returncode = status, returncode
+        outcome.error = outcome.error or error
+        shown = f"  {metric}={outcome.metric:.4f}" if outcome.metric is not None else ""
+        why = f"  ({error})" if error else ""
+        self.echo(
+            f"[done {self.ended}/{self.total}] {status} {combo.label(self.keys)}{shown}"
+            f"  {wall:.1f} s  (elapsed {self._elapsed()}){why}"
+        )
+        return outcome
+
+    def _elapsed(self) -> str:
+        return _hms(time.perf_counter() - self.start)
+
+
+def _write_record(
+    sweep: Sweep, combo: Combination, run_dir: Path, returncode: int, wall_s: float
+) -> dict[str, Any]:
+    """``local_sweep.json`` for a combination whose process has ended: its command, exit
+    code, status, wall time and, if it failed, the log's last error line."""
+    status = _status_after(returncode, run_dir)
+    record = {
+        "params": dict(combo.params),
+        "command": build_command(sweep, combo, run_dir),
+        "returncode": returncode,
+        "status": status,
+        "wall_s": wall_s,
+        "error": _last_error_line(run_dir / LOG) if status == "failed" else None,
+    }
+    (run_dir / RECORD).write_text(json.dumps(record, indent=2, default=str))
+    return record
 
 
 def results_table(sweep: Sweep, outcomes: Sequence[Outcome]) -> str:
