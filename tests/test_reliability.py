@@ -16,7 +16,7 @@ from helpers import compose_dict, finish, run_train_cli, start, write_cifar
 from initbench import checkpoint as checkpoint_module
 from initbench import run as run_module
 from initbench.checkpoint import load_checkpoint
-from initbench.errors import Interrupted, UserError
+from initbench.errors import Interrupted, RunFailed, UserError
 from initbench.run import run
 
 # Enough steps per epoch (63) that a stop lands mid-epoch; dropout exercises the torch RNG.
@@ -140,7 +140,7 @@ def test_disk_full_never_leaves_a_summary_that_claims_success(tmp_path, monkeypa
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(checkpoint_module.torch, "save", full_disk)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(RunFailed, match="No space left"):
         run_in_process(tmp_path)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "failed"

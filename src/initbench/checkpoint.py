@@ -9,7 +9,7 @@ one that loads.
 from __future__ import annotations
 
 import logging
-import os
+import pickle
 import random
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from initbench.errors import UserError
-from initbench.io import fsync_replace
+from initbench.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -32,32 +32,36 @@ RESUMABLE_CHANGES = ("trainer.device", "trainer.num_threads", "trainer.epochs", 
 
 
 def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
-    """Save atomically (temp file, flush, fsync, rename); the previous one is kept as a fallback."""
-    tmp = run_dir / (CHECKPOINT + ".tmp")
-    with open(tmp, "wb") as f:
+    """Save atomically (temp file, flush, fsync, rename); the previous one is kept as a fallback.
+    A failed write (a full disk) removes its partial file and raises the OSError behind it."""
+    with atomic_write(run_dir / CHECKPOINT, "wb", rotate_to=run_dir / PREVIOUS_CHECKPOINT) as f:
         torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    current = run_dir / CHECKPOINT
-    if current.exists():
-        os.replace(current, run_dir / PREVIOUS_CHECKPOINT)
-    fsync_replace(tmp, current)
 
 
 def load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
     """The newest checkpoint in ``run_dir`` that loads, or None when there is none.
 
-    A truncated or corrupt file is reported and skipped for the previous one; if every
-    checkpoint present is unreadable, UserError says so (rather than silently starting over).
+    Loaded with ``weights_only=True``: tensors and plain data only, so a crafted file can never
+    run code; a file holding anything else is refused by name. A truncated, corrupt or refused
+    file is reported and skipped for the previous one; if every checkpoint present is unusable,
+    UserError says so (rather than silently starting over).
     """
     present = [run_dir / n for n in (CHECKPOINT, PREVIOUS_CHECKPOINT) if (run_dir / n).exists()]
     problems = []
     for path in present:
         try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
             if not isinstance(ckpt, dict) or not {"model", "optimizer", "train_state"} <= set(ckpt):
                 raise ValueError("missing model/optimizer/train_state entries")
-        except Exception as err:  # truncated zip, bad pickle, wrong content: all unusable
+        except pickle.UnpicklingError:
+            reason = (
+                "refused: it holds objects other than tensors and plain data (a file from "
+                "another program or version, or a crafted one); nothing in it was run"
+            )
+            problems.append(f"{path.name}: {reason}")
+            log.warning("checkpoint %s %s; trying the previous one", path, reason)
+            continue
+        except Exception as err:  # truncated zip, wrong content: unusable
             problems.append(f"{path.name}: {type(err).__name__}: {err}")
             log.warning("checkpoint %s is unreadable (%s); trying the previous one", path, err)
             continue
@@ -71,11 +75,13 @@ def load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
 
 
 def rng_state(device: torch.device, data_generator: torch.Generator) -> dict[str, Any]:
-    """Every RNG a run draws from (python, numpy, torch, CUDA, the data order), for a checkpoint."""
+    """Every RNG a run draws from (python, numpy, torch, CUDA, the data order), for a checkpoint:
+    tensors and plain lists only, so the checkpoint loads with ``weights_only=True``."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
     return {
         "data_generator": data_generator.get_state(),
         "python_rng": random.getstate(),
-        "numpy_rng": np.random.get_state(),
+        "numpy_rng": [name, keys.tolist(), pos, has_gauss, cached],
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
     }
@@ -85,7 +91,8 @@ def restore_rng(ckpt: Mapping[str, Any], device: torch.device, data_generator: t
     """Put back the RNG states :func:`rng_state` saved."""
     data_generator.set_state(ckpt["data_generator"])
     random.setstate(ckpt["python_rng"])
-    np.random.set_state(ckpt["numpy_rng"])
+    name, keys, pos, has_gauss, cached = ckpt["numpy_rng"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(ckpt["torch_rng"])
     if device.type == "cuda" and ckpt.get("cuda_rng"):
         torch.cuda.set_rng_state_all(ckpt["cuda_rng"])

@@ -1,7 +1,8 @@
-"""The two ways a run stops early on purpose: bad input, and a signal.
+"""How a run stops early: bad input, a failure it recorded, and a signal.
 
-Entry points turn :class:`UserError` into one line (``initbench: error: ...``, exit 2) and
-:class:`Interrupted` into exit code 128 + the signal number, so a W&B agent or SLURM requeues it.
+Entry points turn :class:`UserError` into one line (``initbench: error: ...``, exit 2),
+:class:`RunFailed` into one line and exit 1, and :class:`Interrupted` into exit code 128 + the
+signal number, so a W&B agent or SLURM requeues it.
 """
 
 from __future__ import annotations
@@ -14,12 +15,23 @@ class UserError(Exception):
     """Bad input from the user (config values, missing data): reported without a traceback."""
 
 
-class Interrupted(Exception):
-    """The run was stopped by a signal after saving a checkpoint; exit with 128 + signum."""
+class RunFailed(Exception):
+    """The run could not go on (a full disk, a vanished folder) and recorded why in its
+    summary.json; reported as one line, exit code 1."""
 
-    def __init__(self, signum: int, run_dir: Path) -> None:
+
+class Interrupted(Exception):
+    """The run was stopped by a signal; exit with 128 + signum.
+
+    ``saved``: a checkpoint of this moment was written (a second Ctrl-C stops at once instead,
+    and the run continues from its last checkpoint).
+    """
+
+    def __init__(self, signum: int, run_dir: Path, saved: bool = True) -> None:
         self.signum = signum
-        super().__init__(
-            f"stopped by {signal.Signals(signum).name}; checkpoint saved in {run_dir}. "
-            f"Run the same command with hydra.run.dir={run_dir} to continue."
-        )
+        name = signal.Signals(signum).name
+        if saved:
+            what = f"stopped by {name}; checkpoint saved in {run_dir}."
+        else:
+            what = f"stopped at once by a second {name}; nothing saved since the last checkpoint."
+        super().__init__(f"{what} Run the same command with hydra.run.dir={run_dir} to continue.")

@@ -32,8 +32,8 @@ from initbench.checkpoint import (
 )
 from initbench.diagnose import step0_report
 from initbench.engine import TrainState, train
-from initbench.errors import Interrupted, UserError
-from initbench.io import read_json, write_json_atomic
+from initbench.errors import Interrupted, RunFailed, UserError
+from initbench.io import atomic_write, read_json, read_yaml, write_json_atomic
 from initbench.signals import stop_on_signals
 from initbench.telemetry import MultiSink, build_telemetry
 from initbench.telemetry.weights import record_weights
@@ -72,8 +72,7 @@ def run(
         check_optimizer(make_optimizer)
         prep = prepare_or_record_failure(cfg, run_dir)
         session = Session(cfg, run_dir, prep, make_optimizer, ckpt, choices)
-        state = session.train(received_signal)
-        return session.finish(state, received_signal())
+        return session.run(received_signal)
 
 
 def check_writable(run_dir: Path) -> None:
@@ -87,14 +86,16 @@ def check_writable(run_dir: Path) -> None:
 
 
 def already_done(cfg: Mapping[str, Any], run_dir: Path) -> dict[str, Any] | None:
-    """The old summary when the run directory holds a run that is over (diverged, or finished
-    with at least ``trainer.epochs`` epochs); None when there is training to do."""
+    """The old summary when the run directory holds a run of this config that is over
+    (diverged, or finished with at least ``trainer.epochs`` epochs); None when there is
+    training to do. A finished run of another config is refused, as a checkpoint would be."""
     if not cfg["resume"]:
         return None
     old = read_json(run_dir / "summary.json") or {}
     status = old.get("status")
     done = (old.get("epochs_completed") or 0) >= cfg["trainer"]["epochs"]
     if status == "diverged" or (status == "finished" and done):
+        refuse_other_config(cfg, read_yaml(run_dir / "config.yaml"), run_dir, f"a {status} run")
         log.info("run %s is already %s; nothing to do", run_dir, status)
         return old
     return None
@@ -107,13 +108,26 @@ def resumable_checkpoint(cfg: Mapping[str, Any], run_dir: Path) -> dict[str, Any
         return None
     ckpt = load_checkpoint(run_dir)
     if ckpt is not None:
-        changes = config_changes(ckpt["config"], cfg)
-        if changes:
-            raise UserError(
-                f"{run_dir} holds a checkpoint of a different config ({'; '.join(changes)}); "
-                f"use another run directory or resume=false to start over"
-            )
+        refuse_other_config(cfg, ckpt["config"], run_dir, "a checkpoint")
     return ckpt
+
+
+def refuse_other_config(
+    cfg: Mapping[str, Any], old: Mapping[str, Any] | None, run_dir: Path, holds: str
+) -> None:
+    """UserError listing the differences when ``old`` (what ``run_dir`` holds) is another
+    config than ``cfg``, beyond the changes a resume allows (checkpoint.RESUMABLE_CHANGES)."""
+    if old is None:
+        raise UserError(
+            f"{run_dir} holds {holds} without a readable config.yaml, so it cannot be compared "
+            f"with this config; use another run directory or resume=false to start over"
+        )
+    changes = config_changes(old, cfg)
+    if changes:
+        raise UserError(
+            f"{run_dir} holds {holds} of a different config ({'; '.join(changes)}); "
+            f"use another run directory or resume=false to start over"
+        )
 
 
 def check_optimizer(make_optimizer: MakeOptimizer) -> None:
@@ -233,7 +247,7 @@ class Session:
         self.write_metrics(state)
 
     def write_metrics(self, state: TrainState) -> None:
-        with open(self.run_dir / "metrics.jsonl", "w") as f:
+        with atomic_write(self.run_dir / "metrics.jsonl") as f:
             f.writelines(json.dumps(row) + "\n" for row in state.history)
 
     def on_epoch_end(self, state: TrainState) -> None:
@@ -241,40 +255,67 @@ class Session:
         if state.epoch % every == 0 or state.epoch == last:
             self.checkpoint(state)
 
+    def run(self, received_signal: Callable[[], int | None]) -> dict[str, Any]:
+        """Train and record the outcome. Whatever ends it early is recorded in summary.json
+        first: a second Ctrl-C as ``interrupted`` (no checkpoint of that moment), a failed
+        write (a full disk) as ``failed`` with the reason, any other error as ``failed``."""
+        try:
+            state = self.train(received_signal)
+            return self.finish(state, received_signal())
+        except Interrupted:
+            raise
+        except KeyboardInterrupt:
+            self._stop(status="interrupted", error="stopped at once by a second Ctrl-C")
+            raise Interrupted(signal.SIGINT, self.run_dir, saved=False) from None
+        except OSError as err:
+            reason = f"{err.strerror or err}" + (f": {err.filename}" if err.filename else "")
+            self._stop(status="failed", error=f"{type(err).__name__}: {reason}")
+            raise RunFailed(
+                f"{reason} (in {self.run_dir}); the run is recorded as failed in summary.json"
+            ) from None
+        except BaseException as err:
+            self._stop(status="failed", error=f"{type(err).__name__}: {err}")
+            raise
+
+    def _stop(self, **fields: Any) -> None:
+        """Record why the run stopped early, if the disk lets us, and close the sinks."""
+        self.summary.update(fields, wall_s=self.wall_s())
+        try:
+            write_json_atomic(self.run_dir / "summary.json", self.summary)
+        except OSError as err:
+            log.error("could not write %s: %s", self.run_dir / "summary.json", err)
+        try:
+            self.sink.finish()
+        except Exception as err:  # never mask why the run stopped
+            log.error("closing the sinks failed: %s", err)
+
     def train(self, received_signal: Callable[[], int | None]) -> TrainState:
-        """The step-0 report on a fresh start, then the training loop. Any error is recorded
-        as ``failed`` in summary.json and goes up."""
+        """The step-0 report on a fresh start, then the training loop."""
         cfg, prep, trainer = self.cfg, self.prep, self.cfg["trainer"]
         telemetry = build_telemetry(
             cfg["telemetry"], prep.model, self.sink,
             steps_per_epoch=prep.data.num_batches("train", trainer["batch_size"]),
         )  # fmt: skip
-        try:
-            if self.fresh:
-                step0_report(cfg, prep, self.run_dir, self.sink)
-            state = train(
-                prep.train_model,
-                prep.data,
-                self.optimizer,
-                epochs=trainer["epochs"],
-                batch_size=trainer["batch_size"],
-                eval_batch_size=trainer["eval_batch_size"],
-                precision=prep.precision,
-                channels_last=prep.channels_last,
-                generator=self.data_gen,
-                state=self.state,
-                sink=self.sink,
-                observer=telemetry,
-                on_epoch_end=self.on_epoch_end,
-                should_stop=lambda: received_signal() is not None,
-            )
-            if state.status == "interrupted":
-                self.checkpoint(state)
-        except BaseException as err:
-            self.summary.update(status="failed", error=f"{type(err).__name__}: {err}")
-            self._write_summary_quietly()
-            self.sink.finish()
-            raise
+        if self.fresh:
+            step0_report(cfg, prep, self.run_dir, self.sink)
+        state = train(
+            prep.train_model,
+            prep.data,
+            self.optimizer,
+            epochs=trainer["epochs"],
+            batch_size=trainer["batch_size"],
+            eval_batch_size=trainer["eval_batch_size"],
+            precision=prep.precision,
+            channels_last=prep.channels_last,
+            generator=self.data_gen,
+            state=self.state,
+            sink=self.sink,
+            observer=telemetry,
+            on_epoch_end=self.on_epoch_end,
+            should_stop=lambda: received_signal() is not None,
+        )
+        if state.status == "interrupted":
+            self.checkpoint(state)
         return state
 
     def finish(self, state: TrainState, signum: int | None) -> dict[str, Any]:
@@ -306,10 +347,3 @@ class Session:
             state.status, state.epoch, self.summary["best_val_acc"], self.run_dir,
         )  # fmt: skip
         return self.summary
-
-    def _write_summary_quietly(self) -> None:
-        """Record a failure if the disk lets us; never mask the original error."""
-        try:
-            write_json_atomic(self.run_dir / "summary.json", self.summary)
-        except OSError as err:
-            log.error("could not write %s: %s", self.run_dir / "summary.json", err)

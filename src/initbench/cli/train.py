@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from initbench.cli.common import fail, hydra_app
-from initbench.errors import Interrupted, UserError
+from initbench.errors import Interrupted, RunFailed, UserError
 from initbench.run import run
 
 
@@ -30,6 +30,9 @@ def _train(cfg: DictConfig) -> None:
         )
     except UserError as err:
         fail(err)
+    except RunFailed as err:  # recorded in summary.json; exit 1 (a W&B agent does not requeue)
+        print(f"initbench: error: {err}", file=sys.stderr)
+        sys.exit(1)
     except Interrupted as stop:  # SIGTERM/SIGINT: saved; non-zero so a W&B agent requeues it
         print(f"initbench: {stop}", file=sys.stderr)
         sys.exit(128 + stop.signum)

@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from initbench.io import read_json
+from initbench.io import read_json, read_yaml
 from initbench.report.runset import CURVE_KEYS, RawRun, ReportError, RunSet, WeightPanel
 from initbench.report.tables import assemble, cell_runs, first_seed
 from initbench.telemetry.weights import WEIGHTS_FILE, read_weight_samples
@@ -40,12 +39,43 @@ WANDB_SWEEP = r"[\w.-]+/[\w.-]+/[\w]+"  # entity/project/sweep_id
 
 # ----------------------------------------------------------------------------- local folders
 
+# The summary.json fields the report reads, and their JSON types (null is always accepted).
+SUMMARY_FIELDS: dict[str, tuple[type, ...]] = {
+    "status": (str,),
+    "final": (dict,),
+    "choices": (dict,),
+    "init_scheme": (str,),
+    "best_val_acc": (int, float),
+    "epochs_completed": (int,),
+    "diverged_at_step": (int,),
+    "num_classes": (int,),
+    "wall_s": (int, float),
+    "n_params": (int,),
+}
+CONFIG_NODES = ("model", "dataset", "init", "activation", "optimizer", "trainer")
 
-def _read_yaml(path: Path) -> Any:
-    try:
-        return yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        return None
+
+def malformed(summary: Any, config: Any) -> str | None:
+    """Why a run's hand-edited or damaged files cannot be read, or None when they can."""
+    if summary is not None:
+        if not isinstance(summary, dict):
+            return f"summary.json is a {type(summary).__name__}, not an object"
+        for key, kinds in SUMMARY_FIELDS.items():
+            value = summary.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, kinds)):
+                return f"summary.json: {key} is {value!r}"
+        for key, value in (summary.get("final") or {}).items():
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float)
+            ):
+                return f"summary.json: final.{key} is {value!r}"
+    if config is not None:
+        if not isinstance(config, dict):
+            return f"config.yaml is a {type(config).__name__}, not a mapping"
+        for key in CONFIG_NODES:
+            if key in config and not isinstance(config[key], dict):
+                return f"config.yaml: {key} is {config[key]!r}"
+    return None
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -101,11 +131,20 @@ def load_local(folder: str | Path) -> RunSet:
             f"no runs under {folder}: a run is a folder with summary.json (src/train.py) or "
             f"diagnose.json (src/diagnose.py)"
         )
-    raws = []
+    raws, skipped = [], []
     for run_dir in dirs:
         summary = read_json(run_dir / "summary.json")
         diagnose = read_json(run_dir / "diagnose.json")
-        config = _read_yaml(run_dir / "config.yaml")
+        config = read_yaml(run_dir / "config.yaml")
+        problem = malformed(summary, config)
+        if summary is None and (run_dir / "summary.json").exists():
+            problem = "summary.json is not valid JSON"
+        if problem is not None:
+            log.warning("skipping %s: %s", run_dir, problem)
+            skipped.append(
+                f"{run_dir.relative_to(folder) if run_dir != folder else run_dir.name}: {problem}"
+            )
+            continue
         if not isinstance(config, dict) and isinstance(diagnose, dict):
             config = diagnose.get("config")
         stamp = run_dir / ("summary.json" if summary is not None else "diagnose.json")
@@ -121,7 +160,14 @@ def load_local(folder: str | Path) -> RunSet:
                 mtime=stamp.stat().st_mtime if stamp.exists() else 0.0,
             )
         )
-    return assemble(str(folder), raws)
+    if not raws:
+        raise ReportError(f"no readable runs under {folder}: {'; '.join(skipped)}")
+    runset = assemble(str(folder), raws)
+    if skipped:
+        runset.notes.append(
+            f"malformed run files, {len(skipped)} run(s) skipped: {'; '.join(skipped)}"
+        )
+    return runset
 
 
 # ----------------------------------------------------------------------------- W&B sweeps

@@ -95,6 +95,8 @@ def combinations(sweep: Sweep, count: int | None = None, seed: int = 0) -> list[
             most this many of the grid (like ``wandb agent --count``).
         seed: random sweeps: the draws' seed.
     """
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+        raise SweepError(f"--count must be an integer >= 1 (got {count!r})")
     if sweep.method == "grid":
         combos = grid_combinations(sweep)
         return combos if count is None else combos[:count]

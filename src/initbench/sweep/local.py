@@ -102,15 +102,32 @@ def _status_after(returncode: int, run_dir: Path) -> str:
     return "failed"
 
 
+# Hydra's closing hint after an error: never the cause.
+HYDRA_HINT = "Set the environment variable HYDRA_FULL_ERROR=1"
+
+
 def _last_error_line(log_path: Path) -> str | None:
+    """The line of a failed combination's log that says why. In the last attempt's output
+    (after its ``$ command`` line), without Hydra's HYDRA_FULL_ERROR hint: a traceback's
+    exception line; else the last line naming an error or exception; else the first line
+    (Hydra's own errors: "Could not find 'init/bogus'", "Could not override ...")."""
     try:
         lines = log_path.read_text(errors="replace").splitlines()
     except OSError:
         return None
+    starts = [i for i, line in enumerate(lines) if line.startswith("$ ")]
+    lines = lines[starts[-1] + 1 :] if starts else lines
+    lines = [line for line in lines if line.strip() and HYDRA_HINT not in line]
+    if not lines:
+        return None
+    tracebacks = [i for i, line in enumerate(lines) if line.startswith("Traceback")]
+    if tracebacks:
+        ends = [line for line in lines[tracebacks[-1] :] if not line[0].isspace()]
+        return ends[-1].strip()[:300]
     for line in reversed(lines):
-        if line.strip() and ("error" in line.lower() or "exception" in line.lower()):
+        if "error" in line.lower() or "exception" in line.lower():
             return line.strip()[:300]
-    return lines[-1].strip()[:300] if lines else None
+    return lines[0].strip()[:300]
 
 
 def _hms(seconds: float) -> str:

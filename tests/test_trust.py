@@ -1,0 +1,272 @@
+"""Results nobody can silently corrupt: checkpoints that cannot run code, run directories that
+refuse another config, failures that are recorded, and bad input refused before any work."""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import json
+import os
+import signal
+import subprocess
+import textwrap
+from contextlib import contextmanager
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from helpers import compose_dict, run_cli, run_train_cli
+from initbench import run as run_module
+from initbench.build import validate
+from initbench.checkpoint import CHECKPOINT, PREVIOUS_CHECKPOINT
+from initbench.errors import Interrupted, UserError
+from initbench.report import load_local
+from initbench.run import run
+from initbench.sweep.local import _last_error_line
+
+SMALL = [
+    "dataset=circles",
+    "trainer.epochs=2",
+    "trainer.batch_size=64",
+    "trainer.device=cpu",
+    "model.width=32",
+    "logger=tensorboard",
+]
+
+
+def train_here(run_dir, *overrides):
+    cfg = compose_dict([*SMALL, *overrides])
+    return run(cfg, run_dir, make_optimizer=instantiate(cfg["optimizer"]))
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """A mount factory: ``tmpfs(size, readonly=False)`` mounts a fresh tmpfs and returns its
+    path (unmounted afterwards); skips where the machine does not allow mounting."""
+    mounts = []
+
+    def mount(size: str, readonly: bool = False):
+        point = tmp_path / f"mnt{len(mounts)}"
+        point.mkdir()
+        options = f"size={size}" + (",ro" if readonly else "")
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(point)],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
+        mounts.append(point)
+        return point
+
+    yield mount
+    for point in mounts:
+        subprocess.run(["umount", "-l", str(point)], capture_output=True)
+
+
+# ----------------------------------------------------------------------------- 1. checkpoints
+
+
+class _Payload:
+    """What a crafted checkpoint smuggles in: unpickling it would create ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_crafted_checkpoint_is_refused_and_never_run(tmp_path):
+    run_dir = tmp_path / "run"
+    train_here(run_dir)
+    marker = tmp_path / "code-ran"
+    for name in (CHECKPOINT, PREVIOUS_CHECKPOINT):
+        torch.save(
+            {"model": _Payload(marker), "optimizer": {}, "train_state": {}, "config": {}},
+            run_dir / name,
+        )
+    summary = json.loads((run_dir / "summary.json").read_text())
+    (run_dir / "summary.json").write_text(json.dumps({**summary, "status": "interrupted"}))
+    with pytest.raises(UserError) as err:
+        train_here(run_dir, "trainer.epochs=3")
+    assert not marker.exists(), "unpickling the checkpoint ran code"
+    message = str(err.value)
+    assert f"{CHECKPOINT}: refused" in message and f"{PREVIOUS_CHECKPOINT}: refused" in message
+    assert "nothing in it was run" in message
+
+
+def test_a_real_checkpoint_holds_only_tensors_and_plain_data(tmp_path):
+    train_here(tmp_path)
+    ckpt = torch.load(tmp_path / CHECKPOINT, weights_only=True)  # raises on anything else
+    assert isinstance(ckpt["numpy_rng"], list) and isinstance(ckpt["numpy_rng"][1], list)
+
+
+# ----------------------------------------------------------------------------- 2. reuse
+
+
+@pytest.mark.parametrize(
+    "change, difference",
+    [
+        ("model.width=64", "model.width: 32 -> 64"),
+        ("init=kaiming", "init.name: 'pytorch_default' -> 'kaiming'"),
+        ("seed=1", "seed: 0 -> 1"),
+    ],
+)
+def test_a_finished_run_is_not_reused_for_another_config(tmp_path, change, difference):
+    train_here(tmp_path)
+    with pytest.raises(UserError) as err:
+        train_here(tmp_path, change)
+    assert "holds a finished run of a different config" in str(err.value)
+    assert difference in str(err.value)
+
+
+def test_a_diverged_run_is_not_reused_for_another_config(tmp_path):
+    train_here(tmp_path, "init=normal", "init.std=1e30")
+    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "diverged"
+    assert train_here(tmp_path, "init=normal", "init.std=1e30")["status"] == "diverged"
+    with pytest.raises(UserError, match="holds a diverged run of a different config"):
+        train_here(tmp_path, "init=normal", "init.std=1e29")
+
+
+def test_a_finished_run_with_the_same_config_is_still_extended(tmp_path):
+    assert train_here(tmp_path)["epochs_completed"] == 2
+    assert train_here(tmp_path, "trainer.epochs=3")["epochs_completed"] == 3
+
+
+# ----------------------------------------------------------------------------- 5. disk full
+
+
+def test_a_full_disk_is_recorded_as_failed_in_one_line(tmpfs):
+    """A real full disk (a 1 MiB tmpfs): the checkpoint (~3 MB) cannot be written."""
+    run_dir = tmpfs("1m") / "run"
+    proc = run_train_cli(
+        *SMALL, "model.width=512", "logger=[]", "telemetry.enabled=false",
+        f"hydra.run.dir={run_dir}", timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("initbench: error: No space left on device")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "failed" and "No space left on device" in summary["error"]
+    assert not [p.name for p in run_dir.iterdir() if "tmp" in p.name], "partial files left"
+
+
+# ----------------------------------------------------------------------------- 7. smaller ones
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [["optimizer.lr=nan"], ["optimizer.lr=inf"], ["optimizer=sgd", "optimizer.momentum=nan"]],
+)
+def test_non_finite_config_values_are_config_errors(overrides):
+    with pytest.raises(UserError, match=r"must be a finite number \(got (nan|inf)\)"):
+        validate(compose_dict(overrides))
+
+
+def test_non_finite_lr_is_refused_on_the_command_line(tmp_path):
+    proc = run_train_cli("optimizer.lr=nan", f"hydra.run.dir={tmp_path}", timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr == "initbench: error: optimizer.lr must be a finite number (got nan)\n"
+
+
+def test_local_sweep_refuses_a_count_below_one(tmp_path):
+    proc = run_cli(
+        "scripts/local_sweep.py", "sweeps/circles.yaml", "--count", "-1", "--dry-run",
+        "--out", str(tmp_path), timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "--count must be an integer >= 1 (got -1)" in proc.stderr
+
+
+def test_the_recorded_error_line_is_the_cause_not_hydras_hint(tmp_path):
+    log = tmp_path / "local_sweep.log"
+    log.write_text(
+        textwrap.dedent(
+            """\
+            $ python src/train.py init=bogus
+            In 'train': Could not find 'init/bogus'
+
+            Available options in 'init':
+            \tkaiming
+            Config search path:
+            \tprovider=main, path=file:///repo/conf
+            Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace.
+            """
+        )
+    )
+    assert _last_error_line(log) == "In 'train': Could not find 'init/bogus'"
+
+
+def test_a_read_only_run_directory_is_one_line(tmpfs):
+    run_dir = tmpfs("1m", readonly=True)
+    for target in (run_dir, run_dir / "new-run"):
+        proc = run_train_cli(*SMALL, f"hydra.run.dir={target}", timeout=120)
+        assert proc.returncode == 2
+        assert "Traceback" not in proc.stderr and "HYDRA_FULL_ERROR" not in proc.stderr
+        assert proc.stderr.startswith(f"initbench: error: cannot write the run directory {target}")
+        assert proc.stderr.count("\n") == 1
+
+
+def test_a_second_ctrl_c_ends_as_interrupted(tmp_path, monkeypatch):
+    """The second SIGINT raises KeyboardInterrupt wherever the run is (signals.py); here it
+    lands at the 20th poll of the training loop."""
+    polls = itertools.count(1)
+
+    def second_ctrl_c():
+        if next(polls) >= 20:
+            raise KeyboardInterrupt
+        return signal.SIGINT if False else None
+
+    @contextmanager
+    def fake_signals():
+        yield second_ctrl_c
+
+    monkeypatch.setattr(run_module, "stop_on_signals", fake_signals)
+    with pytest.raises(Interrupted) as stop:
+        train_here(tmp_path, "dataset.n_train=2000", "trainer.batch_size=32")
+    assert stop.value.signum == signal.SIGINT
+    assert "nothing saved since the last checkpoint" in str(stop.value)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+
+
+def test_metrics_are_written_atomically(tmp_path, monkeypatch):
+    """A write that fails halfway keeps the previous metrics.jsonl whole."""
+    calls = itertools.count(1)
+
+    class FailingJson:
+        @staticmethod
+        def dumps(row):
+            if next(calls) == 2:  # the first row of the second write (epoch 2)
+                raise OSError(errno.EIO, "Input/output error")
+            return json.dumps(row)
+
+    monkeypatch.setattr(run_module, "json", FailingJson)
+    with pytest.raises(run_module.RunFailed, match="Input/output error"):
+        train_here(tmp_path)
+    rows = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert len(rows) == 1 and json.loads(rows[0])["epoch"] == 1
+    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "failed"
+
+
+def test_the_report_skips_malformed_run_files_with_a_note(tmp_path):
+    for name in ("good", "list", "types", "truncated", "config"):
+        train_here(tmp_path / name)
+    (tmp_path / "list" / "summary.json").write_text("[1, 2]")
+    summary = json.loads((tmp_path / "types" / "summary.json").read_text())
+    (tmp_path / "types" / "summary.json").write_text(json.dumps({**summary, "num_classes": "2"}))
+    (tmp_path / "truncated" / "summary.json").write_text('{"status": "fini')
+    (tmp_path / "config" / "config.yaml").write_text("model: 5\n")
+    runset = load_local(tmp_path)
+    assert list(runset.runs["run_id"]) == ["good"]
+    (note,) = [n for n in runset.notes if n.startswith("malformed")]
+    for expected in (
+        "list: summary.json is a list",
+        "types: summary.json: num_classes is '2'",
+        "truncated: summary.json is not valid JSON",
+        "config: config.yaml: model is 5",
+    ):
+        assert expected in note
+    assert os.path.exists(tmp_path / "good" / "summary.json")
