@@ -9,7 +9,6 @@ one that loads.
 from __future__ import annotations
 
 import logging
-import os
 import random
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 
 from initbench.errors import UserError
-from initbench.io import fsync_replace
+from initbench.io import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +32,8 @@ RESUMABLE_CHANGES = ("trainer.device", "trainer.num_threads", "trainer.epochs", 
 
 def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
     """Save atomically (temp file, flush, fsync, rename); the previous one is kept as a fallback."""
-    tmp = run_dir / (CHECKPOINT + ".tmp")
-    with open(tmp, "wb") as f:
+    with atomic_write(run_dir / CHECKPOINT, "wb", keep_previous=run_dir / PREVIOUS_CHECKPOINT) as f:
         torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    current = run_dir / CHECKPOINT
-    if current.exists():
-        os.replace(current, run_dir / PREVIOUS_CHECKPOINT)
-    fsync_replace(tmp, current)
 
 
 def load_checkpoint(run_dir: Path) -> dict[str, Any] | None:

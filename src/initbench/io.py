@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import secrets
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
+
+# atomic_write's temp files: ".<name>.<pid>-<8 hex>.tmp", unique per writer, hidden from ls
+TEMP_NAME = re.compile(r"\..+\.\d+-[0-9a-f]{8}\.tmp")
 
 
 def read_json(path: Path) -> Any:
@@ -28,17 +33,45 @@ def fsync_replace(tmp: Path, path: Path) -> None:
         os.close(dir_fd)
 
 
+def temp_path(path: Path) -> Path:
+    """A fresh temp file name next to ``path``: two writers of one file never share one."""
+    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+
+
 @contextmanager
-def atomic_write(path: Path, mode: str = "w") -> Iterator[IO]:
+def atomic_write(path: Path, mode: str = "w", keep_previous: Path | None = None) -> Iterator[IO]:
     """Open a temp file next to ``path``; on a clean exit flush, fsync and rename it over
-    ``path``, so readers never see half a file (on an error ``path`` is left as it was)."""
+    ``path``, so readers never see half a file. The temp file is this writer's own (two
+    writers of one file never share one) and is removed if writing fails; ``path`` is then
+    left as it was. With ``keep_previous``, the file being replaced is first renamed to it."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, mode) as f:
-        yield f
-        f.flush()
-        os.fsync(f.fileno())
-    fsync_replace(tmp, path)
+    tmp = temp_path(path)
+    f = open(tmp, mode.replace("w", "x"))  # "x": created here, never another writer's
+    try:
+        with f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        if keep_previous is not None and path.exists():
+            os.replace(path, keep_previous)
+        fsync_replace(tmp, path)
+    except BaseException:
+        with suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def remove_temp_files(folder: Path) -> list[Path]:
+    """Delete the temp files :func:`atomic_write` left in ``folder`` when its process was
+    killed mid-write; returns them. Only safe while nobody else writes there (the run
+    directory's lock, :mod:`initbench.lock`)."""
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp"):
+        if TEMP_NAME.fullmatch(tmp.name):
+            with suppress(OSError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
