@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "initbench"
 LAYERS = {
     "entry": {"cli"},
     "tools": {"run", "diagnose", "sweep", "report", "bench"},
-    "build": {"config", "build", "checkpoint", "errors", "signals"},
+    "build": {"config", "build", "checkpoint", "errors", "lock", "signals"},
     "library": {"engine", "inits", "models", "data", "telemetry", "io"},
 }
 RANK = {unit: rank for rank, units in enumerate(reversed(LAYERS.values())) for unit in units}

@@ -1,10 +1,15 @@
 """Reliability: resume after a stop or a kill with identical results, corrupt checkpoints,
-signals, unwritable run directories, and W&B without a server."""
+signals, unwritable run directories, one process per run directory, atomic writes, and W&B
+without a server."""
 
 import errno
 import itertools
 import json
+import logging
+import os
+import re
 import signal
+import socket
 import time
 from contextlib import contextmanager
 
@@ -14,9 +19,13 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from helpers import compose_dict, finish, run_train_cli, start, write_cifar
 from initbench import checkpoint as checkpoint_module
+from initbench import lock as lock_module
 from initbench import run as run_module
-from initbench.checkpoint import load_checkpoint
+from initbench.checkpoint import load_checkpoint, save_checkpoint
+from initbench.diagnose import run_diagnose
 from initbench.errors import Interrupted, RunFailed, UserError
+from initbench.io import atomic_write, temp_path, write_json_atomic
+from initbench.lock import hold_run_dir
 from initbench.run import run
 
 # Enough steps per epoch (63) that a stop lands mid-epoch; dropout exercises the torch RNG.
@@ -255,3 +264,109 @@ def test_a_stop_after_a_divergence_records_the_divergence(tmp_path, monkeypatch)
         tmp_path, ["init=normal", "init.std=1e30"], stop_at_poll=3, monkeypatch=monkeypatch
     )
     assert summary["status"] == "diverged" and summary["diverged_at_step"] == 0
+
+
+# ----------------------------------------------------------------------------- one process per run
+
+
+def test_a_second_process_on_a_run_directory_is_refused_at_once(tmp_path):
+    """Two processes on one run directory would mix their files: the second is refused (one
+    line, exit 2, naming the first), and the first ends as if it had been alone."""
+    epochs = 25  # long enough for the second to start while the first trains
+    first = start_cli(tmp_path, f"trainer.epochs={epochs}")
+    wait_for(tmp_path / "checkpoint.pt")
+    config = (tmp_path / "config.yaml").read_text()
+    second = run_train_cli(
+        f"hydra.run.dir={tmp_path}", *RESUME_OVERRIDES, f"trainer.epochs={epochs}"
+    )
+    assert second.returncode == 2, second.stdout + second.stderr
+    assert first.poll() is None, "the first run ended before the second was refused: lengthen it"
+    assert second.stderr.splitlines() == [second.stderr.strip()]  # one line, no traceback
+    assert re.fullmatch(
+        rf"initbench: error: {re.escape(str(tmp_path))} is in use by pid {first.pid} on "
+        rf"{re.escape(socket.gethostname())} \(started \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d: "
+        rf"python\S* src/train.py hydra.run.dir={re.escape(str(tmp_path))} .*\); "
+        r"wait for it or use another run directory",
+        second.stderr.strip(),
+    ), second.stderr
+    done = finish(first, timeout=600)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["epochs_completed"] == epochs
+    assert [row["epoch"] for row in metrics_rows(tmp_path)] == list(range(1, epochs + 1))
+    assert load_checkpoint(tmp_path)["train_state"]["epoch"] == epochs
+    assert (tmp_path / "config.yaml").read_text() == config
+    assert len(list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))) == 1
+    assert (tmp_path / ".lock").read_text() == ""  # released: nobody works here now
+
+
+def test_the_lock_file_of_a_killed_run_does_not_block_its_resumption(tmp_path):
+    first = start_cli(tmp_path)
+    wait_for(tmp_path / "checkpoint.pt")
+    first.kill()
+    finish(first, timeout=60)
+    assert json.loads((tmp_path / ".lock").read_text())["pid"] == first.pid  # left behind
+    again = run_train_cli(f"hydra.run.dir={tmp_path}", *RESUME_OVERRIDES)
+    assert again.returncode == 0, again.stderr
+    assert "resuming" in again.stdout + again.stderr
+    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "finished"
+    assert not list(tmp_path.glob(".*.tmp"))  # a save the kill cut short is cleared away
+
+
+def test_a_held_run_directory_is_refused_before_anything_is_read_or_written(tmp_path):
+    holder = rf"pid {os.getpid()} on {re.escape(socket.gethostname())} \(started .*\)"
+    with hold_run_dir(tmp_path):
+        with pytest.raises(UserError, match=rf"is in use by {holder}; wait for it"):
+            run_in_process(tmp_path)
+        with pytest.raises(UserError, match=rf"is in use by {holder}; wait for it"):
+            run_diagnose(compose_dict(["dataset=circles"], config_name="diagnose"), tmp_path)
+        assert [p.name for p in tmp_path.iterdir()] == [".lock"]
+    assert (tmp_path / ".lock").read_text() == ""
+
+
+def test_taking_the_lock_clears_temp_files_a_killed_writer_left(tmp_path):
+    left = temp_path(tmp_path / "checkpoint.pt")
+    left.write_bytes(b"half a checkpoint")
+    (tmp_path / ".notes.tmp").write_text("not one of ours")
+    with hold_run_dir(tmp_path):
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", ".notes.tmp"]
+
+
+def test_without_flock_the_run_goes_on_with_a_warning(tmp_path, monkeypatch, caplog):
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(lock_module.fcntl, "flock", no_locks)
+    with caplog.at_level(logging.WARNING), hold_run_dir(tmp_path):
+        pass
+    assert "nothing stops a second process" in caplog.text
+
+
+# ----------------------------------------------------------------------------- atomic writes
+
+
+def test_two_writers_of_one_file_never_share_a_temp_file(tmp_path):
+    path = tmp_path / "summary.json"
+    with atomic_write(path) as a, atomic_write(path) as b:
+        assert a.name != b.name
+        a.write("first")
+        b.write("second")
+    assert path.read_text() == "first"  # the last to finish wins, whole
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+def test_a_failing_write_leaves_the_old_file_and_no_temp_file(tmp_path, monkeypatch):
+    write_json_atomic(tmp_path / "summary.json", {"status": "running"})
+    with pytest.raises(TypeError):
+        write_json_atomic(tmp_path / "summary.json", {"status": "finished", "x": object()})
+    assert json.loads((tmp_path / "summary.json").read_text()) == {"status": "running"}
+
+    def full_disk(obj, f):
+        f.write(b"PK\x03\x04 half a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        save_checkpoint(tmp_path, {})
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]

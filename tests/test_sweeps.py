@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
-from helpers import CONF_DIR, ROOT, run_cli, run_train_cli
+from helpers import CONF_DIR, ROOT, finish, run_cli, run_train_cli, start
 from initbench.build import validate
 from initbench.inits import list_inits, resolve
 from initbench.sweep import (
@@ -410,6 +414,71 @@ def test_real_local_sweep_runs_in_parallel_keeps_divergence_as_data_and_resumes(
     listed = run_script(str(path), "--dry-run", "--out", str(out))
     assert "[interrupted]" in listed.stdout and listed.stdout.count("[diverged]") == 2
     assert listed.stdout.count("[finished]") == 1  # a re-run would continue only that one
+
+
+def processes_with(marker: str) -> list[int]:
+    """The live processes (zombies left out) whose command line contains ``marker``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if marker in command and state != "Z":
+            pids.append(int(entry.name))
+    return pids
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal: Linux")
+def test_killing_the_local_runner_stops_its_combination_and_a_rerun_resumes_it(tmp_path):
+    """``kill -9`` of the runner: its running combination gets SIGTERM, saves and exits at
+    once, so running the sweep again continues it rather than training it a second time."""
+
+    def sweep_file(epochs: int) -> Path:  # epochs in the command: the same combination folder
+        params = {
+            "dataset": {"value": "circles"},
+            "dataset.n_train": {"value": 2000},
+            "trainer.batch_size": {"value": 32},
+            "trainer.device": {"value": "cpu"},
+            "logger": {"value": "tensorboard"},
+            "telemetry.enabled": {"value": False},
+        }
+        return write_sweep(
+            tmp_path / "one.yaml", params, command=[*MACROS, f"trainer.epochs={epochs}"]
+        )
+
+    path = sweep_file(epochs=200)
+    out = tmp_path / "out"
+    run_dir = out / combinations(load_sweep(path))[0].name
+    marker = f"hydra.run.dir={run_dir}"
+    runner = start(["scripts/local_sweep.py", str(path), "--out", str(out)])
+    try:
+        deadline = time.monotonic() + 180
+        while not (run_dir / "checkpoint.pt").exists():  # an epoch done: it trains
+            if runner.poll() is not None:
+                pytest.fail(f"the runner ended first: {finish(runner, timeout=10).stdout}")
+            assert time.monotonic() < deadline, f"no checkpoint in {run_dir} after 180 s"
+            time.sleep(0.1)
+        assert len(processes_with(marker)) == 1
+        runner.kill()
+        finish(runner, timeout=30)
+        deadline = time.monotonic() + 15
+        while processes_with(marker):
+            assert time.monotonic() < deadline, "the combination still trains without its runner"
+            time.sleep(0.2)
+    finally:
+        for pid in processes_with(marker):
+            os.kill(pid, signal.SIGKILL)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted"  # it saved on the way out
+    again = run_script(str(sweep_file(epochs=3)), "--out", str(out))  # ask for less: ends soon
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "0 already done, 1 to run" in again.stdout
+    assert "resuming" in (run_dir / "local_sweep.log").read_text()
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "finished"
 
 
 # ----------------------------------------------------------------------------- scaling out

@@ -34,7 +34,8 @@ RESUMABLE_CHANGES = ("trainer.device", "trainer.num_threads", "trainer.epochs", 
 def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
     """Save atomically (temp file, flush, fsync, rename); the previous one is kept as a fallback.
     A failed write (a full disk) removes its partial file and raises the OSError behind it."""
-    with atomic_write(run_dir / CHECKPOINT, "wb", rotate_to=run_dir / PREVIOUS_CHECKPOINT) as f:
+    previous = run_dir / PREVIOUS_CHECKPOINT
+    with atomic_write(run_dir / CHECKPOINT, "wb", keep_previous=previous) as f:
         torch.save(state, f)
 
 

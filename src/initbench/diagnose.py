@@ -46,6 +46,7 @@ from torch import nn
 
 from initbench import inits
 from initbench.build import Prepared, make_sinks, prepare
+from initbench.lock import hold_run_dir
 from initbench.telemetry import Sink, figure_to_rgb, find_probes, stack, summarize
 from initbench.telemetry.stats import COL
 
@@ -348,24 +349,28 @@ def run_diagnose(cfg: Mapping[str, Any], run_dir: str | Path) -> dict[str, Any]:
     """``src/diagnose.py``: prepare the run's data and initialized model, report, write files.
 
     Raises:
-        UserError: a bad config value or missing data (as for training).
+        UserError: a bad config value or missing data (as for training), or another process
+            holds ``run_dir`` (:mod:`initbench.lock`).
     """
-    report = report_for(cfg, prepare(cfg))
-    image = render(report)
-    write_report(report, run_dir, image)
-    # The same sinks as a training run, so a W&B sweep of diagnose runs gets one W&B run each.
-    sink = make_sinks(cfg, Path(run_dir))
-    try:
-        log_report(report, sink, image=image)
-        last = report["layers"][-1]
-        sink.log_summary(
-            {
-                "diagnose/last_act_std": last["act_std"],
-                "diagnose/last_grad_std": last["grad_std"],
-                "diagnose/loss": report["loss"],
-                "diagnose/nonfinite_layers": sum(1 for r in report["layers"] if r["nonfinite"]),
-            }
-        )
-    finally:
-        sink.finish()
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with hold_run_dir(run_dir):  # one process per run directory, as for training
+        report = report_for(cfg, prepare(cfg))
+        image = render(report)
+        write_report(report, run_dir, image)
+        # The same sinks as a training run, so a W&B sweep of diagnose runs gets one W&B run each.
+        sink = make_sinks(cfg, run_dir)
+        try:
+            log_report(report, sink, image=image)
+            last = report["layers"][-1]
+            sink.log_summary(
+                {
+                    "diagnose/last_act_std": last["act_std"],
+                    "diagnose/last_grad_std": last["grad_std"],
+                    "diagnose/loss": report["loss"],
+                    "diagnose/nonfinite_layers": sum(1 for r in report["layers"] if r["nonfinite"]),
+                }
+            )
+        finally:
+            sink.finish()
     return report

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import secrets
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
 
 import yaml
+
+# atomic_write's temp files: ".<name>.<pid>-<8 hex>.tmp", unique per writer, hidden from ls
+TEMP_NAME = re.compile(r"\..+\.\d+-[0-9a-f]{8}\.tmp")
 
 
 def read_json(path: Path) -> Any:
@@ -38,29 +43,49 @@ def fsync_replace(tmp: Path, path: Path) -> None:
         os.close(dir_fd)
 
 
+def temp_path(path: Path) -> Path:
+    """A fresh temp file name next to ``path``: two writers of one file never share one."""
+    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+
+
 @contextmanager
-def atomic_write(path: Path, mode: str = "w", rotate_to: Path | None = None) -> Iterator[IO]:
+def atomic_write(path: Path, mode: str = "w", keep_previous: Path | None = None) -> Iterator[IO]:
     """Open a temp file next to ``path``; on a clean exit flush, fsync and rename it over
-    ``path``, so readers never see half a file. On an error (a full disk) the temp file is
-    removed and ``path`` is left as it was; the error goes up as the OSError that caused it
-    (see :func:`os_error`). ``rotate_to``: the old ``path`` is kept there (a previous
-    checkpoint) before the new one takes its place."""
+    ``path``, so readers never see half a file. The temp file is this writer's own (two
+    writers of one file never share one) and is removed if writing fails; ``path`` is then
+    left as it was, and the error goes up as the OSError that caused it (see :func:`os_error`).
+    With ``keep_previous``, the file being replaced is first renamed to it."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = temp_path(path)
+    f = open(tmp, mode.replace("w", "x"))  # "x": created here, never another writer's
     try:
-        with open(tmp, mode) as f:
+        with f:
             yield f
             f.flush()
             os.fsync(f.fileno())
+        if keep_previous is not None and path.exists():
+            os.replace(path, keep_previous)
+        fsync_replace(tmp, path)
     except BaseException as err:
-        tmp.unlink(missing_ok=True)
+        with suppress(OSError):
+            tmp.unlink()
         cause = os_error(err)
         if cause is not None and cause is not err:
             raise cause from err
         raise
-    if rotate_to is not None and path.exists():
-        os.replace(path, rotate_to)
-    fsync_replace(tmp, path)
+
+
+def remove_temp_files(folder: Path) -> list[Path]:
+    """Delete the temp files :func:`atomic_write` left in ``folder`` when its process was
+    killed mid-write; returns them. Only safe while nobody else writes there (the run
+    directory's lock, :mod:`initbench.lock`)."""
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp"):
+        if TEMP_NAME.fullmatch(tmp.name):
+            with suppress(OSError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
 
 
 def os_error(err: BaseException) -> OSError | None:

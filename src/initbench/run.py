@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable, Mapping
@@ -34,6 +35,7 @@ from initbench.diagnose import step0_report
 from initbench.engine import TrainState, train
 from initbench.errors import Interrupted, RunFailed, UserError
 from initbench.io import atomic_write, read_json, read_yaml, write_json_atomic
+from initbench.lock import hold_run_dir
 from initbench.signals import stop_on_signals
 from initbench.telemetry import MultiSink, build_telemetry
 from initbench.telemetry.weights import record_weights
@@ -61,9 +63,10 @@ def run(
     cfg, run_dir = dict(cfg), Path(run_dir)
     validate(cfg)
     check_writable(run_dir)
-    # From here on a SIGTERM/SIGINT (even during loading) stops the run after its next step,
-    # with a checkpoint; a second Ctrl-C stops at once.
-    with stop_on_signals() as received_signal:
+    # One process per run directory, for the whole run (initbench.lock). From here on a
+    # SIGTERM/SIGINT (even during loading) stops the run after its next step, with a
+    # checkpoint; a second Ctrl-C stops at once.
+    with hold_run_dir(run_dir), stop_on_signals() as received_signal:
         done = already_done(cfg, run_dir)
         if done is not None:
             return done
@@ -78,7 +81,7 @@ def run(
 def check_writable(run_dir: Path) -> None:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write_test"
+        probe = run_dir / f".write_test.{os.getpid()}"  # its own: another may be probing
         probe.write_text("ok")
         probe.unlink()
     except OSError as err:

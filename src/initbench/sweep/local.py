@@ -9,12 +9,15 @@ folder ``local_sweep.log`` and ``local_sweep.json``.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import json
 import math
 import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -273,7 +276,8 @@ class _LocalRun:
         log = open(run_dir / LOG, "a")
         log.write(f"\n$ {' '.join(cmd)}\n")
         log.flush()
-        # own process group: a Ctrl-C reaches the children only through stop_all
+        # own process group: a Ctrl-C reaches the children only through stop_all; and a
+        # SIGTERM when this process dies, however it dies (see _stop_with_parent)
         proc = subprocess.Popen(
             cmd,
             cwd=self.root,
@@ -281,6 +285,7 @@ class _LocalRun:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_stop_with_parent(),
         )
         self.running[combo.index] = _Child(proc, combo, time.perf_counter(), log)
         self.echo(
@@ -331,6 +336,39 @@ class _LocalRun:
 
     def _elapsed(self) -> str:
         return _hms(time.perf_counter() - self.start)
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+@functools.cache
+def _prctl() -> Callable[..., int] | None:
+    """libc's ``prctl``, looked up once in the parent (not between fork and exec); None where
+    there is none (macOS, Windows)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+def _stop_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` after which Linux sends the child SIGTERM when this process dies, even
+    by SIGKILL (``PR_SET_PDEATHSIG``): the child checkpoints and exits, so a re-run of the
+    sweep resumes its combination instead of training it a second time beside it. None where
+    there is no prctl: there a killed runner's children run on to their end."""
+    prctl = _prctl()
+    if prctl is None:
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl: no signal will come
+            os._exit(128 + signal.SIGTERM)
+
+    return preexec
 
 
 def _write_record(
