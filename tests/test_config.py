@@ -159,14 +159,26 @@ def test_unknown_keys_are_refused_with_the_nearest_name(override, message):
     assert message in str(err.value)
 
 
-@pytest.mark.parametrize("override", ["+trainer.epoch=3", "+model.widht=64"])
+@pytest.mark.parametrize(
+    "override", ["+trainer.epoch=3", "+model.widht=64", "trainer.epoch=3", "model.widht=64"]
+)
 def test_cli_refuses_an_unknown_key_in_one_line(tmp_path, override):
-    proc = run_train_cli(override, f"hydra.run.dir={tmp_path}", timeout=120)
+    """With or without +, before Hydra creates the run directory."""
+    run_dir = tmp_path / "run"
+    proc = run_train_cli(override, f"hydra.run.dir={run_dir}", timeout=120)
     assert proc.returncode == 2
-    key = override[1:].split("=")[0]
+    key = override.lstrip("+").split("=")[0]
     assert proc.stderr.startswith(f"initbench: error: {key} is not a config field; did you mean")
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
-    assert not (tmp_path / "summary.json").exists()
+    assert not run_dir.exists(), "a refused config left a run directory"
+
+
+def test_a_bad_value_leaves_no_run_directory(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = run_train_cli("model.depth=0", f"hydra.run.dir={run_dir}", timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr == "initbench: error: model.depth must be an integer >= 1 (got 0)\n"
+    assert not run_dir.exists()
 
 
 @pytest.mark.parametrize(

@@ -71,7 +71,8 @@ def run(
         if done is not None:
             return done
         ckpt = resumable_checkpoint(cfg, run_dir)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        with atomic_write(run_dir / "config.yaml") as f:
+            yaml.safe_dump(cfg, f, sort_keys=False)
         check_optimizer(make_optimizer)
         prep = prepare_or_record_failure(cfg, run_dir)
         session = Session(cfg, run_dir, prep, make_optimizer, ckpt, choices)
@@ -207,7 +208,7 @@ class Session:
             "run_name": cfg["run_name"],
             "init_scheme": inits.resolve(prep.init_name),
             "choices": {
-                "init": prep.init_name,
+                "init": (choices or {}).get("init") or prep.init_name,  # normal_std10, kaiming
                 "model": cfg["model"]["name"],
                 "dataset": cfg["dataset"]["name"],
                 "activation": cfg["activation"]["name"],
@@ -346,7 +347,7 @@ class Session:
         self.sink.finish()
         write_json_atomic(self.run_dir / "summary.json", self.summary)
         log.info(
-            "%s after %d epochs: best val acc %s; run directory %s",
+            "%s after %d epoch(s): best val acc %s; run directory %s",
             state.status, state.epoch, self.summary["best_val_acc"], self.run_dir,
         )  # fmt: skip
         return self.summary

@@ -9,9 +9,12 @@ from pathlib import Path
 from typing import NoReturn
 
 import hydra
-from omegaconf import DictConfig
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError
 
-from initbench.config import CONF_DIR, ENTRY_CONFIGS, register_resolvers
+from initbench.config import CONF_DIR, ENTRY_CONFIGS, check_config, register_resolvers
 from initbench.errors import UserError
 
 
@@ -31,9 +34,43 @@ def hydra_app(task: Callable[[DictConfig], None], program: str) -> Callable[[], 
 
     def app() -> None:
         check_output_dir(sys.argv[1:])
+        check_before_hydra(ENTRY_CONFIGS[program], sys.argv[1:])
         main(task)()
 
     return app
+
+
+def check_before_hydra(config_name: str, argv: Sequence[str]) -> None:
+    """Compose and check the config before Hydra creates the run directory, so a bad value or
+    a misspelt key (``model.widht=64``, with or without ``+``) is one line (exit 2) and leaves
+    no folder behind. Left to Hydra: flags (``--help``, ``-m``, ...) and its own composition
+    errors other than an unknown key (an unknown group option lists the options)."""
+    if any(arg.startswith("-") for arg in argv):
+        return
+    overrides = list(argv)
+    try:
+        cfg = _compose(config_name, overrides)
+    except ConfigCompositionException as err:
+        key = getattr(err.__cause__, "full_key", None)
+        bad = [o for o in overrides if o.split("=", 1)[0] == key]
+        if not (isinstance(err.__cause__, ConfigAttributeError) and bad):
+            return
+        # As if added with +key: the schema names it and the nearest valid key.
+        overrides = [o for o in overrides if o not in bad] + [f"+{o}" for o in bad]
+        try:
+            cfg = _compose(config_name, overrides)
+        except ConfigCompositionException:
+            return
+    try:
+        check_config(cfg)
+    except UserError as err:
+        fail(err)
+
+
+def _compose(config_name: str, overrides: list[str]) -> dict:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name=config_name, overrides=overrides)
+    return OmegaConf.to_container(cfg, resolve=True)
 
 
 def check_output_dir(argv: Sequence[str]) -> None:

@@ -458,6 +458,7 @@ def local_sweep(
     combos = combinations(sweep, count=count, seed=seed)
     out_dir = Path(out) if out is not None else default_out_dir(sweep)
     keys = varying_keys(combos)
+    _check_runnable(sweep, Path("."), parallel)  # a dry run too: what the real run would refuse
     if check:
         bad = [(c, e) for c, e in compose_combinations(sweep, combos) if isinstance(e, Exception)]
         for combo, err in bad:
