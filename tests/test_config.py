@@ -1,5 +1,7 @@
 """The Hydra config: every option of every group composes, and bad values fail early."""
 
+import json
+
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
@@ -219,3 +221,13 @@ def test_optional_and_nullable_fields_are_accepted():
     validate(cfg)
     cfg["telemetry"].update(every_n_steps=None, every_n_epochs=2)
     validate(cfg)
+
+
+def test_summary_records_the_init_option_as_chosen(tmp_path):
+    proc = run_train_cli(
+        "init=normal_std10", "dataset=circles", "trainer.epochs=1", "logger=[]",
+        "trainer.device=cpu", f"hydra.run.dir={tmp_path}", timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert (summary["choices"]["init"], summary["init_scheme"]) == ("normal_std10", "normal")
