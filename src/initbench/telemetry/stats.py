@@ -152,19 +152,28 @@ def _summarize_group(group: Group, bins: int) -> Tensor:
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
     x.div_(scale[:, None])  # |x| <= 1 from here on: no overflow in the sums below
     lo, hi = lo_raw / scale, hi_raw / scale
-    n_fin = count.clamp_min(1)
-    mean = x.sum(1) / n_fin
-    x.sub_(mean[:, None])
-    # the zeros that replaced non-finite elements are now -mean: take them out of the variance
-    var = (torch.linalg.vector_norm(x, dim=1) ** 2 - nonfinite * mean**2) / n_fin
-    var = var.clamp_min(0)
+    # The sums are accumulated in float64 (the buffer stays float32, read as float64 inside
+    # the reduction): a float32 sum of squares over millions of elements (a CNN activation
+    # holds ~8M) is off by 1e-4..1e-3 relative, float64 by ~1e-15. It costs a few reductions
+    # per snapshot, not per step; the exact sums are worth more than the speed here.
+    n_fin = count.clamp_min(1).to(f64)
+    shift0 = (x.sum(1, dtype=f64) / n_fin).to(x.dtype)  # the mean, rounded to the buffer's type
+    x.sub_(shift0[:, None])
+    # Shifted data: with d = x - shift0, mean = shift0 + mean(d) and var = mean(d^2) - mean(d)^2,
+    # exact up to rounding because shift0 is within a rounding error of the mean. The zeros
+    # that replaced non-finite elements are now -shift0: take them out of both sums.
+    s0 = shift0.to(f64)
+    d_mean = (x.sum(1, dtype=f64) + nonfinite * s0) / n_fin
+    d_sq = (torch.linalg.vector_norm(x, dim=1, dtype=f64) ** 2 - nonfinite * s0**2) / n_fin
+    var = (d_sq - d_mean**2).clamp_min(0)
+    mean = shift0  # the histogram below bins x - shift0
     degenerate = hi <= lo  # a constant tensor (or no finite element): give it a unit-wide range
     lo, hi = torch.where(degenerate, lo - 0.5, lo), torch.where(degenerate, hi + 0.5, hi)
     s64 = scale.to(f64)
     pad = degenerate.to(f64) * 0.5 * s64  # the edges in the tensor's units, from the exact extremes
     none = count == 0  # no finite element: no mean, std or rms
-    mean64 = torch.where(none, float("nan"), mean.to(f64) * s64)
-    std64 = torch.where(none, float("nan"), var.to(f64).sqrt() * s64)
+    mean64 = torch.where(none, float("nan"), (s0 + d_mean) * s64)
+    std64 = torch.where(none, float("nan"), var.sqrt() * s64)
     cols = [
         count.to(f64),
         nonfinite.to(f64),
@@ -199,7 +208,9 @@ def row_norms(groups: Sequence[Group], n_rows: int) -> Tensor:
     device = groups[0].data.device if groups else torch.device("cpu")
     out = torch.full((n_rows,), float("nan"), dtype=torch.float64, device=device)
     for group in groups:
-        norms = torch.linalg.vector_norm(group.data, dim=1).to(torch.float64)
+        # float64 accumulation, as in _summarize_group: a float32 norm of ~8M elements is
+        # off by ~1e-3 relative
+        norms = torch.linalg.vector_norm(group.data, dim=1, dtype=torch.float64)
         out.index_copy_(0, _row_index(tuple(group.rows), device), norms)
     return out
 
