@@ -6,24 +6,28 @@ from __future__ import annotations
 import errno
 import itertools
 import json
+import math
 import os
 import signal
 import subprocess
 import textwrap
 from contextlib import contextmanager
 
+import numpy as np
 import pytest
 import torch
 from hydra.utils import instantiate
 
 from helpers import compose_dict, run_cli, run_train_cli
+from initbench import engine
 from initbench import run as run_module
 from initbench.build import validate
 from initbench.checkpoint import CHECKPOINT, PREVIOUS_CHECKPOINT
 from initbench.errors import Interrupted, UserError
+from initbench.io import dumps_strict, to_strict_json
 from initbench.report import load_local
 from initbench.run import run
-from initbench.sweep.local import _last_error_line
+from initbench.sweep.local import _last_error_line, _last_metric
 
 SMALL = [
     "dataset=circles",
@@ -236,14 +240,12 @@ def test_metrics_are_written_atomically(tmp_path, monkeypatch):
     """A write that fails halfway keeps the previous metrics.jsonl whole."""
     calls = itertools.count(1)
 
-    class FailingJson:
-        @staticmethod
-        def dumps(row):
-            if next(calls) == 2:  # the first row of the second write (epoch 2)
-                raise OSError(errno.EIO, "Input/output error")
-            return json.dumps(row)
+    def failing_dumps(row):
+        if next(calls) == 2:  # the first row of the second write (epoch 2)
+            raise OSError(errno.EIO, "Input/output error")
+        return dumps_strict(row)
 
-    monkeypatch.setattr(run_module, "json", FailingJson)
+    monkeypatch.setattr(run_module, "dumps_strict", failing_dumps)
     with pytest.raises(run_module.RunFailed, match="Input/output error"):
         train_here(tmp_path)
     rows = (tmp_path / "metrics.jsonl").read_text().splitlines()
@@ -270,3 +272,81 @@ def test_the_report_skips_malformed_run_files_with_a_note(tmp_path):
     ):
         assert expected in note
     assert os.path.exists(tmp_path / "good" / "summary.json")
+
+
+# ----------------------------------------------------------------------------- 8. strict JSON
+
+
+def strict_json_files(run_dir):
+    """Every JSON and JSON Lines file under ``run_dir``, parsed as standard JSON (bare NaN,
+    Infinity and -Infinity fail the test, as JSON.parse and jq reject them)."""
+    parsed = {}
+    for path in sorted([*run_dir.rglob("*.json"), *run_dir.rglob("*.jsonl")]):
+
+        def refuse(constant, path=path):
+            pytest.fail(f"{path.name} holds a bare {constant}: not standard JSON")
+
+        text = path.read_text()
+        rel = str(path.relative_to(run_dir))
+        if path.suffix == ".jsonl":
+            parsed[rel] = [json.loads(line, parse_constant=refuse) for line in text.splitlines()]
+        else:
+            parsed[rel] = json.loads(text, parse_constant=refuse)
+    return parsed
+
+
+def val_loss_at(epoch_bad, value):
+    """engine.evaluate, but the validation loss of epoch ``epoch_bad`` is ``value``."""
+    real, calls = engine.evaluate, []
+
+    def evaluate(*args, **kwargs):
+        loss, acc = real(*args, **kwargs)
+        calls.append(loss)
+        return (value if len(calls) == epoch_bad else loss), acc
+
+    return evaluate
+
+
+def test_a_diverged_run_writes_standard_json_with_null_for_nonfinite(tmp_path):
+    # std 1e30: every activation overflows, the loss is NaN at step 0
+    summary = train_here(tmp_path, "init=normal", "init.std=1e30")
+    assert summary["status"] == "diverged"
+    files = strict_json_files(tmp_path)
+    assert {"summary.json", "metrics.jsonl", "diagnose.json"} <= set(files)
+    # the step-0 report's nulls are explained by its per-layer counts of non-finite elements
+    layers = files["diagnose.json"]["layers"]
+    assert any(layer["act_std"] is None for layer in layers)
+    for layer in layers:
+        assert layer["act_std"] is not None or layer["nonfinite"] > 0
+        assert layer["grad_std"] is not None or layer["grad_nonfinite"] > 0
+
+
+def test_a_nonfinite_validation_loss_is_null_and_final_keeps_the_last_finite_epoch(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(engine, "evaluate", val_loss_at(2, float("inf")))
+    summary = train_here(tmp_path, "trainer.epochs=2")
+    assert summary["status"] == "finished"  # the training loss stayed finite
+    files = strict_json_files(tmp_path)
+    first, second = files["metrics.jsonl"]
+    assert second["val/loss"] is None and second["nonfinite"] == {"val/loss": "Infinity"}
+    assert math.isfinite(second["train/loss"]) and "nonfinite" not in first
+    # final: the last epoch whose metrics were all finite (epoch 1), not the inf
+    expected = {k.replace("/", "_"): first[k] for k in ("train/loss", "train/acc", "val/loss",
+                                                         "val/acc")}  # fmt: skip
+    assert files["summary.json"]["final"] == expected == summary["final"]
+    assert "nonfinite" not in files["summary.json"]
+    # the readers take null for what it is: a non-finite value, not a missing epoch
+    assert _last_metric(tmp_path, "val/loss") != _last_metric(tmp_path, "val/loss")  # NaN
+    curves = load_local(tmp_path).curves
+    assert list(curves["epoch"]) == [1, 2] and math.isnan(curves["val/loss"].iloc[1])
+
+
+def test_strict_json_records_what_it_nulled():
+    value = {"a": float("nan"), "b": [1.0, float("-inf")], "c": {"d": np.float32("inf")}, "e": 2}
+    text = dumps_strict(value)
+    assert json.loads(text, parse_constant=pytest.fail) == {
+        "a": None, "b": [1.0, None], "c": {"d": None}, "e": 2,
+        "nonfinite": {"a": "NaN", "b.1": "-Infinity", "c.d": "Infinity"},
+    }  # fmt: skip
+    assert to_strict_json([float("nan")]) == [None]  # no mapping to record it in

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import json
 import platform
 import statistics
 import tempfile
@@ -35,6 +34,7 @@ from initbench.config import CONF_DIR
 from initbench.data import DataNotFoundError, DeviceDataset, load_dataset
 from initbench.data.fashion_mnist import FILES, locate
 from initbench.engine import train
+from initbench.io import dumps_strict
 from initbench.models import build_model
 from initbench.sweep import Combination, compose_combinations, grid_combinations, load_sweep
 from initbench.telemetry import TensorBoardSink, build_telemetry
@@ -422,7 +422,7 @@ def run_bench(
     if out is not None:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(results, indent=2))
+        out.write_text(dumps_strict(results, indent=2))
     return results
 
 

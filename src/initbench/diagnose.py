@@ -32,7 +32,6 @@ Used by ``src/diagnose.py`` (the report alone) and by every fresh training run
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 from collections.abc import Mapping
@@ -46,6 +45,7 @@ from torch import nn
 
 from initbench import inits
 from initbench.build import Prepared, make_sinks, prepare
+from initbench.io import dumps_strict
 from initbench.lock import hold_run_dir
 from initbench.telemetry import Sink, figure_to_rgb, find_probes, stack, summarize
 from initbench.telemetry.stats import COL
@@ -200,19 +200,6 @@ def report_for(cfg: Mapping[str, Any], prep: Prepared) -> dict[str, Any]:
     }
 
 
-def _plain(value: Any) -> Any:
-    """JSON-safe: numpy scalars to Python numbers, NaN and +-Inf to null."""
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def render(report: Mapping[str, Any]) -> np.ndarray:
     """The std-vs-depth plot (:func:`figure`) as an H x W x 3 uint8 image."""
     return figure_to_rgb(figure(report))
@@ -228,7 +215,7 @@ def write_report(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     json_path, png_path = run_dir / "diagnose.json", run_dir / "diagnose.png"
-    json_path.write_text(json.dumps(_plain(report), indent=2))
+    json_path.write_text(dumps_strict(report, indent=2))  # NaN/Inf as null
     imsave(png_path, render(report) if image is None else image)
     return json_path, png_path
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -50,7 +51,7 @@ class TrainState:
     partial_loss_sum: float = 0.0  # sums over the unfinished epoch's batches
     partial_correct: int = 0
     best_val_acc: float | None = None
-    final: dict[str, float] = field(default_factory=dict)  # last finite epoch metrics
+    final: dict[str, float] = field(default_factory=dict)  # last all-finite epoch's metrics
     history: list[dict[str, float]] = field(default_factory=list)  # one row per epoch
     diverged_at_step: int | None = None
 
@@ -137,8 +138,9 @@ def train(
             status "interrupted" and a state that continues mid-epoch.
 
     Returns:
-        The final state: "finished", "diverged" (a non-finite loss; a result, not an error;
-        ``final`` keeps the last finite metrics) or "interrupted".
+        The final state: "finished", "diverged" (a non-finite training loss; a result, not an
+        error) or "interrupted". ``final`` holds the metrics of the last epoch whose metrics
+        were all finite (empty if none was); ``history`` every epoch's, as measured.
     """
     state = state or TrainState()
     device = data.device
@@ -203,7 +205,12 @@ def train(
         if sink is not None:
             sink.log_scalars(metrics, step=state.global_step)
         state.history.append({**metrics, "step": state.global_step})
-        state.final = {k.replace("/", "_"): v for k, v in metrics.items() if k != "epoch"}
+        if all(math.isfinite(v) for v in metrics.values()):  # else final keeps an earlier epoch
+            state.final = {k.replace("/", "_"): v for k, v in metrics.items() if k != "epoch"}
+        else:
+            log.warning(
+                "epoch %d: a metric is not finite; final keeps the last finite epoch", epoch
+            )
         if state.best_val_acc is None or val_acc > state.best_val_acc:
             state.best_val_acc = val_acc
         state.epoch = epoch

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
@@ -100,7 +101,45 @@ def os_error(err: BaseException) -> OSError | None:
     return None
 
 
+NONFINITE_KEY = "nonfinite"  # where to_strict_json records the non-finite values it nulled
+
+
+def to_strict_json(obj: Any) -> Any:
+    """``obj`` as standard JSON can hold it: NaN and +-Inf become null, numpy scalars plain
+    numbers, tuples lists. When ``obj`` is a mapping and held any non-finite value, the fact
+    is recorded next to them: ``"nonfinite": {"<path>": "NaN" | "Infinity" | "-Infinity"}``,
+    the path being the keys (and list indices) joined by dots (``"final.val_loss"``,
+    ``"val/loss"``, ``"layers.2.act_std"``)."""
+    found: dict[str, str] = {}
+
+    def plain(value: Any, path: tuple[str, ...]) -> Any:
+        if isinstance(value, Mapping):
+            return {k: plain(v, (*path, str(k))) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [plain(v, (*path, str(i))) for i, v in enumerate(value)]
+        if hasattr(value, "item") and getattr(value, "ndim", None) == 0:  # numpy/torch scalars
+            value = value.item()
+        if isinstance(value, float) and not math.isfinite(value):
+            found[".".join(path)] = "NaN" if value != value else json.dumps(value)
+            return None
+        return value
+
+    out = plain(obj, ())
+    if found and isinstance(out, dict):
+        out[NONFINITE_KEY] = found
+    return out
+
+
+def dumps_strict(obj: Any, **kwargs: Any) -> str:
+    """:func:`to_strict_json`, then ``json.dumps`` with ``allow_nan=False``: every file a run,
+    a sweep or the step-0 report writes goes through here, so each is standard JSON that
+    ``JSON.parse`` and jq read."""
+    return json.dumps(to_strict_json(obj), allow_nan=False, **kwargs)
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON through a temp file, fsync and rename, so readers never see half a file."""
+    """Write strict JSON (:func:`dumps_strict`) through a temp file, fsync and rename, so
+    readers never see half a file."""
+    text = dumps_strict(obj, indent=2)
     with atomic_write(path) as f:
-        json.dump(obj, f, indent=2)
+        f.write(text)

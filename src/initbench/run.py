@@ -10,7 +10,6 @@ the same directory continues from it with identical results.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -34,7 +33,7 @@ from initbench.checkpoint import (
 from initbench.diagnose import step0_report
 from initbench.engine import TrainState, train
 from initbench.errors import Interrupted, RunFailed, UserError
-from initbench.io import atomic_write, read_json, read_yaml, write_json_atomic
+from initbench.io import atomic_write, dumps_strict, read_json, read_yaml, write_json_atomic
 from initbench.lock import hold_run_dir
 from initbench.signals import stop_on_signals
 from initbench.telemetry import MultiSink, build_telemetry
@@ -252,7 +251,7 @@ class Session:
 
     def write_metrics(self, state: TrainState) -> None:
         with atomic_write(self.run_dir / "metrics.jsonl") as f:
-            f.writelines(json.dumps(row) + "\n" for row in state.history)
+            f.writelines(dumps_strict(row) + "\n" for row in state.history)
 
     def on_epoch_end(self, state: TrainState) -> None:
         every, last = self.cfg["trainer"]["checkpoint_every_epochs"], self.cfg["trainer"]["epochs"]

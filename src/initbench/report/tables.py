@@ -185,7 +185,8 @@ def assemble(source: str, raws: Sequence[RawRun]) -> RunSet:
                     "run_id": raw.run_id,
                     "epoch": r.get("epoch", i + 1),
                     "step": r.get("step"),
-                    **{k: r.get(k) for k in CURVE_KEYS},
+                    # null in metrics.jsonl is a non-finite value: NaN, never dropped
+                    **{k: np.nan if r.get(k) is None else r.get(k) for k in CURVE_KEYS},
                 }
             )
         for depth, layer in enumerate(raw.layers, start=1):

@@ -25,7 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
-from initbench.io import read_json
+from initbench.io import dumps_strict, read_json
 from initbench.signals import handling_signals
 from initbench.sweep.combinations import Combination, combinations, varying_keys
 from initbench.sweep.commands import build_command, compose_combinations
@@ -53,7 +53,8 @@ class Outcome:
 
 
 def _last_metric(run_dir: Path, name: str | None) -> float | None:
-    """The last logged value of ``name`` (what W&B's run summary holds)."""
+    """The last logged value of ``name`` (what W&B's run summary holds); NaN where the run
+    wrote null (a non-finite value, see :func:`initbench.io.to_strict_json`)."""
     if not name:
         return None
     value = None
@@ -64,8 +65,8 @@ def _last_metric(run_dir: Path, name: str | None) -> float | None:
                     row = json.loads(line)
                 except ValueError:
                     continue
-                if row.get(name) is not None:
-                    value = row[name]
+                if isinstance(row, dict) and name in row:  # null: a non-finite value
+                    value = float("nan") if row[name] is None else row[name]
     except OSError:
         return None
     return value
@@ -150,7 +151,7 @@ def write_index(sweep: Sweep, combos: Sequence[Combination], out_dir: Path) -> N
         "metric": sweep.metric,
         "combinations": [{"name": c.name, "params": dict(c.params)} for c in combos],
     }
-    (out_dir / INDEX).write_text(json.dumps(index, indent=2, default=str))
+    (out_dir / INDEX).write_text(dumps_strict(index, indent=2, default=str))
 
 
 def run_local_sweep(
@@ -385,7 +386,7 @@ def _write_record(
         "wall_s": wall_s,
         "error": _last_error_line(run_dir / LOG) if status == "failed" else None,
     }
-    (run_dir / RECORD).write_text(json.dumps(record, indent=2, default=str))
+    (run_dir / RECORD).write_text(dumps_strict(record, indent=2, default=str))
     return record
 
 
