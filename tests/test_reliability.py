@@ -181,17 +181,20 @@ def start_cli(run_dir, *extra):
     return start(["src/train.py", *args])
 
 
-def wait_for(path, timeout=120):
-    deadline = time.monotonic() + timeout
+def wait_for(path, proc):
+    """Until ``path`` exists; fails at once, with the child's output, if ``proc`` ends first.
+    A hang is pytest-timeout's to report (pyproject.toml), with this stack."""
     while not path.exists():
-        assert time.monotonic() < deadline, f"{path} never appeared"
+        if proc.poll() is not None:
+            done = finish(proc, timeout=10)
+            pytest.fail(f"the run ended before {path.name} appeared:\n{done.stderr[-4000:]}")
         time.sleep(0.1)
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_stops_cleanly_with_a_checkpoint(tmp_path, sig, code):
     proc = start_cli(tmp_path)
-    wait_for(tmp_path / "checkpoint.pt")
+    wait_for(tmp_path / "checkpoint.pt", proc)
     proc.send_signal(sig)
     done = finish(proc, timeout=120)
     out, err = done.stdout, done.stderr
@@ -269,12 +272,13 @@ def test_a_stop_after_a_divergence_records_the_divergence(tmp_path, monkeypatch)
 # ----------------------------------------------------------------------------- one process per run
 
 
+@pytest.mark.timeout(900)  # past the first run's own 600 s timeout, which shows its stack
 def test_a_second_process_on_a_run_directory_is_refused_at_once(tmp_path):
     """Two processes on one run directory would mix their files: the second is refused (one
     line, exit 2, naming the first), and the first ends as if it had been alone."""
     epochs = 25  # long enough for the second to start while the first trains
     first = start_cli(tmp_path, f"trainer.epochs={epochs}")
-    wait_for(tmp_path / "checkpoint.pt")
+    wait_for(tmp_path / "checkpoint.pt", first)
     config = (tmp_path / "config.yaml").read_text()
     second = run_train_cli(
         f"hydra.run.dir={tmp_path}", *RESUME_OVERRIDES, f"trainer.epochs={epochs}"
@@ -302,7 +306,7 @@ def test_a_second_process_on_a_run_directory_is_refused_at_once(tmp_path):
 
 def test_the_lock_file_of_a_killed_run_does_not_block_its_resumption(tmp_path):
     first = start_cli(tmp_path)
-    wait_for(tmp_path / "checkpoint.pt")
+    wait_for(tmp_path / "checkpoint.pt", first)
     first.kill()
     finish(first, timeout=60)
     assert json.loads((tmp_path / ".lock").read_text())["pid"] == first.pid  # left behind

@@ -456,11 +456,9 @@ def test_killing_the_local_runner_stops_its_combination_and_a_rerun_resumes_it(t
     marker = f"hydra.run.dir={run_dir}"
     runner = start(["scripts/local_sweep.py", str(path), "--out", str(out)])
     try:
-        deadline = time.monotonic() + 180
         while not (run_dir / "checkpoint.pt").exists():  # an epoch done: it trains
             if runner.poll() is not None:
                 pytest.fail(f"the runner ended first: {finish(runner, timeout=10).stdout}")
-            assert time.monotonic() < deadline, f"no checkpoint in {run_dir} after 180 s"
             time.sleep(0.1)
         assert len(processes_with(marker)) == 1
         runner.kill()
