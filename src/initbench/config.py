@@ -40,6 +40,7 @@ from omegaconf import OmegaConf
 from initbench import data as datasets
 from initbench import inits
 from initbench.errors import UserError
+from initbench.io import safe_name
 from initbench.models.activations import get_activation, list_activations
 from initbench.models.cnn import NORMS
 from initbench.telemetry.stats import MAX_BINS
@@ -332,7 +333,7 @@ def wandb_run_dir(default: str) -> str:
     """
     sweep, run = os.environ.get("WANDB_SWEEP_ID"), os.environ.get("WANDB_RUN_ID")
     if sweep and run:
-        return f"outputs/wandb-sweeps/{sweep}/{run}"
+        return f"outputs/wandb-sweeps/{safe_name(sweep)}/{safe_name(run)}"
     return default
 
 
@@ -346,7 +347,10 @@ def choice(group: str, default: str) -> str:
 
 
 def register_resolvers() -> None:
-    """Make the project's resolvers available to configs (idempotent)."""
-    for name, resolver in (("wandb_run_dir", wandb_run_dir), ("choice", choice)):
+    """Make the project's resolvers available to configs (idempotent). ``${safe:${run_name}}``
+    is :func:`initbench.io.safe_name`: a name made one path component, so a run name such as
+    ``../../x`` cannot put the run directory outside ``outputs/``."""
+    resolvers = (("wandb_run_dir", wandb_run_dir), ("choice", choice), ("safe", safe_name))
+    for name, resolver in resolvers:
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)
