@@ -187,6 +187,10 @@ def test_cli_refuses_an_unknown_key_in_one_line(tmp_path, override):
             "telemetry.bins must be an integer in [1, 512]",
         ),
         (lambda c: c["diagnose"].update(dtype="float16"), "diagnose.dtype must be one of float32"),
+        (
+            lambda c: c["trainer"].update(memory_limit_gb=0),
+            "trainer.memory_limit_gb must be a finite number > 0 or null",
+        ),
         (lambda c: c["optimizer"].update(lr=float("nan")), "optimizer.lr must be a finite number"),
         (lambda c: c["model"].update(arch="rnn"), "model.arch must be one of mlp, cnn"),
         (lambda c: c["activation"].update(name="swish"), "activation.name must be one of relu"),
@@ -211,6 +215,8 @@ def test_optional_and_nullable_fields_are_accepted():
     assert "logger" not in cfg  # logger=[] composes no logger node at all
     validate(cfg)
     cfg["telemetry"].update(every_n_steps=None, every_n_epochs=2)
+    validate(cfg)
+    cfg["trainer"]["memory_limit_gb"] = 0.5
     validate(cfg)
 
 

@@ -94,6 +94,14 @@ def test_more_epochs_on_a_stopped_run_continue_it(tmp_path, monkeypatch, referen
     assert resumed["final"] == reference[0]["final"]
 
 
+def test_resume_may_change_the_memory_limit(tmp_path, monkeypatch, reference):
+    with pytest.raises(Interrupted):
+        run_in_process(tmp_path, stop_at_poll=5, monkeypatch=monkeypatch)
+    monkeypatch.undo()
+    resumed = run_in_process(tmp_path, ["trainer.memory_limit_gb=50"])
+    assert resumed["final"] == reference[0]["final"]
+
+
 def test_resume_with_another_config_is_refused(tmp_path, monkeypatch):
     with pytest.raises(Interrupted):
         run_in_process(tmp_path, stop_at_poll=5, monkeypatch=monkeypatch)

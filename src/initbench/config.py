@@ -51,7 +51,8 @@ class Field:
     """One config field: its type, its valid range, whether null is allowed."""
 
     kind: str  # int | real | bool | str | choice | int_list | str_list
-    low: float | None = None  # inclusive lower bound
+    low: float | None = None  # lower bound, exclusive when ``low_open``
+    low_open: bool = False
     high: float | None = None  # upper bound, exclusive when ``high_open``
     high_open: bool = False
     choices: tuple[Any, ...] = ()
@@ -74,7 +75,7 @@ class Field:
             if self.low is not None and self.high is not None:
                 text += f" in [{self.low}, {self.high}{')' if self.high_open else ']'}"
             elif self.low is not None:
-                text += f" >= {self.low}"
+                text += f" {'>' if self.low_open else '>='} {self.low}"
         return text + (" or null" if self.nullable else "")
 
     def accepts(self, value: Any) -> bool:
@@ -98,7 +99,7 @@ class Field:
             return False
         if not math.isfinite(value):
             return False
-        if self.low is not None and value < self.low:
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
             return False
         if self.high is not None and (value >= self.high if self.high_open else value > self.high):
             return False
@@ -148,6 +149,7 @@ SCHEMA: dict[str, Any] = {
         "compile": BOOL,
         "num_threads": Int(1, nullable=True),
         "checkpoint_every_epochs": POSITIVE,
+        "memory_limit_gb": Field("real", low=0, low_open=True, nullable=True),
     },
     "telemetry": {
         "enabled": BOOL,
