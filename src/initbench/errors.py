@@ -15,11 +15,13 @@ class UserError(Exception):
 
 
 class Interrupted(Exception):
-    """The run was stopped by a signal after saving a checkpoint; exit with 128 + signum."""
+    """The run was stopped by a signal, after saving a checkpoint (or, ``message`` says, before
+    training started: nothing to save); exit with 128 + signum."""
 
-    def __init__(self, signum: int, run_dir: Path) -> None:
+    def __init__(self, signum: int, run_dir: Path, message: str | None = None) -> None:
         self.signum = signum
         super().__init__(
-            f"stopped by {signal.Signals(signum).name}; checkpoint saved in {run_dir}. "
+            message
+            or f"stopped by {signal.Signals(signum).name}; checkpoint saved in {run_dir}. "
             f"Run the same command with hydra.run.dir={run_dir} to continue."
         )
