@@ -1,3 +1,5 @@
+import inspect
+
 import pytest
 import torch
 from torch import nn
@@ -166,3 +168,12 @@ def test_model_size_refuses_what_build_model_refuses(arch, input_shape, params, 
     for build in (build_model, model_size):
         with pytest.raises(ValueError, match=message):
             build(arch, input_shape=input_shape, num_classes=2, **params)
+
+
+def test_model_size_takes_build_models_arguments_and_defaults():
+    def defaults(fn):
+        return {k: p.default for k, p in inspect.signature(fn).parameters.items()}
+
+    built = defaults(build_model)
+    del built["activation"], built["activation_params"]  # they do not change the size
+    assert defaults(model_size) == built
