@@ -1,16 +1,20 @@
-"""The Hydra config: every option of every group composes, and bad values fail early."""
+"""The Hydra config: every option of every group composes, bad values fail early, and names
+that become paths stay inside the output folders."""
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 
-from helpers import CONF_DIR, ROOT, compose_dict, group_options, run_train_cli
+from helpers import CONF_DIR, ROOT, compose_dict, group_options, run_cli, run_train_cli
 from initbench.build import validate
 from initbench.data import list_datasets
 from initbench.errors import UserError
 from initbench.inits import list_aliases, list_inits, resolve
+from initbench.io import MAX_NAME, UNSAFE_CHAR, safe_name
 from initbench.models import list_activations
 
 GROUPS = ["model", "dataset", "init", "activation", "optimizer", "logger", "experiment"]
@@ -196,6 +200,10 @@ def test_a_bad_value_leaves_no_run_directory(tmp_path):
             "telemetry.bins must be an integer in [1, 512]",
         ),
         (lambda c: c["diagnose"].update(dtype="float16"), "diagnose.dtype must be one of float32"),
+        (
+            lambda c: c["trainer"].update(memory_limit_gb=0),
+            "trainer.memory_limit_gb must be a finite number > 0 or null",
+        ),
         (lambda c: c["optimizer"].update(lr=float("nan")), "optimizer.lr must be a finite number"),
         (lambda c: c["model"].update(arch="rnn"), "model.arch must be one of mlp, cnn"),
         (lambda c: c["activation"].update(name="swish"), "activation.name must be one of relu"),
@@ -221,6 +229,65 @@ def test_optional_and_nullable_fields_are_accepted():
     validate(cfg)
     cfg["telemetry"].update(every_n_steps=None, every_n_epochs=2)
     validate(cfg)
+    cfg["trainer"]["memory_limit_gb"] = 0.5
+    validate(cfg)
+
+
+# ----------------------------------------------------------------------------- names -> paths
+
+ODD_NAMES = [
+    "", ".", "..", "...", "../../x", "/etc/passwd", "a/../../b", ".hidden", "-", "__", "x/",
+    "a b,c=d+e", "naïve-ünïcode", "C:\\x", "~", "a" * 500, "../" * 100, "relu-mlp-s0",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ODD_NAMES)
+def test_safe_name_is_one_readable_path_component(tmp_path, name):
+    safe = safe_name(name)
+    assert safe and safe not in (".", "..") and not safe.startswith(".")
+    assert "/" not in safe and os.sep not in safe and not UNSAFE_CHAR.search(safe)
+    assert len(safe) <= MAX_NAME
+    assert safe_name(safe) == safe  # idempotent
+    assert (tmp_path / safe).resolve().parent == tmp_path.resolve()
+
+
+def test_safe_name_keeps_names_readable_and_distinct():
+    assert safe_name("kaiming_normal-relu-cnn30-s2") == "kaiming_normal-relu-cnn30-s2"
+    assert safe_name("../../x") == "x" and safe_name("lr=0.1, wd") == "lr_0.1__wd"
+    assert safe_name("a" * 200 + "1") != safe_name("a" * 200 + "2")
+
+
+def composed_hydra(config_name: str, overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name, overrides=overrides, return_hydra_config=True).hydra
+
+
+@pytest.mark.parametrize("config_name, root", [("train", "outputs"), ("diagnose", "outputs")])
+def test_a_run_name_cannot_move_the_run_directory_out(config_name, root):
+    hydra = composed_hydra(config_name, ["run_name=../../../../../x", "hydra.job.num=0"])
+    for folder, inside in ((hydra.run.dir, root), (hydra.sweep.subdir, ".")):
+        resolved = (Path("/base") / folder).resolve()
+        assert resolved.is_relative_to(Path("/base") / inside), folder
+        assert resolved.name.endswith("x")
+
+
+def test_cli_run_name_with_dots_writes_inside_outputs(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = run_cli(
+        str(ROOT / "src" / "train.py"),
+        "run_name=../../../../../escaped",
+        "dataset=circles",
+        "trainer.epochs=1",
+        "trainer.device=cpu",
+        "logger=tensorboard",
+        cwd=work,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["work"]
+    assert [p.name for p in work.iterdir()] == ["outputs"]
+    (summary,) = work.glob("outputs/*/*/summary.json")
+    assert summary.parent.name.endswith("-escaped")
 
 
 def test_summary_records_the_init_option_as_chosen(tmp_path):

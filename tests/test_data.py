@@ -17,6 +17,7 @@ from helpers import write_cifar, write_cifar_batch
 from initbench.data import (
     DataNotFoundError,
     DeviceDataset,
+    dataset_shape,
     list_datasets,
     load_dataset,
     validate_dataset_params,
@@ -108,6 +109,28 @@ def test_load_validates_before_looking_for_files(tmp_path, no_system_fmnist):
         load_dataset("circles", root=tmp_path, seed="1")
 
 
+@pytest.mark.parametrize(
+    "name, params",
+    [
+        ("circles", {}),
+        ("circles", {"n_train": 7, "n_test": 3}),
+        ("gaussian", {"n": 20, "n_test": 5, "dim": 3, "num_classes": 4}),
+    ],
+)
+def test_dataset_shape_is_what_loading_gives(tmp_path, name, params):
+    shape = dataset_shape(name, **params)
+    ds = load_dataset(name, root=tmp_path, **params)
+    assert shape.input_shape == ds.input_shape and shape.num_classes == ds.num_classes
+    assert (shape.n_train, shape.n_test) == (len(ds.train_y), len(ds.test_y))
+    tensors = (ds.train_x, ds.train_y, ds.test_x, ds.test_y)
+    assert shape.nbytes == sum(t.numel() * t.element_size() for t in tensors)
+
+
+def test_dataset_shape_checks_its_parameters():
+    with pytest.raises(ValueError, match="dim must be an integer >= 1"):
+        dataset_shape("gaussian", dim=0)
+
+
 # ----------------------------------------------------------------------------- FashionMNIST
 
 
@@ -122,6 +145,9 @@ def real_fmnist():
 
 def test_fashion_mnist_real_files(real_fmnist):
     ds = real_fmnist
+    shape = dataset_shape("fashion_mnist")
+    assert (shape.input_shape, shape.num_classes) == (ds.input_shape, ds.num_classes)
+    assert (shape.n_train, shape.n_test) == (len(ds.train_y), len(ds.test_y))
     assert ds.train_x.shape == (60000, 1, 28, 28) and ds.test_x.shape == (10000, 1, 28, 28)
     assert ds.train_x.dtype == torch.float32 and ds.train_y.dtype == torch.int64
     assert ds.input_shape == (1, 28, 28) and ds.num_classes == 10 and not ds.augment
@@ -287,6 +313,8 @@ def test_cifar10_small_files(tmp_path, layout):
     ds = load_dataset("cifar10", root=tmp_path, download=False)
     assert ds.train_x.shape == (100, 3, 32, 32) and ds.test_x.shape == (10, 3, 32, 32)
     assert ds.input_shape == (3, 32, 32) and ds.num_classes == 10 and ds.augment
+    shape = dataset_shape("cifar10")  # the real files' sizes: 50k/10k
+    assert (shape.input_shape, shape.num_classes, shape.n_train) == (ds.input_shape, 10, 50_000)
     assert ds.train_y.tolist() == labels
     raw = raw.astype(np.float64)
     mean = raw.mean(axis=(0, 2, 3), keepdims=True)

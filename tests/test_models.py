@@ -1,8 +1,16 @@
+import inspect
+
 import pytest
 import torch
 from torch import nn
 
-from initbench.models import activation_gain, build_model, list_activations, make_activation
+from initbench.models import (
+    activation_gain,
+    build_model,
+    list_activations,
+    make_activation,
+    model_size,
+)
 from initbench.models.cnn import stage_depths
 
 
@@ -103,3 +111,69 @@ def test_activation_gains():
         "silu",
         "linear",
     }
+
+
+def measured_size(model: nn.Module, input_shape) -> tuple[int, int, int]:
+    """Parameters, and per example the values a training forward pass produces (the input and
+    every leaf module's output but Flatten's, a view) and the largest of those tensors."""
+    sizes = [torch.Size(input_shape).numel()]
+    hooks = [
+        m.register_forward_hook(lambda m, i, out: sizes.append(out[0].numel()))
+        for m in model.modules()
+        if not list(m.children()) and not isinstance(m, nn.Flatten)
+    ]
+    model.train()
+    model(torch.randn(2, *input_shape))
+    for hook in hooks:
+        hook.remove()
+    return sum(p.numel() for p in model.parameters()), sum(sizes), max(sizes)
+
+
+@pytest.mark.parametrize(
+    "arch, input_shape, classes, params",
+    [
+        ("mlp", (1, 28, 28), 10, {"depth": 2, "width": 256, "dropout": 0.2}),
+        ("mlp", (2,), 2, {"widths": [10, 5], "bias": False}),
+        ("mlp", (7,), 3, {"depth": 1, "width": 1}),
+        ("mlp", (512,), 10, {"depth": 12, "width": 64, "widths": None}),
+        ("cnn", (3, 32, 32), 10, {"depth": 30, "channels": 16}),
+        ("cnn", (3, 32, 32), 10, {"depth": 22, "channels": 4, "norm": "batch"}),
+        ("cnn", (1, 28, 28), 10, {"depth": 5, "channels": 3, "norm": "batch", "bias": False}),
+        ("cnn", (3, 5, 7), 4, {"depth": 2, "channels": 2}),  # odd sizes: stride-2 rounding
+        ("cnn", (3, 9, 9), 4, {"depth": 1, "channels": 2}),
+    ],
+)
+def test_model_size_is_exact_without_building(arch, input_shape, classes, params):
+    model = build_model(arch, input_shape=input_shape, num_classes=classes, **params)
+    size = model_size(arch, input_shape=input_shape, num_classes=classes, **params)
+    assert tuple(size) == measured_size(model, input_shape)
+
+
+def test_model_size_of_a_huge_model_is_instant_and_exact():
+    size = model_size("mlp", input_shape=(1, 28, 28), num_classes=10, depth=10**8, width=256)
+    assert size.params == 784 * 256 + 256 + (10**8 - 1) * (256 * 256 + 256) + 256 * 10 + 10
+    assert model_size("cnn", input_shape=(3, 32, 32), num_classes=10, depth=10**9).params > 10**12
+
+
+@pytest.mark.parametrize(
+    "arch, input_shape, params, message",
+    [
+        ("cnn", (2,), {"depth": 3}, "needs image input"),
+        ("cnn", (3, 2, 2), {"depth": 3}, "too many"),
+        ("mlp", (2,), {"depth": 0}, "model.depth must be >= 1"),
+        ("mlp", (2,), {"widths": [4, 0]}, "model.widths must all be >= 1"),
+    ],
+)
+def test_model_size_refuses_what_build_model_refuses(arch, input_shape, params, message):
+    for build in (build_model, model_size):
+        with pytest.raises(ValueError, match=message):
+            build(arch, input_shape=input_shape, num_classes=2, **params)
+
+
+def test_model_size_takes_build_models_arguments_and_defaults():
+    def defaults(fn):
+        return {k: p.default for k, p in inspect.signature(fn).parameters.items()}
+
+    built = defaults(build_model)
+    del built["activation"], built["activation_params"]  # they do not change the size
+    assert defaults(model_size) == built

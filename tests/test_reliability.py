@@ -27,6 +27,7 @@ from initbench.errors import Interrupted, RunFailed, UserError
 from initbench.io import atomic_write, temp_path, write_json_atomic
 from initbench.lock import hold_run_dir
 from initbench.run import run
+from initbench.signals import StopNow, stop_on_signals
 
 # Enough steps per epoch (63) that a stop lands mid-epoch; dropout exercises the torch RNG.
 RESUME_OVERRIDES = [
@@ -100,6 +101,14 @@ def test_more_epochs_on_a_stopped_run_continue_it(tmp_path, monkeypatch, referen
         run_in_process(tmp_path, stop_at_poll=70, monkeypatch=monkeypatch)
     monkeypatch.undo()
     resumed = run_in_process(tmp_path)  # same config; epochs may differ from the stopped run's
+    assert resumed["final"] == reference[0]["final"]
+
+
+def test_resume_may_change_the_memory_limit(tmp_path, monkeypatch, reference):
+    with pytest.raises(Interrupted):
+        run_in_process(tmp_path, stop_at_poll=5, monkeypatch=monkeypatch)
+    monkeypatch.undo()
+    resumed = run_in_process(tmp_path, ["trainer.memory_limit_gb=50"])
     assert resumed["final"] == reference[0]["final"]
 
 
@@ -205,6 +214,58 @@ def test_signal_stops_cleanly_with_a_checkpoint(tmp_path, sig, code):
     assert summary["status"] == "interrupted"
     ckpt = load_checkpoint(tmp_path)
     assert ckpt["train_state"]["global_step"] == summary["global_step"]
+
+
+def test_a_signal_before_the_flag_is_polled_stops_at_once():
+    with stop_on_signals():
+        with pytest.raises(StopNow) as stop:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises before this ends
+        assert stop.value.signum == signal.SIGTERM
+    with stop_on_signals() as received:
+        assert received() is None  # the training loop polls: from now on a signal is a flag
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert received() == signal.SIGTERM
+
+
+def test_a_stop_before_a_resumed_run_trains_keeps_its_checkpoint(tmp_path, monkeypatch):
+    with pytest.raises(Interrupted):
+        run_in_process(tmp_path, stop_at_poll=5, monkeypatch=monkeypatch)
+    monkeypatch.undo()
+    saved = (tmp_path / "checkpoint.pt").read_bytes()
+
+    def slow_prepare(cfg):
+        raise StopNow(signal.SIGTERM)  # as the handler does when a signal arrives in prepare
+
+    monkeypatch.setattr(run_module, "prepare", slow_prepare)
+    with pytest.raises(Interrupted, match="before training resumed; the checkpoint in .* is as"):
+        run_in_process(tmp_path)
+    assert (tmp_path / "checkpoint.pt").read_bytes() == saved
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["global_step"] == 5
+
+
+# A slow start-up: LSUV rescales the 301 layers of a 300-deep MLP one by one, each time with
+# a forward pass; 100 rounds each (tol can never be met) make it minutes on any CPU.
+SLOW_START = ["init=lsuv", "init.tol=1e-9", "init.max_iters=100", "model.depth=300"]
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_during_a_slow_start_up_stops_within_seconds(tmp_path, sig, code):
+    proc = start_cli(tmp_path, *SLOW_START)
+    wait_for(tmp_path / "config.yaml")  # written just before the data load and LSUV
+    time.sleep(2)
+    proc.send_signal(sig)
+    sent = time.monotonic()
+    done = finish(proc, timeout=60)  # before: LSUV ran to its end, then a step, then the stop
+    assert time.monotonic() - sent < 15
+    assert done.returncode == code, done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    name = signal.Signals(sig).name
+    assert f"stopped by {name} before training started: no checkpoint yet" in done.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and "nothing to resume" in summary["error"]
+    assert not (tmp_path / "checkpoint.pt").exists()
 
 
 @pytest.mark.slow

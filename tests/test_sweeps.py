@@ -23,6 +23,7 @@ from initbench.sweep import (
     combination_name,
     combinations,
     compose_combinations,
+    default_out_dir,
     load_sweep,
     read_outcome,
 )
@@ -262,6 +263,23 @@ def test_grid_is_the_product_in_file_order_and_names_are_safe(tmp_path):
     assert combos[0].name == "init-zeros__seed-0__init.bias-zeros__optimizer.lr-0.1"
     odd = combination_name({"x": "a/b c"})
     assert odd.startswith("x-a_b_c-") and odd != combination_name({"x": "a_b_c"})
+
+
+@pytest.mark.parametrize(
+    "name, folder",
+    [("../../x", "x"), ("/tmp/x", "tmp_x"), ("..", "unnamed"), (".a/../../x", "a_.._.._x")],
+)
+def test_a_sweep_name_cannot_move_its_folder_out_of_outputs(tmp_path, name, folder):
+    sweep = load_sweep(write_sweep(tmp_path / "s.yaml", {"seed": {"values": [1]}}, name=name))
+    out = default_out_dir(sweep)
+    assert out == Path("outputs/local-sweeps") / folder
+    assert (Path("/base") / out).resolve().parent == Path("/base/outputs/local-sweeps")
+
+
+@pytest.mark.parametrize("value", ["..", "../../x", ".x", "/"])
+def test_combination_folders_are_one_component(value):
+    name = combination_name({"run_name": value})
+    assert "/" not in name and not name.startswith(".") and name not in (".", "..")
 
 
 def test_command_is_the_agents_plus_a_fixed_run_dir(tmp_path):

@@ -1,9 +1,9 @@
 """The build layer: a checked config turned into the objects a run, a report or a benchmark needs.
 
-``validate`` checks a config (``initbench.config``) and resolves its device; ``prepare`` loads
-the dataset onto the device, builds the model and initializes it; ``make_sinks`` builds the
-loggers the ``logger`` group names. Tools (``run``, ``diagnose``, ``bench``) call these and
-never each other's internals.
+``validate`` checks a config (``initbench.config``) and resolves its device; ``prepare`` checks
+that the run fits in memory (``check_memory``), loads the dataset onto the device, builds the
+model and initializes it; ``make_sinks`` builds the loggers the ``logger`` group names. Tools
+(``run``, ``diagnose``, ``bench``) call these and never each other's internals.
 """
 
 from __future__ import annotations
@@ -24,7 +24,15 @@ from initbench import data as datasets
 from initbench import inits
 from initbench.config import check_config
 from initbench.errors import UserError
-from initbench.models import build_model, make_activation
+from initbench.memory import (
+    GB,
+    MemoryEstimate,
+    available_memory,
+    estimate_memory,
+    gb,
+    optimizer_state_copies,
+)
+from initbench.models import build_model, make_activation, model_size
 from initbench.telemetry import MultiSink, SinkContext
 
 log = logging.getLogger(__name__)
@@ -109,15 +117,93 @@ def _fast_path(trainer: Mapping[str, Any], device: torch.device, arch: str) -> t
     return precision, channels_last
 
 
+# The field that sets each batch of the estimate (MemoryEstimate.batch).
+BATCH_FIELDS = {"train": "trainer.batch_size", "eval": "trainer.eval_batch_size",
+                "report": "diagnose.batch_size"}  # fmt: skip
+
+
+def memory_hint(estimate: MemoryEstimate, limit: float, model_cfg: Mapping[str, Any]) -> str:
+    """What to change so that the run fits: the part that alone is over ``limit`` first."""
+    if model_cfg["arch"] == "cnn":
+        model = "model.depth/model.channels"
+    else:
+        model = "model.widths" if model_cfg.get("widths") else "model.depth/model.width"
+    if estimate.data > limit:
+        return "use a smaller dataset"
+    if estimate.model + estimate.data > limit:
+        return f"reduce {model}"
+    return f"reduce {BATCH_FIELDS[estimate.batch]} or {model}"
+
+
+def estimate_run_memory(cfg: Mapping[str, Any]) -> MemoryEstimate:
+    """The run's peak memory (see :mod:`initbench.memory`), from the config and the dataset's
+    and model's shapes alone: nothing is loaded or built.
+
+    Raises:
+        ValueError: bad dataset parameters, or a model that cannot be built for the data.
+    """
+    ds_name, ds_params = group_params(cfg["dataset"])
+    data = datasets.dataset_shape(ds_name, **ds_params)
+    model = cfg["model"]
+    size = model_size(
+        model["arch"],
+        input_shape=data.input_shape,
+        num_classes=data.num_classes,
+        **model_params(model),
+    )
+    trainer, report = cfg["trainer"], cfg["diagnose"]
+    return estimate_memory(
+        size,
+        data,
+        optimizer_copies=optimizer_state_copies(cfg["optimizer"]),
+        batch_size=trainer["batch_size"],
+        eval_batch_size=trainer["eval_batch_size"],
+        report_batch=report["batch_size"] if report["at_start"] else None,
+        report_value_bytes=8 if report["dtype"] == "float64" else 4,
+    )
+
+
+def check_memory(cfg: Mapping[str, Any], device: torch.device) -> MemoryEstimate:
+    """Refuse a run whose estimate exceeds ``trainer.memory_limit_gb``, or when that is null,
+    the memory free on ``device`` (unchecked where that cannot be told, e.g. MPS).
+
+    Raises:
+        UserError: one line naming the estimate by part, the limit and what to change.
+    """
+    try:
+        estimate = estimate_run_memory(cfg)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    limit_gb = cfg["trainer"]["memory_limit_gb"]
+    if limit_gb is not None:
+        limit, against = limit_gb * GB, f"trainer.memory_limit_gb={limit_gb:g}"
+        fix = "or raise trainer.memory_limit_gb if the estimate is too high"
+    else:
+        limit = available_memory(device)
+        against = "unknown" if limit is None else f"the {gb(limit)} available on {device}"
+        fix = "or set trainer.memory_limit_gb if the estimate is too high"
+    if limit is None or estimate.total <= limit:
+        log.info("estimated peak memory %s, limit %s", gb(estimate.total), against)
+        return estimate
+    optimizer = str(cfg["optimizer"]["_target_"]).rsplit(".", 1)[-1]
+    raise UserError(
+        f"this run needs about {gb(estimate.total)} ({estimate.describe(optimizer)}), more "
+        f"than {against}; {memory_hint(estimate, limit, cfg['model'])}, {fix}"
+    )
+
+
 def prepare(cfg: Mapping[str, Any]) -> Prepared:
-    """Validate ``cfg``, load its dataset onto the device, build the model and initialize it.
+    """Validate ``cfg``, check that the run fits in memory, load its dataset onto the device,
+    build the model and initialize it.
 
     Weights are drawn on the CPU from the run's seed, so they are the same on every device.
 
     Raises:
-        UserError: a bad config value, missing or corrupt data, or an impossible model.
+        UserError: a bad config value, a run too big for the memory, missing or corrupt
+            data, or an impossible model.
     """
     device = validate(cfg)
+    check_memory(cfg, device)  # before anything is allocated
     trainer = cfg["trainer"]
     if trainer["num_threads"]:
         torch.set_num_threads(trainer["num_threads"])

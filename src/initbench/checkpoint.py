@@ -28,7 +28,8 @@ PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"
 # Config keys that may change between a run and its resumption: where it runs, how long, and
 # what is observed, none of which changes the results.
 RESUMABLE_CHANGES = ("trainer.device", "trainer.num_threads", "trainer.epochs", "data_dir",
-                     "logger", "resume", "telemetry", "diagnose")  # fmt: skip
+                     "logger", "resume", "telemetry", "diagnose",
+                     "trainer.memory_limit_gb")  # fmt: skip
 
 
 def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:

@@ -40,6 +40,7 @@ from omegaconf import OmegaConf
 from initbench import data as datasets
 from initbench import inits
 from initbench.errors import UserError
+from initbench.io import safe_name
 from initbench.models.activations import get_activation, list_activations
 from initbench.models.cnn import NORMS
 from initbench.telemetry.stats import MAX_BINS
@@ -50,7 +51,8 @@ class Field:
     """One config field: its type, its valid range, whether null is allowed."""
 
     kind: str  # int | real | bool | str | choice | int_list | str_list
-    low: float | None = None  # inclusive lower bound
+    low: float | None = None  # lower bound, exclusive when ``low_open``
+    low_open: bool = False
     high: float | None = None  # upper bound, exclusive when ``high_open``
     high_open: bool = False
     choices: tuple[Any, ...] = ()
@@ -73,7 +75,7 @@ class Field:
             if self.low is not None and self.high is not None:
                 text += f" in [{self.low}, {self.high}{')' if self.high_open else ']'}"
             elif self.low is not None:
-                text += f" >= {self.low}"
+                text += f" {'>' if self.low_open else '>='} {self.low}"
         return text + (" or null" if self.nullable else "")
 
     def accepts(self, value: Any) -> bool:
@@ -97,7 +99,7 @@ class Field:
             return False
         if not math.isfinite(value):
             return False
-        if self.low is not None and value < self.low:
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
             return False
         if self.high is not None and (value >= self.high if self.high_open else value > self.high):
             return False
@@ -147,6 +149,7 @@ SCHEMA: dict[str, Any] = {
         "compile": BOOL,
         "num_threads": Int(1, nullable=True),
         "checkpoint_every_epochs": POSITIVE,
+        "memory_limit_gb": Field("real", low=0, low_open=True, nullable=True),
     },
     "telemetry": {
         "enabled": BOOL,
@@ -332,7 +335,7 @@ def wandb_run_dir(default: str) -> str:
     """
     sweep, run = os.environ.get("WANDB_SWEEP_ID"), os.environ.get("WANDB_RUN_ID")
     if sweep and run:
-        return f"outputs/wandb-sweeps/{sweep}/{run}"
+        return f"outputs/wandb-sweeps/{safe_name(sweep)}/{safe_name(run)}"
     return default
 
 
@@ -346,7 +349,10 @@ def choice(group: str, default: str) -> str:
 
 
 def register_resolvers() -> None:
-    """Make the project's resolvers available to configs (idempotent)."""
-    for name, resolver in (("wandb_run_dir", wandb_run_dir), ("choice", choice)):
+    """Make the project's resolvers available to configs (idempotent). ``${safe:${run_name}}``
+    is :func:`initbench.io.safe_name`: a name made one path component, so a run name such as
+    ``../../x`` cannot put the run directory outside ``outputs/``."""
+    resolvers = (("wandb_run_dir", wandb_run_dir), ("choice", choice), ("safe", safe_name))
+    for name, resolver in resolvers:
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)

@@ -24,14 +24,19 @@ class Interrupted(Exception):
     """The run was stopped by a signal; exit with 128 + signum.
 
     ``saved``: a checkpoint of this moment was written (a second Ctrl-C stops at once instead,
-    and the run continues from its last checkpoint).
+    and the run continues from its last checkpoint). ``message``, when given, says it all (a
+    stop before training started: nothing to save).
     """
 
-    def __init__(self, signum: int, run_dir: Path, saved: bool = True) -> None:
+    def __init__(
+        self, signum: int, run_dir: Path, saved: bool = True, message: str | None = None
+    ) -> None:
         self.signum = signum
         name = signal.Signals(signum).name
         if saved:
             what = f"stopped by {name}; checkpoint saved in {run_dir}."
         else:
             what = f"stopped at once by a second {name}; nothing saved since the last checkpoint."
-        super().__init__(f"{what} Run the same command with hydra.run.dir={run_dir} to continue.")
+        super().__init__(
+            message or f"{what} Run the same command with hydra.run.dir={run_dir} to continue."
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -16,6 +17,27 @@ import yaml
 
 # atomic_write's temp files: ".<name>.<pid>-<8 hex>.tmp", unique per writer, hidden from ls
 TEMP_NAME = re.compile(r"\..+\.\d+-[0-9a-f]{8}\.tmp")
+
+# Characters kept in a name that becomes a path component; each other one becomes "_". Not "="
+# or ",": a run directory is handed back to Hydra as ``hydra.run.dir=<dir>`` (the local sweep,
+# the resume hint), where "=" does not parse and "," makes a multirun list.
+UNSAFE_CHAR = re.compile(r"[^A-Za-z0-9._-]")
+MAX_NAME = 120  # characters: a path component's limit is 255 bytes, and timestamps get prefixed
+
+
+def safe_name(text: object, max_len: int = MAX_NAME) -> str:
+    """``text`` as one safe, readable path component: ``../../x`` -> ``x``, ``a b/c`` -> ``a_b_c``.
+
+    Letters, digits and ``._-`` are kept, every other character becomes ``_``; leading and
+    trailing dots and underscores go (so no ``..``, no hidden file); a name longer than
+    ``max_len`` is cut and ends with a hash of ``text``, so long names stay distinct. Never
+    empty (``unnamed``) and idempotent: ``safe_name(safe_name(t)) == safe_name(t)``.
+    """
+    name = UNSAFE_CHAR.sub("_", str(text)).strip("._")
+    if len(name) > max_len:
+        digest = hashlib.sha1(str(text).encode()).hexdigest()[:8]
+        name = f"{name[: max_len - len(digest) - 1]}-{digest}"
+    return name or "unnamed"
 
 
 def read_json(path: Path) -> Any:

@@ -14,7 +14,8 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ import yaml
 from initbench import inits
 from initbench.build import Prepared, make_sinks, prepare, validate
 from initbench.checkpoint import (
+    CHECKPOINT,
     config_changes,
     load_checkpoint,
     restore_rng,
@@ -35,7 +37,7 @@ from initbench.engine import TrainState, train
 from initbench.errors import Interrupted, RunFailed, UserError
 from initbench.io import atomic_write, dumps_strict, read_json, read_yaml, write_json_atomic
 from initbench.lock import hold_run_dir
-from initbench.signals import stop_on_signals
+from initbench.signals import StopNow, stop_on_signals
 from initbench.telemetry import MultiSink, build_telemetry
 from initbench.telemetry.weights import record_weights
 
@@ -57,15 +59,21 @@ def run(
     Raises:
         UserError: a bad config value, missing/corrupt data, an unwritable run directory or a
             checkpoint from another config, before any training.
-        Interrupted: SIGTERM/SIGINT arrived; the state was saved first.
+        Interrupted: SIGTERM/SIGINT arrived; the state was saved first (or, before training
+            started, the run stopped at once: nothing to save).
     """
     cfg, run_dir = dict(cfg), Path(run_dir)
     validate(cfg)
     check_writable(run_dir)
     # One process per run directory, for the whole run (initbench.lock). From here on a
-    # SIGTERM/SIGINT (even during loading) stops the run after its next step, with a
-    # checkpoint; a second Ctrl-C stops at once.
-    with hold_run_dir(run_dir), stop_on_signals() as received_signal:
+    # SIGTERM/SIGINT stops the run: at once while it prepares (loading, building,
+    # initializing: nothing to save yet), after its next step, with a checkpoint, once
+    # training runs; a second Ctrl-C stops at once.
+    with (
+        hold_run_dir(run_dir),
+        stop_on_signals() as received_signal,
+        interrupted_before_training(cfg, run_dir),
+    ):
         done = already_done(cfg, run_dir)
         if done is not None:
             return done
@@ -76,6 +84,31 @@ def run(
         prep = prepare_or_record_failure(cfg, run_dir)
         session = Session(cfg, run_dir, prep, make_optimizer, ckpt, choices)
         return session.run(received_signal)
+
+
+@contextmanager
+def interrupted_before_training(cfg: Mapping[str, Any], run_dir: Path) -> Iterator[None]:
+    """A signal before training started (:class:`StopNow`) is recorded as ``interrupted`` in
+    summary.json, and goes up as :class:`Interrupted` saying that nothing was saved."""
+    try:
+        yield
+    except StopNow as stop:
+        name = signal.Signals(stop.signum).name
+        if (run_dir / CHECKPOINT).exists():
+            message = (
+                f"stopped by {name} before training resumed; the checkpoint in {run_dir} is as "
+                f"it was. Run the same command with hydra.run.dir={run_dir} to continue."
+            )
+        else:
+            message = (
+                f"stopped by {name} before training started: no checkpoint yet, nothing to "
+                f"resume; running the same command again starts over."
+            )
+        old = read_json(run_dir / "summary.json")
+        summary = old if isinstance(old, dict) else {"run_name": cfg["run_name"]}
+        summary.update(status="interrupted", error=message)
+        write_json_atomic(run_dir / "summary.json", summary)
+        raise Interrupted(stop.signum, run_dir, message) from None
 
 
 def check_writable(run_dir: Path) -> None:
@@ -266,6 +299,11 @@ class Session:
             state = self.train(received_signal)
             return self.finish(state, received_signal())
         except Interrupted:
+            raise
+        except StopNow as stop:  # before the first step: recorded by interrupted_before_training
+            if stop.signum == signal.SIGTERM:
+                self.sink.mark_preempting()  # as for a stop in training: W&B requeues the run
+            self._stop()
             raise
         except KeyboardInterrupt:
             self._stop(status="interrupted", error="stopped at once by a second Ctrl-C")

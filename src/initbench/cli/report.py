@@ -18,6 +18,7 @@ import logging
 import sys
 from pathlib import Path
 
+from initbench.io import safe_name
 from initbench.report import ReportError, build_report, load_source
 
 
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         elif Path(args.source).is_dir():
             out = Path(args.source) / "report"
         else:
-            out = Path("outputs") / "reports" / args.source.rstrip("/").split("/")[-1]
+            out = Path("outputs") / "reports" / safe_name(args.source.rstrip("/").split("/")[-1])
         files = build_report(
             runset,
             out,

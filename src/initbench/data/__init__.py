@@ -7,7 +7,8 @@ Usage::
     for x, y in data.batches("train", 128, generator=torch.Generator().manual_seed(0)):
         ...
 
-Each dataset is one module plus one :func:`register_dataset` line below; the Hydra group
+Each dataset is one module plus one :func:`register_dataset` line below (its loader, its
+parameters, and its shape without loading: for the memory estimate); the Hydra group
 ``conf/dataset/`` holds one YAML per registered name, with exactly the parameters listed here.
 """
 
@@ -22,15 +23,17 @@ from typing import Any
 
 import torch
 
-from initbench.data.base import DataNotFoundError, DeviceDataset
-from initbench.data.cifar10 import load_cifar10
-from initbench.data.fashion_mnist import load_fashion_mnist
-from initbench.data.synthetic import load_circles, load_gaussian
+from initbench.data.base import DataNotFoundError, DataShape, DeviceDataset
+from initbench.data.cifar10 import cifar10_shape, load_cifar10
+from initbench.data.fashion_mnist import fashion_mnist_shape, load_fashion_mnist
+from initbench.data.synthetic import circles_shape, gaussian_shape, load_circles, load_gaussian
 
 __all__ = [
     "DataNotFoundError",
+    "DataShape",
     "DeviceDataset",
     "Param",
+    "dataset_shape",
     "get_dataset_params",
     "list_datasets",
     "load_dataset",
@@ -76,23 +79,33 @@ class Param:
 class _Entry:
     load: Callable[..., DeviceDataset]
     params: dict[str, Param]
+    shape: Callable[..., DataShape]
 
 
 _REGISTRY: dict[str, _Entry] = {}
 
 
 def register_dataset(
-    name: str, load: Callable[..., DeviceDataset], params: dict[str, Param]
+    name: str,
+    load: Callable[..., DeviceDataset],
+    params: dict[str, Param],
+    shape: Callable[..., DataShape],
 ) -> None:
-    """Add a dataset: ``load(root=, device=, seed=, **params)`` returns a DeviceDataset."""
+    """Add a dataset: ``load(root=, device=, seed=, **params)`` returns a DeviceDataset, and
+    ``shape(**params)`` what it will hold, without loading anything."""
     if name in _REGISTRY:
         raise ValueError(f"dataset {name!r} is already registered")
-    _REGISTRY[name] = _Entry(load, params)
+    _REGISTRY[name] = _Entry(load, params, shape)
 
 
-register_dataset("fashion_mnist", load_fashion_mnist, {"download": Param(True, bool)})
 register_dataset(
-    "cifar10", load_cifar10, {"download": Param(True, bool), "augment": Param(True, bool)}
+    "fashion_mnist", load_fashion_mnist, {"download": Param(True, bool)}, fashion_mnist_shape
+)
+register_dataset(
+    "cifar10",
+    load_cifar10,
+    {"download": Param(True, bool), "augment": Param(True, bool)},
+    cifar10_shape,
 )
 register_dataset(
     "circles",
@@ -103,6 +116,7 @@ register_dataset(
         "noise": Param(0.05, float, minimum=0),
         "factor": Param(0.5, float, minimum=0, maximum_below=1),
     },
+    circles_shape,
 )
 register_dataset(
     "gaussian",
@@ -113,6 +127,7 @@ register_dataset(
         "dim": Param(512, int, minimum=1),
         "num_classes": Param(10, int, minimum=2),
     },
+    gaussian_shape,
 )
 
 
@@ -159,6 +174,16 @@ def validate_dataset_params(name: str, **params: Any) -> dict[str, Any]:
                 f"dataset {name!r}: {field} must be {spec[field].describe()} (got {value!r})"
             )
     return {field: params.get(field, p.default) for field, p in spec.items()}
+
+
+def dataset_shape(name: str, **params: Any) -> DataShape:
+    """What :func:`load_dataset` with these arguments would hold, without loading it (for a
+    file dataset, the standard files' sizes).
+
+    Raises:
+        ValueError: bad name or parameters (as :func:`validate_dataset_params`).
+    """
+    return _entry(name).shape(**validate_dataset_params(name, **params))
 
 
 def load_dataset(

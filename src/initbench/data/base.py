@@ -9,6 +9,7 @@ generator's state can be checkpointed.
 
 from __future__ import annotations
 
+import math
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +25,22 @@ CROP_PADDING = 4
 
 class DataNotFoundError(FileNotFoundError):
     """The data files of a dataset are not on disk and could not be downloaded."""
+
+
+@dataclass(frozen=True)
+class DataShape:
+    """What a dataset holds, known without loading it (for the memory estimate): one example's
+    shape, the number of classes and the split sizes."""
+
+    input_shape: tuple[int, ...]
+    num_classes: int
+    n_train: int
+    n_test: int
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the splits take on the device: float32 inputs, int64 labels."""
+        return (self.n_train + self.n_test) * (4 * math.prod(self.input_shape) + 8)
 
 
 @dataclass

@@ -19,6 +19,7 @@ import torch
 
 from initbench.data.base import (
     DataNotFoundError,
+    DataShape,
     DeviceDataset,
     normalize_per_channel,
     torchvision_download,
@@ -29,6 +30,7 @@ TRAIN_FILES = [f"data_batch_{i}" for i in range(1, 6)]
 TEST_FILE = "test_batch"
 NUM_CLASSES = 10
 INPUT_SHAPE = (3, 32, 32)
+N_TRAIN, N_TEST = 50_000, 10_000
 DOWNLOAD_TIMEOUT_S = 10.0
 
 _HOW_TO_FIX = (
@@ -110,6 +112,12 @@ def locate(root: Path, download: bool) -> Path:
     if not _complete(root / FOLDER):
         raise DataNotFoundError(f"{help_text} torchvision's download left no complete {FOLDER}.")
     return root / FOLDER
+
+
+def cifar10_shape(*, download: bool, augment: bool) -> DataShape:
+    """CIFAR-10's shape without reading it (the standard files' sizes)."""
+    del download, augment
+    return DataShape(INPUT_SHAPE, NUM_CLASSES, N_TRAIN, N_TEST)
 
 
 def load_cifar10(

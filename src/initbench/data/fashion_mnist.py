@@ -18,6 +18,7 @@ import torch
 
 from initbench.data.base import (
     DataNotFoundError,
+    DataShape,
     DeviceDataset,
     normalize_per_channel,
     torchvision_download,
@@ -37,6 +38,7 @@ IMAGES_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
 LABELS_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension
 NUM_CLASSES = 10
 IMAGE_SIZE = 28
+N_TRAIN, N_TEST = 60_000, 10_000
 
 _HOW_TO_FIX = (
     "get a good copy with `apt-get install dataset-fashion-mnist` (files in {system}), or delete "
@@ -144,6 +146,12 @@ def locate(root: Path, download: bool) -> dict[str, Path]:
             f"{help_text} torchvision's download left no complete set of files."
         )
     return found
+
+
+def fashion_mnist_shape(*, download: bool) -> DataShape:
+    """FashionMNIST's shape without reading it (the standard files' sizes)."""
+    del download
+    return DataShape((1, IMAGE_SIZE, IMAGE_SIZE), NUM_CLASSES, N_TRAIN, N_TEST)
 
 
 def load_fashion_mnist(

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from initbench.data.base import DeviceDataset
+from initbench.data.base import DataShape, DeviceDataset
 
 
 def make_circles(
@@ -64,6 +64,17 @@ def load_circles(
         input_shape=(2,),
         num_classes=2,
     )
+
+
+def circles_shape(*, n_train: int, n_test: int, noise: float, factor: float) -> DataShape:
+    """The circles' shape without generating them."""
+    del noise, factor
+    return DataShape((2,), 2, n_train, n_test)
+
+
+def gaussian_shape(*, n: int, n_test: int, dim: int, num_classes: int) -> DataShape:
+    """The Gaussian set's shape without generating it."""
+    return DataShape((dim,), num_classes, n, n_test)
 
 
 def load_gaussian(

@@ -1,7 +1,8 @@
 """Models built from plain arguments: an MLP and a plain deep CNN.
 
 ``build_model("mlp" | "cnn", input_shape=..., num_classes=..., **params)`` is the one
-entry point; ``check_model_params`` validates the same parameters before any data is loaded.
+entry point; ``check_model_params`` validates the same parameters before any data is loaded, and
+``model_size`` counts the parameters and activations they make, without building anything.
 """
 
 from __future__ import annotations
@@ -16,20 +17,23 @@ from initbench.models.activations import (
     list_activations,
     make_activation,
 )
-from initbench.models.cnn import PlainCNN, check_cnn_args
-from initbench.models.mlp import MLP, check_mlp_args, mlp_widths
+from initbench.models.cnn import PlainCNN, check_cnn_args, cnn_size
+from initbench.models.mlp import MLP, check_mlp_args, mlp_size, mlp_widths
+from initbench.models.size import ModelSize
 
 ARCHS = ("mlp", "cnn")
 
 __all__ = [
     "ARCHS",
     "MLP",
+    "ModelSize",
     "PlainCNN",
     "activation_gain",
     "build_model",
     "check_model_params",
     "list_activations",
     "make_activation",
+    "model_size",
 ]
 
 
@@ -95,3 +99,29 @@ def build_model(
             input_shape, num_classes, mlp_widths(depth, width, widths), dropout=dropout, **common
         )
     return PlainCNN(input_shape, num_classes, depth, channels, norm=norm, **common)
+
+
+def model_size(
+    arch: str,
+    *,
+    input_shape: Sequence[int],
+    num_classes: int,
+    depth: int = 2,
+    width: int = 256,
+    widths: Sequence[int] | None = None,
+    dropout: float = 0.0,
+    channels: int = 16,
+    norm: str = "none",
+    bias: bool = True,
+) -> ModelSize:
+    """Parameters and per-example activations of ``build_model(arch, ...)`` with the same
+    arguments (the activation does not matter), computed from them alone: cheap for any size.
+
+    Raises:
+        ValueError: arguments :func:`build_model` refuses (an unknown arch, a bad shape).
+    """
+    if arch == "mlp":
+        return mlp_size(input_shape, num_classes, depth, width, widths, dropout=dropout, bias=bias)
+    if arch == "cnn":
+        return cnn_size(input_shape, num_classes, depth, channels, norm=norm, bias=bias)
+    raise ValueError(f"unknown model.arch {arch!r}; valid: {', '.join(ARCHS)}")

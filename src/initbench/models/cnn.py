@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from initbench.models.activations import make_activation
+from initbench.models.size import ModelSize
 
 NORMS = ("none", "batch")
 
@@ -91,3 +92,38 @@ class PlainCNN(nn.Sequential):
         layers["flatten"] = nn.Flatten()
         layers["head"] = nn.Linear(c_in, num_classes, bias=bias)
         super().__init__(layers)
+
+
+def cnn_size(
+    input_shape: Sequence[int],
+    num_classes: int,
+    depth: int,
+    channels: int = 16,
+    *,
+    norm: str = "none",
+    bias: bool = True,
+) -> ModelSize:
+    """The size of ``PlainCNN(input_shape, num_classes, depth, channels, ...)`` without
+    building it: a few products per stage, whatever ``depth``.
+
+    Raises:
+        ValueError: the arguments :class:`PlainCNN` refuses (vector input, too many stages).
+    """
+    check_cnn_args(input_shape, depth, channels, norm)
+    c_in, h, w = input_shape
+    per_layer = 3 if norm == "batch" else 2  # conv, (batch norm,) activation outputs
+    norm_params = 2 if norm == "batch" else 0  # BatchNorm2d's weight and bias per channel
+    params = 0
+    activations = widest = c_in * h * w  # the input batch
+    for stage, n_layers in enumerate(stage_depths(depth)):
+        c_out = channels * 2**stage
+        if stage > 0:  # its first conv has stride 2: 3x3, padding 1
+            h, w = (h - 1) // 2 + 1, (w - 1) // 2 + 1
+        params += c_out * c_in * 9 + (n_layers - 1) * c_out * c_out * 9
+        params += n_layers * (bias * c_out + norm_params * c_out)
+        activations += n_layers * per_layer * c_out * h * w
+        widest = max(widest, c_out * h * w)
+        c_in = c_out
+    params += c_in * num_classes + bias * num_classes  # the head, after global average pooling
+    activations += c_in + num_classes  # pooled features, logits
+    return ModelSize(params, activations, max(widest, num_classes))

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from initbench.models.activations import make_activation
+from initbench.models.size import ModelSize
 
 
 class MLP(nn.Sequential):
@@ -72,3 +73,37 @@ def check_mlp_args(widths: Sequence[int], dropout: float) -> None:
         raise ValueError(f"model.widths must all be >= 1 (got {list(widths)})")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"model.dropout must be in [0, 1) (got {dropout})")
+
+
+def mlp_size(
+    input_shape: Sequence[int],
+    num_classes: int,
+    depth: int,
+    width: int,
+    widths: Sequence[int] | None = None,
+    *,
+    dropout: float = 0.0,
+    bias: bool = True,
+) -> ModelSize:
+    """The size of ``MLP(input_shape, num_classes, mlp_widths(depth, width, widths), ...)``
+    without building it, nor the list of ``depth`` widths (``depth`` may be 10**8).
+
+    Raises:
+        ValueError: the arguments :class:`MLP` refuses.
+    """
+    if widths is not None:
+        check_mlp_args(widths, dropout)
+        layers = [(int(w), 1) for w in widths]  # (width, how many layers in a row have it)
+    else:  # mlp_widths's checks, without its list of depth widths
+        check_mlp_args(mlp_widths(min(depth, 1), width), dropout)
+        layers = [(width, depth)]
+    per_layer = 3 if dropout > 0 else 2  # Linear, activation (and Dropout) outputs
+    fan_in = math.prod(input_shape)
+    params, activations, widest = 0, fan_in, fan_in  # the input batch
+    for w, count in layers:
+        params += (fan_in * w + bias * w) + (count - 1) * (w * w + bias * w)
+        activations += count * per_layer * w
+        widest = max(widest, w)
+        fan_in = w
+    params += fan_in * num_classes + bias * num_classes  # the head
+    return ModelSize(params, activations + num_classes, max(widest, num_classes))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from initbench.io import safe_name
 from initbench.report.figures import (
     figure_curves,
     figure_heatmap,
@@ -47,10 +48,6 @@ class ReportFiles:
     index_html: Path
     figures: list[Path]
     notes: list[str]
-
-
-def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
 
 
 def _weights_caption(arch: str, act: str, panels: Sequence[WeightPanel]) -> str:
@@ -99,7 +96,7 @@ def build_report(
     def save(fig, name: str, section: str, caption: str) -> None:
         if fig is None:
             return
-        path = out_dir / f"{_safe(name)}.png"
+        path = out_dir / f"{safe_name(name)}.png"
         fig.savefig(path)
         figures.append((section, caption, path))
         echo(f"  {path.name}")
@@ -268,7 +265,7 @@ def _log_to_wandb(runset: RunSet, out_dir: Path, figures: Sequence[Path], result
         project=project,
         job_type="report",
         dir=str(out_dir),
-        name=f"report-{_safe(Path(runset.source).name)}",
+        name=f"report-{safe_name(Path(runset.source).name)}",
     )
     try:
         run = wandb.init(**kwargs)

@@ -41,8 +41,10 @@ def architecture_label(cfg: Mapping[str, Any]) -> str:
     model = cfg.get("model") or {}
     dataset = (cfg.get("dataset") or {}).get("name", "?")
     if model.get("arch") == "mlp":
-        widths = model.get("widths") or [model.get("width")] * int(model.get("depth") or 0)
-        if len(set(widths)) == 1:
+        widths = model.get("widths")
+        if not widths:  # depth x width, without a list of depth widths (a refused run's 10**8)
+            shape = f"mlp{model.get('depth')}x{model.get('width')}"
+        elif len(set(widths)) == 1:
             shape = f"mlp{len(widths)}x{widths[0]}"
         else:
             shape = "mlp" + "-".join(str(w) for w in widths)

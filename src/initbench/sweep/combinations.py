@@ -13,16 +13,14 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from initbench.io import UNSAFE_CHAR
 from initbench.sweep.spec import Sweep, SweepError, check_value
-
-NAME_OK = re.compile(r"[^A-Za-z0-9._-]")
 
 
 @dataclass(frozen=True)
@@ -48,11 +46,13 @@ def combination_name(params: Mapping[str, Any], prefix: str = "") -> str:
     """A folder name from the values, readable and safe in a Hydra override.
 
     ``{"init": "zeros", "seed": 0}`` -> ``init-zeros__seed-0``; characters other than letters,
-    digits and ``._-`` become ``_`` and a short hash of the values is then appended, so two
-    combinations never share a folder; over-long names are shortened the same way.
+    digits and ``._-`` become ``_`` (:data:`initbench.io.UNSAFE_CHAR`, as for every name made a
+    path) and a short hash of the values is then appended, so two combinations never share a
+    folder; over-long names are shortened the same way. Every part is ``key-value``, so the
+    name is one path component, never ``.`` or ``..``, whatever the values (``../../x``).
     """
     parts = [f"{k}-{v}" for k, v in params.items()]
-    name = prefix + "__".join(NAME_OK.sub("_", p) for p in parts)
+    name = prefix + "__".join(UNSAFE_CHAR.sub("_", p) for p in parts)
     exact = prefix + "__".join(parts)
     if name != exact or len(name) > 150:
         digest = hashlib.sha1(json.dumps(list(params.items()), default=str).encode()).hexdigest()

@@ -25,7 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
-from initbench.io import dumps_strict, read_json
+from initbench.io import dumps_strict, read_json, safe_name
 from initbench.signals import handling_signals
 from initbench.sweep.combinations import Combination, combinations, varying_keys
 from initbench.sweep.commands import build_command, compose_combinations
@@ -431,8 +431,9 @@ def results_table(sweep: Sweep, outcomes: Sequence[Outcome]) -> str:
 
 
 def default_out_dir(sweep: Sweep) -> Path:
-    """``outputs/local-sweeps/<sweep name>``: fixed, so running the same file again resumes."""
-    return Path("outputs") / "local-sweeps" / sweep.name
+    """``outputs/local-sweeps/<sweep name>``: fixed, so running the same file again resumes;
+    the name made one path component (``name: ../../x`` stays inside, as ``x``)."""
+    return Path("outputs") / "local-sweeps" / safe_name(sweep.name)
 
 
 def local_sweep(
