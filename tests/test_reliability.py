@@ -253,7 +253,7 @@ SLOW_START = ["init=lsuv", "init.tol=1e-9", "init.max_iters=100", "model.depth=3
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_during_a_slow_start_up_stops_within_seconds(tmp_path, sig, code):
     proc = start_cli(tmp_path, *SLOW_START)
-    wait_for(tmp_path / "config.yaml")  # written just before the data load and LSUV
+    wait_for(tmp_path / "config.yaml", proc)  # written just before the data load and LSUV
     time.sleep(2)
     proc.send_signal(sig)
     sent = time.monotonic()
