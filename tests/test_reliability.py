@@ -370,3 +370,97 @@ def test_a_failing_write_leaves_the_old_file_and_no_temp_file(tmp_path, monkeypa
     with pytest.raises(OSError, match="No space left"):
         save_checkpoint(tmp_path, {})
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+# ------------------------------------------------------------------------- what a resume may change
+
+# One short epoch: the resume matrix runs many interrupted runs.
+MATRIX_OVERRIDES = [o for o in RESUME_OVERRIDES if not o.startswith("trainer.epochs")] + [
+    "trainer.epochs=1"
+]
+
+
+@pytest.mark.parametrize(
+    "change, difference",
+    [
+        ("seed=1", "seed: 0 -> 1"),
+        ("optimizer.lr=0.01", "optimizer.lr: 0.001 -> 0.01"),
+        ("optimizer=sgd", "optimizer._target_: 'torch.optim.Adam' -> 'torch.optim.SGD'"),
+        ("model.width=16", "model.width: 32 -> 16"),
+        ("dataset.noise=0.1", "dataset.noise: 0.05 -> 0.1"),
+        ("init.bias=0.01", "init.bias: 'default' -> 0.01"),
+        ("activation=tanh", "activation.name: 'relu' -> 'tanh'"),
+    ],
+)
+def test_resuming_with_a_change_to_the_results_is_refused(
+    tmp_path, monkeypatch, change, difference
+):
+    with pytest.raises(Interrupted):
+        run_in_process(tmp_path, stop_at_poll=5, monkeypatch=monkeypatch, base=MATRIX_OVERRIDES)
+    monkeypatch.undo()
+    with pytest.raises(UserError, match=r"different config \(.*" + re.escape(difference)):
+        run_in_process(tmp_path, [change], base=MATRIX_OVERRIDES)
+    # nothing was overwritten: the interrupted run still resumes as it was
+    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "interrupted"
+
+
+@pytest.fixture(scope="module")
+def matrix_reference(tmp_path_factory):
+    return run_in_process(tmp_path_factory.mktemp("matrix"), base=MATRIX_OVERRIDES)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "trainer.num_threads=1",
+        "logger=wandb",
+        "telemetry.every_n_steps=7",
+        "telemetry.enabled=false",
+        "diagnose.samples=2",
+        "diagnose.at_start=false",
+        "data_dir=elsewhere",
+    ],
+)
+def test_resuming_with_a_change_that_keeps_the_results_continues(
+    tmp_path, monkeypatch, matrix_reference, change
+):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    with pytest.raises(Interrupted):
+        run_in_process(tmp_path, stop_at_poll=5, monkeypatch=monkeypatch, base=MATRIX_OVERRIDES)
+    stopped_at = load_checkpoint(tmp_path)["train_state"]["global_step"]
+    monkeypatch.undo()
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    resumed = run_in_process(tmp_path, [change], base=MATRIX_OVERRIDES)
+    assert resumed["status"] == "finished"
+    assert 0 < stopped_at < resumed["global_step"]
+    assert resumed["final"] == matrix_reference["final"]  # continued, exactly
+
+
+def test_resuming_with_more_epochs_continues(tmp_path, monkeypatch):
+    with pytest.raises(Interrupted):
+        run_in_process(tmp_path, stop_at_poll=5, monkeypatch=monkeypatch, base=MATRIX_OVERRIDES)
+    monkeypatch.undo()
+    resumed = run_in_process(tmp_path, ["trainer.epochs=2"], base=MATRIX_OVERRIDES)
+    assert resumed["status"] == "finished" and resumed["epochs_completed"] == 2
+
+
+def test_a_resumed_run_keeps_its_wandb_run_id(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    wandb = ["logger=wandb"]
+    with pytest.raises(Interrupted):
+        run_in_process(
+            tmp_path, wandb, stop_at_poll=5, monkeypatch=monkeypatch, base=MATRIX_OVERRIDES
+        )
+    first_id = json.loads((tmp_path / "summary.json").read_text())["wandb_run_id"]
+    assert first_id and load_checkpoint(tmp_path)["wandb_run_id"] == first_id
+    monkeypatch.undo()
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    resumed = run_in_process(tmp_path, wandb, base=MATRIX_OVERRIDES)
+    assert resumed["status"] == "finished"
+    assert resumed["wandb_run_id"] == first_id
+    assert json.loads((tmp_path / "summary.json").read_text())["wandb_run_id"] == first_id
+    assert load_checkpoint(tmp_path)["wandb_run_id"] == first_id
+    # W&B writes one offline folder per process, offline-run-<date>_<time>-<run id>
+    folders = sorted(p.name for p in (tmp_path / "wandb").glob("offline-run-*"))
+    assert len(folders) == 2
+    assert {name.rsplit("-", 1)[1] for name in folders} == {first_id}
