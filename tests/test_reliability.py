@@ -17,7 +17,7 @@ import pytest
 from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from helpers import compose_dict, finish, run_train_cli, start, write_cifar
+from helpers import compose_dict, finish, run_cli, run_train_cli, start, write_cifar
 from initbench import checkpoint as checkpoint_module
 from initbench import lock as lock_module
 from initbench import run as run_module
@@ -464,3 +464,37 @@ def test_a_resumed_run_keeps_its_wandb_run_id(tmp_path, monkeypatch):
     folders = sorted(p.name for p in (tmp_path / "wandb").glob("offline-run-*"))
     assert len(folders) == 2
     assert {name.rsplit("-", 1)[1] for name in folders} == {first_id}
+
+
+@pytest.mark.parametrize("signum, marked", [(signal.SIGTERM, 1), (signal.SIGINT, 0)])
+def test_a_sigterm_marks_the_wandb_run_preempting(tmp_path, monkeypatch, signum, marked):
+    """SIGTERM (a W&B agent's or SLURM's preemption) marks the W&B run preempting, so the agent
+    requeues it; Ctrl-C does not."""
+    from initbench.telemetry import sinks
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    calls = []
+    monkeypatch.setattr(sinks.WandbSink, "mark_preempting", lambda self: calls.append(self.run.id))
+    polls = itertools.count(1)
+
+    @contextmanager
+    def fake_signals():
+        yield lambda: signum if next(polls) >= 5 else None
+
+    monkeypatch.setattr(run_module, "stop_on_signals", fake_signals)
+    with pytest.raises(Interrupted):
+        run_in_process(tmp_path, ["logger=wandb"], base=MATRIX_OVERRIDES)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    assert calls == [summary["wandb_run_id"]] * marked
+
+
+@pytest.mark.slow
+def test_chaos_script_kills_resumes_and_finds_identical_results(tmp_path):
+    small = ["dataset.n_train=1000", "trainer.epochs=3"]
+    proc = run_cli(
+        "scripts/chaos.py", "--kills", "2", "--out", str(tmp_path / "chaos"), *small, timeout=900
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "chaos: IDENTICAL final metrics and per-epoch history" in proc.stdout
+    assert "kill 1/2" in proc.stdout or "the run finished" in proc.stdout

@@ -453,3 +453,42 @@ def test_the_wandb_source_reads_the_step0_report_a_run_uploads(tmp_path, monkeyp
     assert runset.layers["act_std"].tolist() == pytest.approx(
         [layer["act_std"] for layer in local_layers]
     )
+
+
+@pytest.mark.parametrize("layer, expected", [(None, "fc2"), ("head", "head"), ("fc1", "fc1")])
+def test_the_layer_option_picks_the_weights_figures_layer(
+    runs_folder, tmp_path, monkeypatch, layer, expected
+):
+    from initbench.cli import report as cli_report
+    from initbench.report import render
+
+    drawn = []
+
+    def spy(panels, arch, act):
+        drawn.extend(panels)
+        return figure_weights(panels, arch, act)
+
+    figure_weights = render.figure_weights
+    monkeypatch.setattr(render, "figure_weights", spy)
+    args = [str(runs_folder / "tiny"), "--out", str(tmp_path / "r"), "--hist-schemes", "2"]
+    assert cli_report.main(args + (["--layer", layer] if layer else [])) == 0
+    assert drawn and {panel.layer for panel in drawn} == {expected}  # fc1, fc2, head: middle fc2
+
+
+def test_the_newest_of_repeated_combinations_is_kept(runs_folder, tmp_path):
+    import os
+
+    folder = tmp_path / "twice"
+    for name, best, mtime in [("old", 0.25, 1_000_000), ("new", 0.75, 2_000_000)]:
+        run_dir = folder / name
+        shutil.copytree(runs_folder / "tiny" / "kaiming_normal-relu-0", run_dir)
+        summary = json.loads((run_dir / "summary.json").read_text())
+        (run_dir / "summary.json").write_text(json.dumps({**summary, "best_val_acc": best}))
+        for path in run_dir.iterdir():
+            os.utime(path, (mtime, mtime))
+        os.utime(run_dir, (mtime, mtime))
+    # the older one listed last, so neither order nor name decides
+    runset = load_local(folder)
+    assert runset.runs["run_id"].tolist() == ["new"]
+    assert runset.runs["best_val_acc"].tolist() == [0.75]
+    assert any("kept the newest" in note and "old" in note for note in runset.notes)
