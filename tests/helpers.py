@@ -7,7 +7,6 @@ Import from here (``from helpers import ...``); conftest.py holds only fixtures.
 from __future__ import annotations
 
 import os
-import pickle
 import signal
 import subprocess
 import sys
@@ -50,15 +49,57 @@ def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
+def _py2_str(value: bytes) -> bytes:
+    """A Python 2 ``str`` as cPickle writes it: SHORT_BINSTRING or BINSTRING, raw bytes."""
+    if len(value) < 256:
+        return b"U" + bytes([len(value)]) + value
+    return b"T" + len(value).to_bytes(4, "little") + value
+
+
+def _py2_int(value: int) -> bytes:
+    """BININT1 / BININT2 / BININT, as Python 2 writes small ints."""
+    if 0 <= value < 256:
+        return b"K" + bytes([value])
+    if 0 <= value < 65536:
+        return b"M" + value.to_bytes(2, "little")
+    return b"J" + value.to_bytes(4, "little", signed=True)
+
+
+def _py2_list(items: list[bytes]) -> bytes:
+    return b"]q\x00(" + b"".join(items) + b"e"  # EMPTY_LIST, BINPUT, MARK, items, APPENDS
+
+
+def _py2_array(data: np.ndarray) -> bytes:
+    """An ndarray as Python 2's numpy pickles it: ``_reconstruct(ndarray, (0,), 'b')``, then
+    ``__setstate__((1, shape, dtype('u1'), False, <str of the raw bytes>))``."""
+    data = np.ascontiguousarray(data)
+    order, code = data.dtype.str[0].encode(), data.dtype.str[1:].encode()  # "|", "u1"
+    dtype = (
+        b"cnumpy\ndtype\n"
+        + _py2_str(code) + b"K\x00K\x01\x87R"  # dtype('u1', 0, 1)
+        + b"(K\x03" + _py2_str(order) + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+    )  # fmt: skip
+    shape = b"(" + b"".join(_py2_int(n) for n in data.shape) + b"t"
+    return (
+        b"cnumpy.core.multiarray\n_reconstruct\n"
+        + b"cnumpy\nndarray\n" + b"K\x00\x85" + _py2_str(b"b") + b"\x87R"
+        + b"(K\x01" + shape + dtype + b"\x89" + _py2_str(data.tobytes()) + b"tb"
+    )  # fmt: skip
+
+
 def write_cifar_batch(path: Path, data: np.ndarray, labels: list[int]) -> None:
-    """One CIFAR-10 batch file: a Python-2 pickle of a dict with bytes keys, as the real ones."""
-    batch = {
-        b"batch_label": path.name.encode(),
-        b"labels": labels,
-        b"data": data,
-        b"filenames": [f"img_{i}.png".encode() for i in range(len(labels))],
+    """One CIFAR-10 batch file byte for byte as the real ones were written: a Python 2
+    ``cPickle`` (protocol 2) of a dict whose keys and strings are Python 2 ``str`` (BINSTRING,
+    which Python 3 decodes as ASCII unless told ``encoding="bytes"``), the images a numpy array
+    pickled by Python 2's numpy."""
+    entries = {
+        b"batch_label": _py2_str(path.name.encode()),
+        b"labels": _py2_list([_py2_int(int(y)) for y in labels]),
+        b"data": _py2_array(np.asarray(data)),
+        b"filenames": _py2_list([_py2_str(f"img_{i}.png".encode()) for i in range(len(labels))]),
     }
-    path.write_bytes(pickle.dumps(batch, protocol=2))
+    body = b"".join(_py2_str(key) + value for key, value in entries.items())
+    path.write_bytes(b"\x80\x02}q\x00(" + body + b"u.")  # PROTO 2, EMPTY_DICT, SETITEMS, STOP
 
 
 def write_cifar(folder: Path, n_per_batch=20, n_test=10, seed=0) -> tuple[np.ndarray, list]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import pickle
 import socket
 import time
 from pathlib import Path
@@ -570,3 +571,17 @@ def test_cuda_batches_match_cpu():
     _, x_cpu, y_cpu = _epoch(cpu, "train", 10, seed=2)
     _, x_gpu, y_gpu = _epoch(gpu, "train", 10, seed=2)
     assert x_gpu.is_cuda and torch.equal(x_gpu.cpu(), x_cpu) and torch.equal(y_gpu.cpu(), y_cpu)
+
+
+def test_cifar10_fixture_is_a_python2_pickle_and_loads_exactly(tmp_path):
+    # Python 2 wrote `str` keys and the image bytes as BINSTRING: Python 3's default ASCII
+    # decoding fails on them, which is why the loader must pass encoding="bytes".
+    images = np.arange(2 * 3072).reshape(2, 3072).astype(np.uint8)  # every byte value, >= 0x80
+    path = tmp_path / "data_batch_1"
+    write_cifar_batch(path, images, [7, 3])
+    with pytest.raises(UnicodeDecodeError):
+        pickle.loads(path.read_bytes())
+    x, y = cifar_module.read_batch(path)
+    assert x.dtype == np.uint8 and x.shape == (2, 3, 32, 32)
+    np.testing.assert_array_equal(x.reshape(2, 3072), images)
+    assert y.tolist() == [7, 3] and y.dtype == np.int64

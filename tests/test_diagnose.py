@@ -12,7 +12,7 @@ from torch import nn
 
 from helpers import CPU_OVERRIDES, compose_dict, run_cli
 from initbench.build import prepare, validate
-from initbench.diagnose import LAYER_KEYS, measure, report_for, run_diagnose
+from initbench.diagnose import LAYER_KEYS, MEASURED, aggregate, measure, report_for, run_diagnose
 from initbench.errors import UserError
 from initbench.run import run
 
@@ -195,3 +195,21 @@ def test_at_start_false_skips_the_report(tmp_path):
     cfg = compose_dict([*CPU_OVERRIDES, "trainer.epochs=1", "diagnose.at_start=false"])
     run(cfg, tmp_path, make_optimizer=instantiate(cfg["optimizer"]))
     assert not (tmp_path / "diagnose.json").exists()
+
+
+def test_several_draws_report_the_median_and_the_range():
+    """Three draws whose values make the median differ from the mean (1, 2, 9: median 2, mean 4)."""
+
+    def layer(value):
+        row = {"name": "fc1", "kind": "linear", "fan_in": 2, "fan_out": 3}
+        row.update({key: value for key in MEASURED})
+        return row
+
+    rows = aggregate([[layer(1.0)], [layer(9.0)], [layer(2.0)]])
+    assert len(rows) == 1
+    row = rows[0]
+    assert (row["name"], row["kind"], row["fan_in"], row["fan_out"]) == ("fc1", "linear", 2, 3)
+    for key in MEASURED:
+        assert row[key] == 2.0, key
+        assert row["range"][key] == [1.0, 9.0], key
+    assert row["nonfinite"] == 2 and isinstance(row["nonfinite"], int)

@@ -17,7 +17,7 @@ import pytest
 from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from helpers import compose_dict, finish, run_train_cli, start, write_cifar
+from helpers import compose_dict, finish, run_cli, run_train_cli, start, write_cifar
 from initbench import checkpoint as checkpoint_module
 from initbench import lock as lock_module
 from initbench import run as run_module
@@ -435,3 +435,136 @@ def test_a_failing_write_leaves_the_old_file_and_no_temp_file(tmp_path, monkeypa
     with pytest.raises(OSError, match="No space left"):
         save_checkpoint(tmp_path, {})
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+# ------------------------------------------------------------------------- what a resume may change
+
+# One short epoch: the resume matrix runs many interrupted runs.
+MATRIX_OVERRIDES = [o for o in RESUME_OVERRIDES if not o.startswith("trainer.epochs")] + [
+    "trainer.epochs=1"
+]
+
+
+@pytest.mark.parametrize(
+    "change, difference",
+    [
+        ("seed=1", "seed: 0 -> 1"),
+        ("optimizer.lr=0.01", "optimizer.lr: 0.001 -> 0.01"),
+        ("optimizer=sgd", "optimizer._target_: 'torch.optim.Adam' -> 'torch.optim.SGD'"),
+        ("model.width=16", "model.width: 32 -> 16"),
+        ("dataset.noise=0.1", "dataset.noise: 0.05 -> 0.1"),
+        ("init.bias=0.01", "init.bias: 'default' -> 0.01"),
+        ("activation=tanh", "activation.name: 'relu' -> 'tanh'"),
+    ],
+)
+def test_resuming_with_a_change_to_the_results_is_refused(
+    tmp_path, monkeypatch, change, difference
+):
+    with pytest.raises(Interrupted):
+        run_in_process(tmp_path, stop_at_poll=5, monkeypatch=monkeypatch, base=MATRIX_OVERRIDES)
+    monkeypatch.undo()
+    with pytest.raises(UserError, match=r"different config \(.*" + re.escape(difference)):
+        run_in_process(tmp_path, [change], base=MATRIX_OVERRIDES)
+    # nothing was overwritten: the interrupted run still resumes as it was
+    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "interrupted"
+
+
+@pytest.fixture(scope="module")
+def matrix_reference(tmp_path_factory):
+    return run_in_process(tmp_path_factory.mktemp("matrix"), base=MATRIX_OVERRIDES)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "trainer.num_threads=1",
+        "logger=wandb",
+        "telemetry.every_n_steps=7",
+        "telemetry.enabled=false",
+        "diagnose.samples=2",
+        "diagnose.at_start=false",
+        "data_dir=elsewhere",
+    ],
+)
+def test_resuming_with_a_change_that_keeps_the_results_continues(
+    tmp_path, monkeypatch, matrix_reference, change
+):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    with pytest.raises(Interrupted):
+        run_in_process(tmp_path, stop_at_poll=5, monkeypatch=monkeypatch, base=MATRIX_OVERRIDES)
+    stopped_at = load_checkpoint(tmp_path)["train_state"]["global_step"]
+    monkeypatch.undo()
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    resumed = run_in_process(tmp_path, [change], base=MATRIX_OVERRIDES)
+    assert resumed["status"] == "finished"
+    assert 0 < stopped_at < resumed["global_step"]
+    assert resumed["final"] == matrix_reference["final"]  # continued, exactly
+
+
+def test_resuming_with_more_epochs_continues(tmp_path, monkeypatch):
+    with pytest.raises(Interrupted):
+        run_in_process(tmp_path, stop_at_poll=5, monkeypatch=monkeypatch, base=MATRIX_OVERRIDES)
+    monkeypatch.undo()
+    resumed = run_in_process(tmp_path, ["trainer.epochs=2"], base=MATRIX_OVERRIDES)
+    assert resumed["status"] == "finished" and resumed["epochs_completed"] == 2
+
+
+def test_a_resumed_run_keeps_its_wandb_run_id(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    wandb = ["logger=wandb"]
+    with pytest.raises(Interrupted):
+        run_in_process(
+            tmp_path, wandb, stop_at_poll=5, monkeypatch=monkeypatch, base=MATRIX_OVERRIDES
+        )
+    first_id = json.loads((tmp_path / "summary.json").read_text())["wandb_run_id"]
+    assert first_id and load_checkpoint(tmp_path)["wandb_run_id"] == first_id
+    monkeypatch.undo()
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    resumed = run_in_process(tmp_path, wandb, base=MATRIX_OVERRIDES)
+    assert resumed["status"] == "finished"
+    assert resumed["wandb_run_id"] == first_id
+    assert json.loads((tmp_path / "summary.json").read_text())["wandb_run_id"] == first_id
+    assert load_checkpoint(tmp_path)["wandb_run_id"] == first_id
+    # W&B writes one offline folder per process, offline-run-<date>_<time>-<run id>
+    folders = sorted(p.name for p in (tmp_path / "wandb").glob("offline-run-*"))
+    assert len(folders) == 2
+    assert {name.rsplit("-", 1)[1] for name in folders} == {first_id}
+
+
+@pytest.mark.parametrize("signum, marked", [(signal.SIGTERM, 1), (signal.SIGINT, 0)])
+def test_a_sigterm_marks_the_wandb_run_preempting(tmp_path, monkeypatch, signum, marked):
+    """SIGTERM (a W&B agent's or SLURM's preemption) marks the W&B run preempting, so the agent
+    requeues it; Ctrl-C does not."""
+    from initbench.telemetry import sinks
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    calls = []
+    monkeypatch.setattr(sinks.WandbSink, "mark_preempting", lambda self: calls.append(self.run.id))
+    polls = itertools.count(1)
+
+    @contextmanager
+    def fake_signals():
+        yield lambda: signum if next(polls) >= 5 else None
+
+    monkeypatch.setattr(run_module, "stop_on_signals", fake_signals)
+    with pytest.raises(Interrupted):
+        run_in_process(tmp_path, ["logger=wandb"], base=MATRIX_OVERRIDES)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    assert calls == [summary["wandb_run_id"]] * marked
+
+
+@pytest.mark.slow
+def test_chaos_script_kills_resumes_and_finds_identical_results(tmp_path):
+    # 10 short epochs; with --seed 5 both kills are aimed a fifth or more into training, so
+    # most times the run resumes from a checkpoint written before a kill (how far it got
+    # depends on the machine's load, so that is not asserted)
+    small = ["dataset.n_train=1000"]
+    proc = run_cli(
+        "scripts/chaos.py",
+        *("--kills", "2", "--seed", "5", "--out", str(tmp_path / "chaos"), *small),
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "chaos: kill 2/2" in proc.stdout or "the run finished" in proc.stdout
+    assert "chaos: IDENTICAL final metrics and per-epoch history" in proc.stdout

@@ -14,6 +14,8 @@ from hydra.utils import instantiate
 
 from helpers import ROOT, compose_dict, run_cli
 from initbench.report import ReportError, build_report, load_local, load_wandb
+from initbench.report.runset import RawRun
+from initbench.report.tables import assemble
 from initbench.run import run
 from initbench.telemetry.weights import SAMPLE_SIZE, read_weight_samples, sample_indices
 
@@ -377,3 +379,116 @@ def test_cli_writes_the_report_and_logs_it_to_wandb_offline(runs_folder, tmp_pat
     results = pd.read_csv(out / "results.csv")
     assert len(results) == 13 and (results["target_acc"] == 0.9).all()
     assert list((out / "wandb").glob("offline-run-*"))
+
+
+def test_the_default_target_is_nine_tenths_of_the_architectures_best():
+    """Two architectures with known best accuracies: the target of each run is 0.9 x the best
+    of its own architecture, and epochs to target the first epoch reaching it."""
+
+    def raw(run_id, width, curve):
+        cfg = compose_dict(["dataset=circles", f"model.width={width}", f"seed={run_id[-1]}"])
+        rows = [{"epoch": e, "step": 10 * e, "val/acc": a, "val/loss": 1.0, "train/loss": 1.0,
+                 "train/acc": a} for e, a in enumerate(curve, 1)]  # fmt: skip
+        summary = {
+            "status": "finished",
+            "epochs_completed": len(curve),
+            "best_val_acc": max(curve),
+            "final": {k.replace("/", "_"): v for k, v in rows[-1].items() if "/" in k},
+            "choices": {"init": "kaiming", "seed": int(run_id[-1])},
+            "num_classes": 2,
+        }
+        return RawRun(run_id, "s", cfg, summary, rows, [])
+
+    runs = assemble(
+        "test",
+        [
+            raw("wide0", 64, [0.5, 0.73, 0.8]),  # best of its architecture: 0.8, target 0.72
+            raw("wide1", 64, [0.6, 0.6, 0.6]),  # never reaches 0.72
+            raw("thin0", 8, [0.2, 0.44, 0.46, 0.5]),  # best 0.5, target 0.45
+        ],
+    ).runs.set_index("run_id")
+    assert runs.loc["wide0", "architecture"] != runs.loc["thin0", "architecture"]
+    assert runs.loc["wide0", "target_acc"] == pytest.approx(0.72)
+    assert runs.loc["wide1", "target_acc"] == pytest.approx(0.72)
+    assert runs.loc["thin0", "target_acc"] == pytest.approx(0.45)
+    assert runs.loc["wide0", "epochs_to_target"] == 2
+    assert pd.isna(runs.loc["wide1", "epochs_to_target"])
+    assert runs.loc["thin0", "epochs_to_target"] == 3  # 0.46 >= 0.45; 0.5 would be epoch 4
+
+
+def test_the_wandb_source_reads_the_step0_report_a_run_uploads(tmp_path, monkeypatch):
+    """A run logging to W&B uploads diagnose.json (run.save); the W&B source, through a
+    stand-in that serves only the run's uploaded files, reads the same layers."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run_dir = tmp_path / "run"
+    outcome = train(run_dir, "logger=wandb", "trainer.epochs=2")
+    (offline,) = (run_dir / "wandb").glob("offline-run-*")
+    uploaded = offline / "files"
+    assert (uploaded / "diagnose.json").is_file()
+    local_layers = json.loads((run_dir / "diagnose.json").read_text())["layers"]
+
+    class FakeRun:
+        id = outcome["wandb_run_id"]
+        state = "finished"
+        config = compose_dict(["experiment=circles_mlp", "trainer.epochs=2"])
+        summary = {**{k: v for k, v in outcome.items() if k != "final"}, "val/acc": 0.5}
+
+        def scan_history(self, keys):
+            return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+        def file(self, name):
+            class File:  # only what was uploaded: a missing file fails, as the API's does
+                def download(self, root, replace):
+                    shutil.copy(uploaded / name, Path(root) / name)
+
+            return File()
+
+    class FakeApi:
+        def sweep(self, path):
+            return type("Sweep", (), {"runs": [FakeRun()]})()
+
+    runset = load_wandb("team/initbench/abc123", api=FakeApi())
+    assert runset.runs["has_step0"].tolist() == [True]
+    assert runset.layers["name"].tolist() == [layer["name"] for layer in local_layers]
+    assert runset.layers["act_std"].tolist() == pytest.approx(
+        [layer["act_std"] for layer in local_layers]
+    )
+
+
+@pytest.mark.parametrize("layer, expected", [(None, "fc2"), ("head", "head"), ("fc1", "fc1")])
+def test_the_layer_option_picks_the_weights_figures_layer(
+    runs_folder, tmp_path, monkeypatch, layer, expected
+):
+    from initbench.cli import report as cli_report
+    from initbench.report import render
+
+    drawn = []
+
+    def spy(panels, arch, act):
+        drawn.extend(panels)
+        return figure_weights(panels, arch, act)
+
+    figure_weights = render.figure_weights
+    monkeypatch.setattr(render, "figure_weights", spy)
+    args = [str(runs_folder / "tiny"), "--out", str(tmp_path / "r"), "--hist-schemes", "2"]
+    assert cli_report.main(args + (["--layer", layer] if layer else [])) == 0
+    assert drawn and {panel.layer for panel in drawn} == {expected}  # fc1, fc2, head: middle fc2
+
+
+def test_the_newest_of_repeated_combinations_is_kept(runs_folder, tmp_path):
+    import os
+
+    folder = tmp_path / "twice"
+    for name, best, mtime in [("old", 0.25, 1_000_000), ("new", 0.75, 2_000_000)]:
+        run_dir = folder / name
+        shutil.copytree(runs_folder / "tiny" / "kaiming_normal-relu-0", run_dir)
+        summary = json.loads((run_dir / "summary.json").read_text())
+        (run_dir / "summary.json").write_text(json.dumps({**summary, "best_val_acc": best}))
+        for path in run_dir.iterdir():
+            os.utime(path, (mtime, mtime))
+        os.utime(run_dir, (mtime, mtime))
+    # the older one listed last, so neither order nor name decides
+    runset = load_local(folder)
+    assert runset.runs["run_id"].tolist() == ["new"]
+    assert runset.runs["best_val_acc"].tolist() == [0.75]
+    assert any("kept the newest" in note and "old" in note for note in runset.notes)

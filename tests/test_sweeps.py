@@ -535,3 +535,41 @@ def test_submitit_local_launcher_runs_a_multirun(tmp_path):
     assert len(summaries) == 2
     assert {json.loads(p.read_text())["status"] for p in summaries} == {"finished"}
     assert list(tmp_path.glob(".submitit/*"))  # submitit's job folders
+
+
+def test_check_names_a_combination_that_does_not_compose(tmp_path):
+    path = write_sweep(
+        tmp_path / "s.yaml",
+        {"experiment": {"value": "circles_mlp"}, "init": {"values": ["zeros", "no_such_init"]}},
+    )
+    proc = run_script(str(path), "--dry-run", "--check", "--out", str(tmp_path / "out"))
+    assert proc.returncode == 1, proc.stderr
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("does not compose:")]
+    assert len(lines) == 1 and "init=no_such_init" in lines[0], proc.stdout
+    assert "1 of 2 combinations compose" in proc.stdout
+    assert not (tmp_path / "out").exists()
+
+
+def test_slurm_launcher_has_the_documented_values():
+    """README, SLURM: one GPU, 8 CPUs, 32 GB, 4 h, requeued up to 3 times; partition and
+    account on the command line; one job per folder multirun/<date>/<time>/<n>-<run name>."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    overrides = ["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "experiment=circles_mlp"]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    launcher = OmegaConf.to_container(cfg.hydra.launcher)
+    assert launcher["_target_"].endswith("submitit_launcher.SlurmLauncher")
+    assert launcher["gpus_per_node"] == 1
+    assert launcher["cpus_per_task"] == 8
+    assert launcher["mem_gb"] == 32
+    assert launcher["timeout_min"] == 4 * 60
+    assert launcher["max_num_timeout"] == 3
+    assert launcher["tasks_per_node"] == 1 and launcher["nodes"] == 1
+    assert launcher["partition"] == "gpu" and launcher["account"] is None
+    sweep = OmegaConf.to_container(cfg.hydra.sweep)  # unresolved: hydra.job.num is set per job
+    assert sweep["dir"].startswith("multirun/")
+    assert sweep["subdir"] == "${hydra.job.num}-${run_name}"
+    assert launcher["submitit_folder"] == "${hydra.sweep.dir}/.submitit/%j"

@@ -1,6 +1,7 @@
 """End to end: a short CPU run writes its summary, TensorBoard events and a W&B offline run."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from helpers import CPU_OVERRIDES, FASHION_DIR, compose_dict, run_train_cli, write_cifar
+from initbench import engine
 from initbench.inits import list_aliases, list_inits, resolve
 from initbench.run import run
 
@@ -151,3 +153,49 @@ def test_every_scheme_and_alias_trains_through_the_config(tmp_path, init):
     assert torch.isfinite(weights).all()
     if init == "lsuv":  # the data-dependent scheme got its batch and reports per layer
         assert [row["layer"] for row in summary["init_report"]] == ["fc1", "fc2", "head"]
+
+
+class LossBlowsUpAt:
+    """Stands in for ``torch.nn.functional`` in the engine: the training loss (the mean
+    cross-entropy; evaluation sums) becomes ``value`` from the ``step``-th optimizer step on.
+    Adding a constant leaves the gradients finite, so only the check on the loss can see it."""
+
+    def __init__(self, step, value):
+        self.step, self.value, self.calls = step, value, 0
+
+    def __getattr__(self, name):
+        return getattr(torch.nn.functional, name)
+
+    def cross_entropy(self, logits, y, **kwargs):
+        loss = torch.nn.functional.cross_entropy(logits, y, **kwargs)
+        if kwargs.get("reduction", "mean") != "mean":
+            return loss
+        step, self.calls = self.calls, self.calls + 1
+        return loss + self.value if step >= self.step else loss
+
+
+# 2000 examples in batches of 8: 250 steps an epoch, so a divergence at step 300 (epoch 2) is
+# found by the periodic check (every DIVERGENCE_CHECK_EVERY steps), long before the epoch ends.
+LONG_EPOCHS = ["dataset.n_train=2000", "trainer.batch_size=8", "trainer.epochs=2"]
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_a_divergence_mid_training_stops_within_the_check_interval(tmp_path, monkeypatch, value):
+    monkeypatch.setattr(engine, "F", LossBlowsUpAt(300, value))
+    summary, run_dir = run_in_process(tmp_path, LONG_EPOCHS)
+    assert summary["status"] == "diverged"
+    assert summary["diverged_at_step"] == 300  # the exact step, read on the device
+    # stopped at the first check after it, not at the end of the epoch (step 500)
+    assert 300 < summary["global_step"] <= 300 + engine.DIVERGENCE_CHECK_EVERY
+    # the last finite metrics are those of epoch 1, the only one completed
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1]
+    assert summary["epochs_completed"] == 1
+    assert summary["final"] == {
+        "train_loss": rows[0]["train/loss"],
+        "train_acc": rows[0]["train/acc"],
+        "val_loss": rows[0]["val/loss"],
+        "val_acc": rows[0]["val/acc"],
+    }
+    assert all(map(math.isfinite, summary["final"].values()))
+    assert json.loads((run_dir / "summary.json").read_text())["diverged_at_step"] == 300

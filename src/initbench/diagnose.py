@@ -318,8 +318,9 @@ def step0_report(
         return None
     report = report_for(cfg, prep)
     image = render(report)
-    write_report(report, run_dir, image)
+    json_path, _ = write_report(report, run_dir, image)
     log_report(report, sink, image=image)
+    sink.save_file(json_path)  # what the report's W&B source reads (run.file("diagnose.json"))
     last = report["layers"][-1]
     log.info(
         "step-0 report: last layer act std %s, grad std %s, initial loss %s (diagnose.json)",
@@ -344,11 +345,12 @@ def run_diagnose(cfg: Mapping[str, Any], run_dir: str | Path) -> dict[str, Any]:
     with hold_run_dir(run_dir):  # one process per run directory, as for training
         report = report_for(cfg, prepare(cfg))
         image = render(report)
-        write_report(report, run_dir, image)
+        json_path, _ = write_report(report, run_dir, image)
         # The same sinks as a training run, so a W&B sweep of diagnose runs gets one W&B run each.
         sink = make_sinks(cfg, run_dir)
         try:
             log_report(report, sink, image=image)
+            sink.save_file(json_path)
             last = report["layers"][-1]
             sink.log_summary(
                 {

@@ -37,6 +37,8 @@ class Sink(Protocol):
 
     def log_image(self, tag: str, image: np.ndarray, step: int) -> None: ...
 
+    def save_file(self, path: Path) -> None: ...  # upload a run file (W&B: run.save)
+
     def mark_preempting(self) -> None: ...
 
     def finish(self) -> None: ...
@@ -111,6 +113,9 @@ class TensorBoardSink:
 
     def log_image(self, tag: str, image: np.ndarray, step: int) -> None:
         self.writer.add_image(tag, image, global_step=step, dataformats="HWC")
+
+    def save_file(self, path: Path) -> None:
+        pass
 
     def mark_preempting(self) -> None:
         pass
@@ -202,6 +207,11 @@ class WandbSink:
     def log_image(self, tag: str, image: np.ndarray, step: int) -> None:
         self.run.log({tag: self._wandb.Image(image), "trainer/step": step})
 
+    def save_file(self, path: Path) -> None:
+        """Upload ``path`` as the run file of its name (``run.file(path.name)`` in the API)."""
+        path = Path(path)
+        self.run.save(str(path), base_path=str(path.parent), policy="now")
+
     def mark_preempting(self) -> None:
         self.run.mark_preempting()
 
@@ -243,6 +253,10 @@ class MultiSink:
     def log_image(self, tag: str, image: np.ndarray, step: int) -> None:
         for sink in self.sinks:
             sink.log_image(tag, image, step)
+
+    def save_file(self, path: Path) -> None:
+        for sink in self.sinks:
+            sink.save_file(path)
 
     def mark_preempting(self) -> None:
         for sink in self.sinks:
