@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from helpers import compose_dict
+from helpers import compose_dict, kill_leftovers
 
 # Tests never talk to a W&B server.
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -19,3 +19,10 @@ torch.set_num_threads(2)
 @pytest.fixture
 def compose_cfg():
     return compose_dict
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_children():
+    """A test that fails half-way leaves no child process running (helpers.start)."""
+    yield
+    kill_leftovers()

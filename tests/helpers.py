@@ -126,9 +126,23 @@ def child_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
     return {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", **(env or {})}
 
 
+# Children started by the current test; conftest's autouse fixture kills any left running when
+# the test ends (a test that fails half-way must not leave a training process behind).
+STARTED: list[subprocess.Popen] = []
+
+
+def kill_leftovers() -> None:
+    """Kill the current test's children that are still running."""
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
 def start(args: Sequence[str], *, env: Mapping[str, str] | None = None, **kwargs):
     """``python -X faulthandler *args`` from the repository root, pipes open (Popen)."""
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         [sys.executable, "-X", "faulthandler", *args],
         cwd=kwargs.pop("cwd", ROOT),
         stdout=subprocess.PIPE,
@@ -137,6 +151,8 @@ def start(args: Sequence[str], *, env: Mapping[str, str] | None = None, **kwargs
         env=child_env(env),
         **kwargs,
     )
+    STARTED.append(proc)
+    return proc
 
 
 def finish(proc: subprocess.Popen, timeout: float) -> subprocess.CompletedProcess:
