@@ -525,10 +525,12 @@ def test_a_resumed_run_keeps_its_wandb_run_id(tmp_path, monkeypatch):
     assert resumed["wandb_run_id"] == first_id
     assert json.loads((tmp_path / "summary.json").read_text())["wandb_run_id"] == first_id
     assert load_checkpoint(tmp_path)["wandb_run_id"] == first_id
-    # W&B writes one offline folder per process, offline-run-<date>_<time>-<run id>
+    # W&B writes one offline folder per process, offline-run-<date>_<time>-<run id>, with a
+    # "-1" suffix when both processes start within the same second
     folders = sorted(p.name for p in (tmp_path / "wandb").glob("offline-run-*"))
     assert len(folders) == 2
-    assert {name.rsplit("-", 1)[1] for name in folders} == {first_id}
+    ids = {re.fullmatch(r"offline-run-\d{8}_\d{6}-(\w+?)(-\d+)?", n).group(1) for n in folders}
+    assert ids == {first_id}
 
 
 @pytest.mark.parametrize("signum, marked", [(signal.SIGTERM, 1), (signal.SIGINT, 0)])

@@ -571,5 +571,5 @@ def test_slurm_launcher_has_the_documented_values():
     assert launcher["partition"] == "gpu" and launcher["account"] is None
     sweep = OmegaConf.to_container(cfg.hydra.sweep)  # unresolved: hydra.job.num is set per job
     assert sweep["dir"].startswith("multirun/")
-    assert sweep["subdir"] == "${hydra.job.num}-${run_name}"
+    assert sweep["subdir"] == "${hydra.job.num}-${safe:${run_name}}"
     assert launcher["submitit_folder"] == "${hydra.sweep.dir}/.submitit/%j"

@@ -108,7 +108,7 @@ def interrupted_before_training(cfg: Mapping[str, Any], run_dir: Path) -> Iterat
         summary = old if isinstance(old, dict) else {"run_name": cfg["run_name"]}
         summary.update(status="interrupted", error=message)
         write_json_atomic(run_dir / "summary.json", summary)
-        raise Interrupted(stop.signum, run_dir, message) from None
+        raise Interrupted(stop.signum, run_dir, message=message) from None
 
 
 def check_writable(run_dir: Path) -> None:
