@@ -163,47 +163,92 @@ def estimate_run_memory(cfg: Mapping[str, Any]) -> MemoryEstimate:
     )
 
 
-def check_memory(cfg: Mapping[str, Any], device: torch.device) -> MemoryEstimate:
-    """Refuse a run whose estimate exceeds ``trainer.memory_limit_gb``, or when that is null,
-    the memory free on ``device`` (unchecked where that cannot be told, e.g. MPS).
+def memory_limit(cfg: Mapping[str, Any], device: torch.device) -> tuple[float | None, str, str]:
+    """The memory a run may use: ``trainer.memory_limit_gb``, or when that is null the memory
+    free on ``device`` (None where that cannot be told, e.g. MPS); with its wording and fix."""
+    limit_gb = cfg["trainer"]["memory_limit_gb"]
+    if limit_gb is not None:
+        fix = "or raise trainer.memory_limit_gb if the estimate is too high"
+        return limit_gb * GB, f"trainer.memory_limit_gb={limit_gb:g}", fix
+    limit = available_memory(device)
+    against = "unknown" if limit is None else f"the {gb(limit)} available on {device}"
+    return limit, against, "or set trainer.memory_limit_gb if the estimate is too high"
+
+
+def check_memory(
+    cfg: Mapping[str, Any], device: torch.device, members: int = 1, datasets: int = 1
+) -> MemoryEstimate:
+    """Refuse a run (or a pack of ``members`` runs over ``datasets`` distinct datasets) whose
+    estimate exceeds ``trainer.memory_limit_gb``, or when that is null, the memory free on
+    ``device`` (unchecked where that cannot be told, e.g. MPS).
 
     Raises:
         UserError: one line naming the estimate by part, the limit and what to change.
     """
     try:
-        estimate = estimate_run_memory(cfg)
+        estimate = estimate_run_memory(cfg).packed(members, datasets)
     except ValueError as err:
         raise UserError(str(err)) from None
-    limit_gb = cfg["trainer"]["memory_limit_gb"]
-    if limit_gb is not None:
-        limit, against = limit_gb * GB, f"trainer.memory_limit_gb={limit_gb:g}"
-        fix = "or raise trainer.memory_limit_gb if the estimate is too high"
-    else:
-        limit = available_memory(device)
-        against = "unknown" if limit is None else f"the {gb(limit)} available on {device}"
-        fix = "or set trainer.memory_limit_gb if the estimate is too high"
+    limit, against, fix = memory_limit(cfg, device)
     if limit is None or estimate.total <= limit:
         log.info("estimated peak memory %s, limit %s", gb(estimate.total), against)
         return estimate
     optimizer = str(cfg["optimizer"]["_target_"]).rsplit(".", 1)[-1]
+    what = "this run" if members == 1 else f"this pack of {members} members"
+    hint = memory_hint(estimate, limit, cfg["model"])
+    if members > 1:
+        hint = f"use fewer members (pack.max_members) or {hint}"
     raise UserError(
-        f"this run needs about {gb(estimate.total)} ({estimate.describe(optimizer)}), more "
-        f"than {against}; {memory_hint(estimate, limit, cfg['model'])}, {fix}"
+        f"{what} needs about {gb(estimate.total)} ({estimate.describe(optimizer)}), more "
+        f"than {against}; {hint}, {fix}"
     )
 
 
-def prepare(cfg: Mapping[str, Any]) -> Prepared:
+def max_pack_members(cfg: Mapping[str, Any], device: torch.device, datasets: int = 1) -> int:
+    """How many runs of ``cfg`` fit in one pack within the memory limit (at least 1; a run
+    that does not fit alone is refused later by :func:`check_memory`)."""
+    limit, _, _ = memory_limit(cfg, device)
+    if limit is None:
+        return 2**31
+    one = estimate_run_memory(cfg)
+    per_member = one.total - one.data
+    return max(1, int((limit - datasets * one.data) // max(per_member, 1)))
+
+
+def load_data(cfg: Mapping[str, Any], device: torch.device) -> datasets.DeviceDataset:
+    """The config's dataset, whole on ``device``.
+
+    Raises:
+        UserError: missing or corrupt data files, bad dataset parameters.
+    """
+    ds_name, ds_params = group_params(cfg["dataset"])
+    try:
+        return datasets.load_dataset(
+            ds_name, root=cfg["data_dir"], device=device, seed=cfg["seed"], **ds_params
+        )
+    except (ValueError, FileNotFoundError) as err:
+        raise UserError(str(err)) from None
+
+
+def prepare(
+    cfg: Mapping[str, Any],
+    data: datasets.DeviceDataset | None = None,
+    check: bool = True,
+) -> Prepared:
     """Validate ``cfg``, check that the run fits in memory, load its dataset onto the device,
     build the model and initialize it.
 
     Weights are drawn on the CPU from the run's seed, so they are the same on every device.
+    ``data``: the config's dataset, already loaded (a pack's members share it); ``check=False``
+    skips the memory check (a pack checks its members together).
 
     Raises:
         UserError: a bad config value, a run too big for the memory, missing or corrupt
             data, or an impossible model.
     """
     device = validate(cfg)
-    check_memory(cfg, device)  # before anything is allocated
+    if check:
+        check_memory(cfg, device)  # before anything is allocated
     trainer = cfg["trainer"]
     if trainer["num_threads"]:
         torch.set_num_threads(trainer["num_threads"])
@@ -212,13 +257,11 @@ def prepare(cfg: Mapping[str, Any]) -> Prepared:
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
     seed = cfg["seed"]
     seed_everything(seed)
-    ds_name, ds_params = group_params(cfg["dataset"])
     act_name, act_params = group_params(cfg["activation"])
     init_name, init_params = group_params(cfg["init"])
+    if data is None:
+        data = load_data(cfg, device)
     try:
-        data = datasets.load_dataset(
-            ds_name, root=cfg["data_dir"], device=device, seed=seed, **ds_params
-        )
         model = build_model(
             cfg["model"]["arch"],
             input_shape=data.input_shape,
@@ -257,10 +300,11 @@ def make_sinks(
     *,
     resume_step: int | None = None,
     wandb_id: str | None = None,
+    packed: bool = False,
 ) -> MultiSink:
     """The sinks the ``logger`` group switches on, each built from its node by Hydra
     (``_target_`` names a factory in :mod:`initbench.telemetry.sinks`, ``_partial_`` leaves it
     the run's :class:`SinkContext` to take)."""
-    ctx = SinkContext(Path(run_dir), cfg["run_name"], cfg, resume_step, wandb_id)
+    ctx = SinkContext(Path(run_dir), cfg["run_name"], cfg, resume_step, wandb_id, packed)
     loggers = cfg.get("logger") or {}  # logger=[] composes no node: no sinks
     return MultiSink([instantiate(node)(ctx) for node in loggers.values()])

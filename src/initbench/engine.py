@@ -38,6 +38,10 @@ class StepObserver(Protocol):
 
     def after_step(self, step: int) -> None: ...
 
+    def is_snapshot(self, step: int) -> bool:
+        """Whether ``step`` is observed (a packed run then feeds the member's own forward)."""
+        ...
+
 
 @dataclass
 class TrainState:
@@ -202,20 +206,7 @@ def train(
             "val/acc": val_acc,
             "epoch": epoch,
         }
-        if sink is not None:
-            sink.log_scalars(metrics, step=state.global_step)
-        state.history.append({**metrics, "step": state.global_step})
-        if all(math.isfinite(v) for v in metrics.values()):  # else final keeps an earlier epoch
-            state.final = {k.replace("/", "_"): v for k, v in metrics.items() if k != "epoch"}
-        else:
-            log.warning(
-                "epoch %d: a metric is not finite; final keeps the last finite epoch", epoch
-            )
-        if state.best_val_acc is None or val_acc > state.best_val_acc:
-            state.best_val_acc = val_acc
-        state.epoch = epoch
-        state.step_in_epoch, state.partial_loss_sum, state.partial_correct = 0, 0.0, 0
-        state.epoch_rng = None
+        record_epoch(state, metrics, sink)
         log.info(
             "epoch %d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f  (%.1f s)",
             epoch, epochs, train_loss, train_acc, val_loss, val_acc, time.perf_counter() - start,
@@ -228,6 +219,24 @@ def train(
                 return state
     state.status = "finished"
     return state
+
+
+def record_epoch(state: TrainState, metrics: dict[str, float], sink: Sink | None) -> None:
+    """A completed epoch into ``state`` (history, final, best) and ``sink``; ready for the next."""
+    if sink is not None:
+        sink.log_scalars(metrics, step=state.global_step)
+    state.history.append({**metrics, "step": state.global_step})
+    if all(math.isfinite(v) for v in metrics.values()):  # else final keeps an earlier epoch
+        state.final = {k.replace("/", "_"): v for k, v in metrics.items() if k != "epoch"}
+    else:
+        log.warning(
+            "epoch %d: a metric is not finite; final keeps the last finite epoch", metrics["epoch"]
+        )
+    if state.best_val_acc is None or metrics["val/acc"] > state.best_val_acc:
+        state.best_val_acc = metrics["val/acc"]
+    state.epoch = int(metrics["epoch"])
+    state.step_in_epoch, state.partial_loss_sum, state.partial_correct = 0, 0.0, 0
+    state.epoch_rng = None
 
 
 def _diverged(state: TrainState, first_bad_step: torch.Tensor) -> bool:

@@ -76,6 +76,19 @@ class MemoryEstimate:
     batch: str  # the batch that sets the activations: train | eval | report (step 0)
     batch_size: int
 
+    def packed(self, members: int, datasets: int = 1) -> MemoryEstimate:
+        """The estimate for ``members`` such runs trained as one pack (initbench.packing):
+        everything per member, but the data once per distinct dataset."""
+        return MemoryEstimate(
+            parameters=members * self.parameters,
+            gradients=members * self.gradients,
+            optimizer_state=members * self.optimizer_state,
+            activations=members * self.activations,
+            data=datasets * self.data,
+            batch=self.batch,
+            batch_size=self.batch_size,
+        )
+
     @property
     def model(self) -> int:
         """Parameters, gradients and optimizer state: what only a smaller model reduces."""

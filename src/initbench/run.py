@@ -93,22 +93,28 @@ def interrupted_before_training(cfg: Mapping[str, Any], run_dir: Path) -> Iterat
     try:
         yield
     except StopNow as stop:
-        name = signal.Signals(stop.signum).name
-        if (run_dir / CHECKPOINT).exists():
-            message = (
-                f"stopped by {name} before training resumed; the checkpoint in {run_dir} is as "
-                f"it was. Run the same command with hydra.run.dir={run_dir} to continue."
-            )
-        else:
-            message = (
-                f"stopped by {name} before training started: no checkpoint yet, nothing to "
-                f"resume; running the same command again starts over."
-            )
-        old = read_json(run_dir / "summary.json")
-        summary = old if isinstance(old, dict) else {"run_name": cfg["run_name"]}
-        summary.update(status="interrupted", error=message)
-        write_json_atomic(run_dir / "summary.json", summary)
+        message = record_stop_before_training(cfg, run_dir, stop.signum)
         raise Interrupted(stop.signum, run_dir, message=message) from None
+
+
+def record_stop_before_training(cfg: Mapping[str, Any], run_dir: Path, signum: int) -> str:
+    """Record a stop before training in summary.json as ``interrupted``; returns what to say."""
+    name = signal.Signals(signum).name
+    if (run_dir / CHECKPOINT).exists():
+        message = (
+            f"stopped by {name} before training resumed; the checkpoint in {run_dir} is as "
+            f"it was. Run the same command with hydra.run.dir={run_dir} to continue."
+        )
+    else:
+        message = (
+            f"stopped by {name} before training started: no checkpoint yet, nothing to "
+            f"resume; running the same command again starts over."
+        )
+    old = read_json(run_dir / "summary.json")
+    summary = old if isinstance(old, dict) else {"run_name": cfg["run_name"]}
+    summary.update(status="interrupted", error=message)
+    write_json_atomic(run_dir / "summary.json", summary)
+    return message
 
 
 def check_writable(run_dir: Path) -> None:
@@ -174,11 +180,11 @@ def check_optimizer(make_optimizer: MakeOptimizer) -> None:
         raise UserError(f"optimizer: {err}") from None
 
 
-def prepare_or_record_failure(cfg: Mapping[str, Any], run_dir: Path) -> Prepared:
-    """:func:`prepare`; missing data or an impossible shape is recorded in summary.json (for
-    sweeps and reports) before the error goes up."""
+def prepare_or_record_failure(cfg: Mapping[str, Any], run_dir: Path, **kwargs: Any) -> Prepared:
+    """:func:`prepare` (``kwargs``: its options); missing data or an impossible shape is
+    recorded in summary.json (for sweeps and reports) before the error goes up."""
     try:
-        return prepare(cfg)
+        return prepare(cfg, **kwargs)
     except UserError as err:
         write_json_atomic(
             run_dir / "summary.json",
@@ -190,6 +196,8 @@ def prepare_or_record_failure(cfg: Mapping[str, Any], run_dir: Path) -> Prepared
 class Session:
     """A run between preparation and its end: the optimizer, the data order, the sinks and the
     summary, and the files they write."""
+
+    packed = False  # a member of a pack (initbench.run_pack) shares its process with others
 
     def __init__(
         self,
@@ -217,6 +225,7 @@ class Session:
             run_dir,
             resume_step=None if self.fresh else self.state.global_step + 1,
             wandb_id=wandb_id,
+            packed=self.packed,
         )
         self.summary = self._first_summary(choices)
         write_json_atomic(run_dir / "summary.json", self.summary)
@@ -273,14 +282,20 @@ class Session:
             {
                 "config": self.cfg,
                 "train_state": state.state_dict(),
-                "model": self.prep.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
+                "model": self.model_state(),
+                "optimizer": self.optimizer_state(),
                 **rng_state(self.prep.device, self.data_gen),
                 "wandb_run_id": self.sink.wandb_run_id,
                 "wall_s": self.wall_s(),
             },
         )
         self.write_metrics(state)
+
+    def model_state(self) -> dict[str, Any]:
+        return self.prep.model.state_dict()
+
+    def optimizer_state(self) -> dict[str, Any]:
+        return self.optimizer.state_dict()
 
     def write_metrics(self, state: TrainState) -> None:
         with atomic_write(self.run_dir / "metrics.jsonl") as f:
@@ -337,8 +352,7 @@ class Session:
             cfg["telemetry"], prep.model, self.sink,
             steps_per_epoch=prep.data.num_batches("train", trainer["batch_size"]),
         )  # fmt: skip
-        if self.fresh:
-            step0_report(cfg, prep, self.run_dir, self.sink)
+        self.step0()
         state = train(
             prep.train_model,
             prep.data,
@@ -358,6 +372,11 @@ class Session:
         if state.status == "interrupted":
             self.checkpoint(state)
         return state
+
+    def step0(self) -> None:
+        """The step-0 report, on a fresh start only."""
+        if self.fresh:
+            step0_report(self.cfg, self.prep, self.run_dir, self.sink)
 
     def finish(self, state: TrainState, signum: int | None) -> dict[str, Any]:
         """Record the outcome; an interrupted run marks W&B preempting and raises Interrupted."""

@@ -35,6 +35,7 @@ __all__ = [
     "Param",
     "dataset_shape",
     "get_dataset_params",
+    "is_seeded",
     "list_datasets",
     "load_dataset",
     "register_dataset",
@@ -80,6 +81,7 @@ class _Entry:
     load: Callable[..., DeviceDataset]
     params: dict[str, Param]
     shape: Callable[..., DataShape]
+    seeded: bool  # generated from the seed (synthetic sets); file datasets are fixed
 
 
 _REGISTRY: dict[str, _Entry] = {}
@@ -90,12 +92,15 @@ def register_dataset(
     load: Callable[..., DeviceDataset],
     params: dict[str, Param],
     shape: Callable[..., DataShape],
+    *,
+    seeded: bool = False,
 ) -> None:
     """Add a dataset: ``load(root=, device=, seed=, **params)`` returns a DeviceDataset, and
-    ``shape(**params)`` what it will hold, without loading anything."""
+    ``shape(**params)`` what it will hold, without loading anything. ``seeded``: the data are
+    generated from the seed (else the seed is ignored and every seed gets the same data)."""
     if name in _REGISTRY:
         raise ValueError(f"dataset {name!r} is already registered")
-    _REGISTRY[name] = _Entry(load, params, shape)
+    _REGISTRY[name] = _Entry(load, params, shape, seeded)
 
 
 register_dataset(
@@ -117,6 +122,7 @@ register_dataset(
         "factor": Param(0.5, float, minimum=0, maximum_below=1),
     },
     circles_shape,
+    seeded=True,
 )
 register_dataset(
     "gaussian",
@@ -128,6 +134,7 @@ register_dataset(
         "num_classes": Param(10, int, minimum=2),
     },
     gaussian_shape,
+    seeded=True,
 )
 
 
@@ -143,6 +150,11 @@ def _entry(name: str) -> _Entry:
         raise ValueError(
             f"unknown dataset {name!r}; valid datasets: {', '.join(_REGISTRY)}"
         ) from None
+
+
+def is_seeded(name: str) -> bool:
+    """Whether the dataset's data depend on the seed (synthetic sets)."""
+    return _entry(name).seeded
 
 
 def get_dataset_params(name: str) -> dict[str, Param]:

@@ -147,14 +147,24 @@ class DeviceDataset:
         n = x.shape[0]
         if split == "test":
             return ((x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, n, batch_size))
+        return self._train_batches(batch_size, *self.epoch_plan(generator))
+
+    def epoch_plan(
+        self, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """One training epoch's random draws, on the device: the shuffled order (N), and with
+        ``augment`` the crop offsets (N x 2) and flip flags (N); what :meth:`batches` uses, and
+        what a packed run stacks over its members (:mod:`initbench.packing`)."""
+        _check_generator(generator)
+        n = self.train_x.shape[0]
         order = torch.randperm(n, generator=generator).to(self.device)
         crops = flips = None
         if self.augment:
             crops, flips = _draw_augmentation(n, generator, self.device)
-        return self._train_batches(order, batch_size, crops, flips)
+        return order, crops, flips
 
     def _train_batches(
-        self, order: Tensor, batch_size: int, crops: Tensor | None, flips: Tensor | None
+        self, batch_size: int, order: Tensor, crops: Tensor | None, flips: Tensor | None
     ) -> Iterator[tuple[Tensor, Tensor]]:
         for i in range(0, order.shape[0], batch_size):
             idx = order[i : i + batch_size]

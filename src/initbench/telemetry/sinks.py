@@ -147,8 +147,12 @@ class WandbSink:
         config: Mapping[str, Any] | None = None,
         run_id: str | None = None,
         init_timeout: float = 10,
+        packed: bool = False,
     ) -> None:
         import wandb
+
+        if packed and run_id is None:  # never the W&B agent's WANDB_RUN_ID: one id per member
+            run_id = wandb.util.generate_id()
 
         self._wandb = wandb
         kwargs = dict(
@@ -160,7 +164,9 @@ class WandbSink:
             config=dict(config or {}),
             dir=str(run_dir),
             settings=wandb.Settings(init_timeout=init_timeout, console="off", quiet=True),
-            reinit="finish_previous",  # a multirun's jobs share one process: never reuse a run
+            # A multirun's jobs share one process: never reuse a run. A pack's members
+            # (initbench.packing) log at once: one run each.
+            reinit="create_new" if packed else "finish_previous",
         )
         if run_id is not None:
             kwargs.update(id=run_id, resume="allow")
@@ -280,6 +286,7 @@ class SinkContext:
     config: Mapping[str, Any]  # the resolved run config, recorded by W&B
     resume_step: int | None = None  # a resumed run's first step (None: a fresh start)
     wandb_run_id: str | None = None  # a resumed run's W&B id
+    packed: bool = False  # a member of a pack: other runs log from the same process
 
 
 def tensorboard_sink(ctx: SinkContext, *, subdir: str) -> TensorBoardSink:
@@ -307,4 +314,5 @@ def wandb_sink(
         name=ctx.run_name,
         config=ctx.config,
         run_id=ctx.wandb_run_id,
+        packed=ctx.packed,
     )

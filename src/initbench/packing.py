@@ -1,0 +1,452 @@
+"""Packed training: K members of one architecture trained as one batched model.
+
+The members share the architecture, dataset, activation, optimizer and schedule, and differ in
+their initial weights (scheme, hparams, seed) and their data order. Their parameters are
+stacked along a new leading dimension (``torch.func.stack_module_state``) and the network is
+run once for all of them with ``torch.func.functional_call`` under ``torch.vmap``
+(``randomness="different"``: every member draws its own dropout masks). The loss is the sum of
+the members' mean losses, so each member's gradient is exactly its own; SGD and Adam act
+element-wise, so one optimizer over the stacked parameters updates each member as its own
+optimizer would.
+
+Each member keeps its own :class:`~initbench.engine.TrainState` and data-order generator; a
+step gathers every member's batch from its own permutation in one index gather. A member whose
+loss turns non-finite is noticed at the next divergence check (as an unpacked run would), told
+to the caller, and taken out of the pack: its parameters and optimizer state are dropped from
+the stacks, so it is frozen and costs nothing more.
+
+Each member also has a plain ``nn.Module`` whose parameters are views into the stacks, so
+what works on one model (telemetry hooks, weight samples, state dicts for its checkpoint) works
+on a member unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, stack_module_state
+
+from initbench.data import DeviceDataset
+from initbench.data.base import crop_and_flip
+from initbench.engine import (
+    DIVERGENCE_CHECK_EVERY,
+    StepObserver,
+    TrainState,
+    autocast_context,
+    record_epoch,
+)
+from initbench.telemetry import Sink
+
+log = logging.getLogger(__name__)
+
+MakeOptimizer = Callable[..., torch.optim.Optimizer]
+
+
+class PackedModel:
+    """K copies of one architecture with their own weights, run as one batched model.
+
+    Args:
+        members: the members' modules, already initialized (same architecture, no buffers
+            that change in training: batch norm is not supported). They are kept, with their
+            parameters replaced by views into the stacks.
+        device: where the stacks live.
+    """
+
+    def __init__(self, members: Sequence[nn.Module], device: torch.device) -> None:
+        if not members:
+            raise ValueError("a pack needs at least one member")
+        if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in members[0].modules()):
+            raise ValueError("packed training does not support batch norm (model.norm=batch)")
+        self.base = copy.deepcopy(members[0]).to("meta")  # the structure functional_call runs
+        params, buffers = stack_module_state(list(members))
+        self.params = {n: nn.Parameter(p.detach().to(device)) for n, p in params.items()}
+        self.buffers = {n: b.to(device) for n, b in buffers.items()}
+        self.members = list(members)
+        self._bind_views()
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def parameters(self) -> list[nn.Parameter]:
+        """The stacked parameters, in the members' ``named_parameters`` order."""
+        return list(self.params.values())
+
+    def _bind_views(self) -> None:
+        """Point every member's parameters at its slice of the stacks (no copy)."""
+        for k, module in enumerate(self.members):
+            for name, stacked in self.params.items():
+                owner, _, attr = name.rpartition(".")
+                sub = module.get_submodule(owner) if owner else module
+                setattr(sub, attr, nn.Parameter(stacked.detach()[k], requires_grad=False))
+
+    def train(self, mode: bool = True) -> None:
+        self.base.train(mode)
+        for module in self.members:
+            module.train(mode)
+
+    def __call__(self, x: Tensor, shared: bool = False) -> Tensor:
+        """Logits K x B x classes for inputs K x B x ... (or B x ... given to every member
+        when ``shared``)."""
+
+        def one(params: dict[str, Tensor], buffers: dict[str, Tensor], xb: Tensor) -> Tensor:
+            return functional_call(self.base, (params, buffers), (xb,))
+
+        run = torch.vmap(one, in_dims=(0, 0, None if shared else 0), randomness="different")
+        return run(self.params, self.buffers, x)
+
+    def bind_grads(self) -> None:
+        """Give every member's parameters their slice of the stacked gradients (telemetry)."""
+        for k, module in enumerate(self.members):
+            for name, param in module.named_parameters():
+                grad = self.params[name].grad
+                param.grad = None if grad is None else grad[k]
+
+    def keep(self, keep: Sequence[int]) -> None:
+        """Keep only the members at positions ``keep`` (new stacks; the others' modules keep
+        the values they had)."""
+        index = torch.tensor(list(keep), device=next(iter(self.params.values())).device)
+        self.params = {
+            n: nn.Parameter(p.detach().index_select(0, index)) for n, p in self.params.items()
+        }
+        self.buffers = {n: b.index_select(0, index) for n, b in self.buffers.items()}
+        self.members = [self.members[k] for k in keep]
+        self._bind_views()
+
+
+# ------------------------------------------------------------------------------------------
+# Optimizer state: one optimizer over the stacks <-> one per member (checkpoints)
+
+
+def _is_stacked(value: Any, param: Tensor) -> bool:
+    return isinstance(value, Tensor) and value.dim() > 0 and value.shape == param.shape
+
+
+def member_optimizer_state(
+    optimizer: torch.optim.Optimizer, params: Sequence[Tensor], k: int
+) -> dict[str, Any]:
+    """Member ``k``'s part of the pack optimizer's state, in the form an unpacked run's
+    optimizer has (``state_dict()`` of an optimizer over the member's own parameters)."""
+    full = optimizer.state_dict()
+    state = {}
+    for i, param in enumerate(params):
+        if i in full["state"]:
+            state[i] = {
+                key: value[k].clone() if _is_stacked(value, param) else copy.deepcopy(value)
+                for key, value in full["state"][i].items()
+            }
+    return {"state": state, "param_groups": copy.deepcopy(full["param_groups"])}
+
+
+def stacked_optimizer_state(
+    member_states: Sequence[dict[str, Any]], params: Sequence[Tensor]
+) -> dict[str, Any]:
+    """The pack optimizer's state from its members' (the inverse of
+    :func:`member_optimizer_state`); per-tensor values are stacked, scalars (Adam's step
+    count, equal in a pack) taken from the first member."""
+    first = member_states[0]
+    state = {}
+    for i, param in enumerate(params):
+        if i not in first["state"]:
+            continue
+        entry = {}
+        for key, value in first["state"][i].items():
+            if isinstance(value, Tensor) and value.shape == param.shape[1:] and value.dim() > 0:
+                entry[key] = torch.stack([m["state"][i][key] for m in member_states])
+            else:
+                entry[key] = value
+        state[i] = entry
+    return {"state": state, "param_groups": copy.deepcopy(first["param_groups"])}
+
+
+def shrink_optimizer(
+    optimizer: torch.optim.Optimizer,
+    make_optimizer: MakeOptimizer,
+    old_params: Sequence[Tensor],
+    new_params: Sequence[nn.Parameter],
+    keep: Sequence[int],
+) -> torch.optim.Optimizer:
+    """A new optimizer over ``new_params`` (the stacks after :meth:`PackedModel.keep`) with the
+    kept members' state."""
+    full = optimizer.state_dict()
+    index = list(keep)
+    for i, param in enumerate(old_params):
+        for key, value in full["state"].get(i, {}).items():
+            if _is_stacked(value, param):
+                full["state"][i][key] = value[index]
+    new = make_optimizer(new_params)
+    new.load_state_dict(full)
+    return new
+
+
+# ------------------------------------------------------------------------------------------
+# The packed training loop
+
+
+@dataclass
+class Member:
+    """What the packed loop keeps per member besides the shared stacks."""
+
+    state: TrainState
+    generator: torch.Generator  # its data order (a CPU generator, seeded as its run's)
+    data: DeviceDataset  # its dataset (one object for all members when the data are fixed)
+    sink: Sink | None = None
+    observer: StepObserver | None = None
+
+
+class PackedTraining:
+    """Train a :class:`PackedModel` until every member finished, diverged or was stopped.
+
+    The loop is :func:`initbench.engine.train`'s, member by member: the same data order per
+    member, the same divergence checks, the same per-epoch metrics, ``final`` and ``history``.
+
+    Args:
+        pack: the members' stacked model.
+        members: per member (the pack's order) its state, generator, data, sink, observer.
+        optimizer: over ``pack.parameters()``.
+        make_optimizer: builds an optimizer like ``optimizer`` (used when the pack shrinks).
+        epochs, batch_size, eval_batch_size, precision: as for ``engine.train``.
+        on_epoch_end: called with the member indices (into the original list) and their
+            states after each completed epoch (checkpoints).
+        on_diverged: called with a member's original index once it is found diverged and
+            before it leaves the pack (its module still holds its last weights).
+        should_stop: polled after every step.
+    """
+
+    def __init__(
+        self,
+        pack: PackedModel,
+        members: Sequence[Member],
+        optimizer: torch.optim.Optimizer,
+        make_optimizer: MakeOptimizer,
+        *,
+        epochs: int,
+        batch_size: int,
+        eval_batch_size: int = 1024,
+        precision: str = "fp32",
+        on_epoch_end: Callable[[list[int]], None] | None = None,
+        on_diverged: Callable[[int], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> None:
+        if len(members) != len(pack):
+            raise ValueError(f"{len(members)} members for a pack of {len(pack)}")
+        starts = {(m.state.epoch, m.state.global_step, m.state.step_in_epoch) for m in members}
+        if len(starts) != 1:
+            raise ValueError(f"the members of a pack must start at one step (got {starts})")
+        self.pack, self.members, self.optimizer = pack, list(members), optimizer
+        self.make_optimizer = make_optimizer
+        self.ids = list(range(len(members)))  # original index of each member still packed
+        self.epochs, self.batch_size, self.eval_batch_size = epochs, batch_size, eval_batch_size
+        self.precision = precision
+        self.on_epoch_end, self.on_diverged, self.should_stop = (
+            on_epoch_end, on_diverged, should_stop,
+        )  # fmt: skip
+        self.device = members[0].data.device
+        self.shared_data = all(m.data is members[0].data for m in members)
+
+    # -- batches -----------------------------------------------------------------------------
+
+    def _epoch_plans(self) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """Every member's epoch draws from its own generator, stacked: orders K x N, crops
+        K x N x 2 and flips K x N (augmentation only)."""
+        plans = [m.data.epoch_plan(m.generator) for m in self.members]
+        orders = torch.stack([p[0] for p in plans])
+        if plans[0][1] is None:
+            return orders, None, None
+        return orders, torch.stack([p[1] for p in plans]), torch.stack([p[2] for p in plans])
+
+    def _batch(
+        self, plans: tuple[Tensor, Tensor | None, Tensor | None], i: int
+    ) -> tuple[Tensor, Tensor]:
+        """Batch ``i`` of the epoch for every member: inputs K x B x ..., labels K x B."""
+        orders, crops, flips = plans
+        idx = orders[:, i * self.batch_size : (i + 1) * self.batch_size]
+        k, b = idx.shape
+        data = self.members[0].data
+        if self.shared_data:
+            flat = idx.reshape(-1)
+            x, y = data.train_x.index_select(0, flat), data.train_y.index_select(0, flat)
+        else:
+            pairs = list(zip(self.members, idx, strict=True))
+            x = torch.cat([m.data.train_x.index_select(0, j) for m, j in pairs])
+            y = torch.cat([m.data.train_y.index_select(0, j) for m, j in pairs])
+        if crops is not None and flips is not None:
+            sl = slice(i * self.batch_size, i * self.batch_size + b)
+            x = crop_and_flip(x, crops[:, sl].reshape(-1, 2), flips[:, sl].reshape(-1))
+        return x.view(k, b, *x.shape[1:]), y.view(k, b)
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Train; every member's state ends "finished", "diverged" or "interrupted"."""
+        lead = self.members[0].state
+        n_batches = self.members[0].data.num_batches("train", self.batch_size)
+        n_train = len(self.members[0].data.train_y)
+        self.first_bad = torch.full((len(self.members),), -1, device=self.device, dtype=torch.int64)
+        for m in self.members:
+            m.state.status = "running"
+        for epoch in range(lead.epoch + 1, self.epochs + 1):
+            start = time.perf_counter()
+            for m in self.members:
+                if m.state.step_in_epoch == 0:
+                    m.state.epoch_rng = m.generator.get_state()
+                else:  # resume mid-epoch: replay this epoch's draws
+                    m.generator.set_state(m.state.epoch_rng)
+            plans = self._epoch_plans()
+            self.loss_sum = torch.tensor(
+                [m.state.partial_loss_sum for m in self.members], device=self.device,
+                dtype=torch.float64,
+            )  # fmt: skip
+            self.correct = torch.tensor(
+                [m.state.partial_correct for m in self.members], device=self.device,
+                dtype=torch.int64,
+            )  # fmt: skip
+            self.pack.train()
+            for i in range(self.members[0].state.step_in_epoch, n_batches):
+                x, y = self._batch(plans, i)
+                self._step(x, y)
+                step = self.members[0].state.global_step
+                if step % DIVERGENCE_CHECK_EVERY == 0:
+                    plans = self._drop_diverged(plans)
+                    if not self.members:
+                        return
+                if self.should_stop is not None and self.should_stop():
+                    plans = self._drop_diverged(plans)
+                    for k, m in enumerate(self.members):
+                        m.state.status = "interrupted"
+                        m.state.partial_loss_sum = float(self.loss_sum[k])
+                        m.state.partial_correct = int(self.correct[k])
+                    return
+            self._drop_diverged(plans)
+            if not self.members:
+                return
+            self._end_epoch(epoch, n_train, time.perf_counter() - start)
+            if self.should_stop is not None and self.should_stop() and epoch < self.epochs:
+                for m in self.members:
+                    m.state.status = "interrupted"
+                return
+        for m in self.members:
+            m.state.status = "finished"
+
+    def _step(self, x: Tensor, y: Tensor) -> None:
+        step = self.members[0].state.global_step
+        observers = [m.observer for m in self.members if m.observer is not None]
+        for k, m in enumerate(self.members):
+            if m.observer is not None:
+                m.observer.before_step(step)
+                if m.observer.is_snapshot(step):  # its hooks catch its own forward
+                    with torch.no_grad(), autocast_context(self.device, self.precision):
+                        self.pack.members[k](x[k])
+        with autocast_context(self.device, self.precision):
+            logits = self.pack(x)
+            k, b = y.shape
+            losses = F.cross_entropy(
+                logits.float().reshape(k * b, -1), y.reshape(-1), reduction="none"
+            ).view(k, b).mean(1)  # fmt: skip
+        self.optimizer.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        if observers:
+            self.pack.bind_grads()
+            for o in observers:
+                o.after_backward(step)
+        self.optimizer.step()
+        for o in observers:
+            o.after_step(step)
+        for m in self.members:
+            m.state.global_step += 1
+            m.state.step_in_epoch += 1
+        losses = losses.detach()
+        self.first_bad = torch.where(
+            (self.first_bad < 0) & ~torch.isfinite(losses), step, self.first_bad
+        )
+        self.loss_sum += losses * b
+        self.correct += (logits.detach().argmax(-1) == y).sum(1)
+
+    def _drop_diverged(
+        self, plans: tuple[Tensor, Tensor | None, Tensor | None]
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """Find the members whose loss turned non-finite (one host sync), record them
+        diverged, tell the caller, and take them out of the pack."""
+        bad = self.first_bad.tolist()
+        if all(b < 0 for b in bad):
+            return plans
+        keep = [k for k, b in enumerate(bad) if b < 0]
+        for k, b in enumerate(bad):
+            if b >= 0:
+                state = self.members[k].state
+                state.status, state.diverged_at_step = "diverged", b
+                log.warning(
+                    "member %d: step %d: the training loss is not finite; it diverged",
+                    self.ids[k], b,
+                )  # fmt: skip
+                if self.on_diverged is not None:
+                    self.on_diverged(self.ids[k])
+        if keep:
+            old = self.pack.parameters()
+            self.pack.keep(keep)
+            self.optimizer = shrink_optimizer(
+                self.optimizer, self.make_optimizer, old, self.pack.parameters(), keep
+            )
+        index = torch.tensor(keep, device=self.device, dtype=torch.int64)
+        self.members = [self.members[k] for k in keep]
+        self.ids = [self.ids[k] for k in keep]
+        self.first_bad = self.first_bad.index_select(0, index)
+        self.loss_sum = self.loss_sum.index_select(0, index)
+        self.correct = self.correct.index_select(0, index)
+        self.shared_data = all(m.data is self.members[0].data for m in self.members)
+        return tuple(p.index_select(0, index) if p is not None else None for p in plans)
+
+    @torch.no_grad()
+    def evaluate(self) -> tuple[list[float], list[float]]:
+        """Every member's mean cross-entropy and accuracy on its test split."""
+        self.pack.train(False)
+        k = len(self.members)
+        loss_sum = torch.zeros(k, device=self.device, dtype=torch.float64)
+        correct = torch.zeros(k, device=self.device, dtype=torch.int64)
+        data = self.members[0].data
+        n = len(data.test_y)
+        for i in range(0, n, self.eval_batch_size):
+            sl = slice(i, i + self.eval_batch_size)
+            if self.shared_data:
+                x, shared = data.test_x[sl], True
+                y = data.test_y[sl].expand(k, -1)
+            else:
+                x, shared = torch.stack([m.data.test_x[sl] for m in self.members]), False
+                y = torch.stack([m.data.test_y[sl] for m in self.members])
+            with autocast_context(self.device, self.precision):
+                logits = self.pack(x, shared=shared)
+            b = y.shape[1]
+            losses = F.cross_entropy(
+                logits.float().reshape(k * b, -1), y.reshape(-1), reduction="none"
+            ).view(k, b)  # fmt: skip
+            loss_sum += losses.sum(1)
+            correct += (logits.argmax(-1) == y).sum(1)
+        return (loss_sum / n).tolist(), (correct.double() / n).tolist()
+
+    def _end_epoch(self, epoch: int, n_train: int, seconds: float) -> None:
+        val_loss, val_acc = self.evaluate()
+        train_loss = (self.loss_sum / n_train).tolist()
+        train_acc = (self.correct.double() / n_train).tolist()
+        for k, m in enumerate(self.members):
+            metrics = {
+                "train/loss": train_loss[k],
+                "train/acc": train_acc[k],
+                "val/loss": val_loss[k],
+                "val/acc": val_acc[k],
+                "epoch": epoch,
+            }
+            record_epoch(m.state, metrics, m.sink)
+        log.info(
+            "epoch %d/%d: %d member(s), val acc %s  (%.1f s)",
+            epoch, self.epochs, len(self.members),
+            " ".join(f"{a:.3f}" for a in val_acc), seconds,
+        )  # fmt: skip
+        if self.on_epoch_end is not None:
+            self.on_epoch_end(list(self.ids))

@@ -1,0 +1,356 @@
+"""Packed runs: runs of one network that differ only in init and seed, trained together.
+
+:func:`run_pack` takes the members' resolved configs (each as ``initbench.run.run`` takes one)
+and one run directory each. Every member is checked, locked, skipped when already done, resumed
+from its own checkpoint, and recorded in its own directory with the files an unpacked run
+writes there (config.yaml, checkpoint.pt, metrics.jsonl, summary.json, weights.npz,
+diagnose.json, TensorBoard events, its own W&B run), so reports and dashboards see ordinary
+runs. The training itself is one batched model (:mod:`initbench.packing`).
+
+A member's checkpoint has the form of an unpacked run's: a pack resumes from its members'
+checkpoints, and members found at different points (a kill between two members' saves) train
+as separate packs, one per resume point.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from initbench.build import check_memory, load_data, max_pack_members, validate
+from initbench.data import is_seeded
+from initbench.errors import Interrupted, RunFailed, UserError
+from initbench.io import atomic_write
+from initbench.lock import hold_run_dir
+from initbench.packing import (
+    Member,
+    PackedModel,
+    PackedTraining,
+    member_optimizer_state,
+    stacked_optimizer_state,
+)
+from initbench.run import (
+    MakeOptimizer,
+    Session,
+    already_done,
+    check_optimizer,
+    check_writable,
+    prepare_or_record_failure,
+    record_stop_before_training,
+    resumable_checkpoint,
+)
+from initbench.signals import StopNow, stop_on_signals
+from initbench.telemetry import build_telemetry
+
+log = logging.getLogger(__name__)
+
+# What may differ between the members of a pack (with what follows from them: the run name).
+PACK_VARIES = ("init", "seed", "run_name")
+
+
+def check_pack(cfgs: Sequence[Mapping[str, Any]]) -> None:
+    """The members must differ only in :data:`PACK_VARIES`, and their model must be one a pack
+    can train.
+
+    Raises:
+        UserError: naming the member and the field that differs, or the setting a pack cannot
+            honour.
+    """
+    if not cfgs:
+        raise UserError("a pack needs at least one member (got none)")
+    first = cfgs[0]
+    for i, cfg in enumerate(cfgs[1:], start=2):
+        a, b = _flatten(first), _flatten(cfg)
+        changed = [
+            f"{k}: {a.get(k)!r} -> {b.get(k)!r}"
+            for k in sorted(set(a) | set(b))
+            if k.split(".")[0] not in PACK_VARIES and a.get(k) != b.get(k)
+        ]
+        if changed:
+            raise UserError(
+                f"the members of a pack may differ only in init and seed; member {i} "
+                f"({cfg['run_name']}) differs from member 1 ({first['run_name']}) in "
+                f"{'; '.join(changed)}"
+            )
+    if first["model"].get("norm", "none") != "none":
+        raise UserError(
+            f"model.norm must be none in a pack (got {first['model']['norm']!r}): batch norm's "
+            "running statistics are not packed; run these unpacked"
+        )
+    if first["trainer"]["compile"]:
+        raise UserError("trainer.compile must be false in a pack (got true); run it unpacked")
+    names = [c["run_name"] for c in cfgs]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise UserError(f"two members of the pack would be the same run: {', '.join(twice)}")
+
+
+def _flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in cfg.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def run_pack(
+    cfgs: Sequence[Mapping[str, Any]],
+    run_dirs: Sequence[str | Path],
+    make_optimizer: MakeOptimizer,
+    choices: Sequence[Mapping[str, Any] | None] | None = None,
+    *,
+    max_members: int | None = None,
+) -> list[dict[str, Any]]:
+    """Train the members ``cfgs`` (one run directory each) as packs of at most ``max_members``
+    (and as many as fit in memory). Returns each member's summary, in order.
+
+    Raises:
+        UserError: a bad value, members that differ in more than init and seed, a run
+            directory that cannot be written, before any training.
+        Interrupted: SIGTERM/SIGINT; every member still training saved a checkpoint first.
+    """
+    cfgs, run_dirs = [dict(c) for c in cfgs], [Path(d) for d in run_dirs]
+    choices = list(choices) if choices is not None else [None] * len(cfgs)
+    if not len(cfgs) == len(run_dirs) == len(choices):
+        raise ValueError("run_pack needs one run directory (and choices) per member")
+    if len(set(run_dirs)) != len(run_dirs):
+        raise UserError("two members of the pack have the same run directory")
+    if max_members is not None and max_members < 1:
+        raise UserError(f"pack.max_members must be >= 1 or null (got {max_members})")
+    for cfg in cfgs:
+        validate(cfg)
+    check_pack(cfgs)
+    for run_dir in run_dirs:
+        check_writable(run_dir)
+    summaries: list[dict[str, Any] | None] = [None] * len(cfgs)
+    with ExitStack() as stack:
+        for run_dir in run_dirs:
+            stack.enter_context(hold_run_dir(run_dir))
+        received = stack.enter_context(stop_on_signals())
+        todo: list[tuple[int, Mapping[str, Any] | None]] = []
+        with stopped_before_training(cfgs, run_dirs):
+            for i, (cfg, run_dir) in enumerate(zip(cfgs, run_dirs, strict=True)):
+                done = already_done(cfg, run_dir)
+                if done is not None:
+                    summaries[i] = done
+                    continue
+                ckpt = resumable_checkpoint(cfg, run_dir)
+                with atomic_write(run_dir / "config.yaml") as f:
+                    yaml.safe_dump(cfg, f, sort_keys=False)
+                todo.append((i, ckpt))
+            if todo:
+                check_optimizer(make_optimizer)
+        groups = pack_groups(cfgs, todo, max_members)
+        log.info(
+            "%d member(s): %d already done, %d to train in %d pack(s)",
+            len(cfgs), len(cfgs) - len(todo), len(todo), len(groups),
+        )  # fmt: skip
+        for group in groups:
+            members = [(i, cfgs[i], run_dirs[i], ckpt, choices[i]) for i, ckpt in group]
+            with stopped_before_training([m[1] for m in members], [m[2] for m in members]):
+                pack = Pack(members, make_optimizer)
+            for i, summary in pack.run(received).items():
+                summaries[i] = summary
+    return [s if s is not None else {} for s in summaries]
+
+
+def pack_groups(
+    cfgs: Sequence[Mapping[str, Any]],
+    todo: Sequence[tuple[int, Mapping[str, Any] | None]],
+    max_members: int | None,
+) -> list[list[tuple[int, Mapping[str, Any] | None]]]:
+    """The members to train, split into packs: one per resume point (members saved at
+    different steps cannot share a step), then at most ``max_members`` and what fits."""
+    if not todo:
+        return []
+    by_point: dict[tuple[int, int], list[tuple[int, Mapping[str, Any] | None]]] = {}
+    for i, ckpt in todo:
+        state = ckpt["train_state"] if ckpt is not None else {}
+        point = (state.get("epoch", 0), state.get("global_step", 0))
+        by_point.setdefault(point, []).append((i, ckpt))
+    cfg = cfgs[todo[0][0]]
+    fits = max_pack_members(cfg, validate(cfg), datasets=_distinct_datasets(cfgs))
+    size = min(max_members or fits, fits)
+    return [
+        members[j : j + size]
+        for _, members in sorted(by_point.items())
+        for j in range(0, len(members), size)
+    ]
+
+
+def _data_key(cfg: Mapping[str, Any]) -> int | None:
+    """Members with the same key share one loaded dataset: the seed for synthetic sets."""
+    return cfg["seed"] if is_seeded(cfg["dataset"]["name"]) else None
+
+
+def _distinct_datasets(cfgs: Sequence[Mapping[str, Any]]) -> int:
+    return len({_data_key(c) for c in cfgs})
+
+
+@contextmanager
+def stopped_before_training(
+    cfgs: Sequence[Mapping[str, Any]], run_dirs: Sequence[Path]
+) -> Iterator[None]:
+    """A signal before training (:class:`StopNow`) is recorded in every member's summary.json
+    and goes up as :class:`Interrupted`."""
+    try:
+        yield
+    except StopNow as stop:
+        message = ""
+        for cfg, run_dir in zip(cfgs, run_dirs, strict=True):
+            message = record_stop_before_training(cfg, run_dir, stop.signum)
+        raise Interrupted(stop.signum, run_dirs[0], message=message) from None
+
+
+class MemberSession(Session):
+    """One member's run directory: an unpacked run's session whose model is a view into the
+    pack, whose optimizer state is its slice of the pack's."""
+
+    packed = True
+
+    def __init__(self, pack: Pack, *args: Any, **kwargs: Any) -> None:
+        self.pack = pack
+        super().__init__(*args, **kwargs)
+
+    def model_state(self) -> dict[str, Any]:
+        # Clones: a view would save the whole stack into every member's checkpoint.
+        return {k: v.clone() for k, v in self.prep.model.state_dict().items()}
+
+    def optimizer_state(self) -> dict[str, Any]:
+        training = self.pack.training
+        position = training.ids.index(self.pack.sessions.index(self))
+        return member_optimizer_state(training.optimizer, training.pack.parameters(), position)
+
+
+class Pack:
+    """Members prepared together: their data loaded once, their models built and initialized
+    as their own runs would be, their sessions opened (sinks, summaries)."""
+
+    def __init__(
+        self,
+        members: Sequence[tuple[int, Mapping[str, Any], Path, Mapping[str, Any] | None, Any]],
+        make_optimizer: MakeOptimizer,
+    ) -> None:
+        self.ids = [m[0] for m in members]
+        cfgs = [m[1] for m in members]
+        self.cfg = cfgs[0]
+        self.make_optimizer = make_optimizer
+        self.device = validate(self.cfg)
+        check_memory(self.cfg, self.device, members=len(cfgs), datasets=_distinct_datasets(cfgs))
+        loaded: dict[int | None, Any] = {}
+        self.sessions: list[MemberSession] = []
+        self.training: PackedTraining | None = None
+        for _, cfg, run_dir, ckpt, choices in members:
+            key = _data_key(cfg)
+            if key not in loaded:
+                loaded[key] = load_data(cfg, self.device)
+            prep = prepare_or_record_failure(cfg, run_dir, data=loaded[key], check=False)
+            prep.channels_last = False  # a pack's inputs are K x B x C x H x W
+            self.sessions.append(
+                MemberSession(self, cfg, run_dir, prep, make_optimizer, ckpt, choices)
+            )
+        for position, session in enumerate(self.sessions):
+            session.summary["pack"] = {"members": len(self.sessions), "position": position}
+        log.info(
+            "pack of %d: %s",
+            len(self.sessions),
+            ", ".join(s.cfg["run_name"] for s in self.sessions),
+        )
+
+    def run(self, received_signal: Callable[[], int | None]) -> dict[int, dict[str, Any]]:
+        """Train; every member's outcome recorded as its own run's would be. Whatever ends
+        the pack early is recorded in every unfinished member's summary.json first."""
+        self.summaries: dict[int, dict[str, Any]] = {}
+        self.open = list(range(len(self.sessions)))  # members not finished
+        try:
+            self._train(received_signal)
+            return self._finish(received_signal())
+        except Interrupted:
+            raise
+        except StopNow:
+            for k in self.open:
+                self.sessions[k]._stop()
+            raise
+        except KeyboardInterrupt:
+            for k in self.open:
+                self.sessions[k]._stop(
+                    status="interrupted", error="stopped at once by a second Ctrl-C"
+                )
+            raise Interrupted(signal.SIGINT, self.sessions[0].run_dir, saved=False) from None
+        except OSError as err:
+            reason = f"{err.strerror or err}" + (f": {err.filename}" if err.filename else "")
+            for k in self.open:
+                self.sessions[k]._stop(status="failed", error=f"{type(err).__name__}: {reason}")
+            raise RunFailed(f"{reason}; the pack's members are recorded as failed") from None
+        except BaseException as err:
+            for k in self.open:
+                self.sessions[k]._stop(status="failed", error=f"{type(err).__name__}: {err}")
+            raise
+
+    def _train(self, received_signal: Callable[[], int | None]) -> None:
+        trainer = self.cfg["trainer"]
+        members = []
+        for session in self.sessions:
+            session.step0()  # on the member's own model, before it joins the pack
+            data = session.prep.data
+            telemetry = build_telemetry(
+                self.cfg["telemetry"], session.prep.model, session.sink,
+                steps_per_epoch=data.num_batches("train", trainer["batch_size"]),
+            )  # fmt: skip
+            members.append(Member(session.state, session.data_gen, data, session.sink, telemetry))
+        pack = PackedModel([s.prep.model for s in self.sessions], self.device)
+        optimizer = self.make_optimizer(pack.parameters())
+        if not self.sessions[0].fresh:
+            optimizer.load_state_dict(
+                stacked_optimizer_state(
+                    [s.optimizer.state_dict() for s in self.sessions], pack.parameters()
+                )
+            )
+        for session in self.sessions:
+            session.optimizer = None  # the pack's optimizer holds every member's state
+        self.training = PackedTraining(
+            pack, members, optimizer, self.make_optimizer,
+            epochs=trainer["epochs"], batch_size=trainer["batch_size"],
+            eval_batch_size=trainer["eval_batch_size"], precision=self.sessions[0].prep.precision,
+            on_epoch_end=self._on_epoch_end, on_diverged=self._on_diverged,
+            should_stop=lambda: received_signal() is not None,
+        )  # fmt: skip
+        self.training.run()
+
+    def _on_epoch_end(self, ids: list[int]) -> None:
+        for k in ids:
+            self.sessions[k].on_epoch_end(self.sessions[k].state)
+
+    def _on_diverged(self, k: int) -> None:
+        """A member found diverged: recorded now, before it leaves the pack."""
+        self.summaries[self.ids[k]] = self.sessions[k].finish(self.sessions[k].state, None)
+        self.open.remove(k)
+
+    def _finish(self, signum: int | None) -> dict[int, dict[str, Any]]:
+        interrupted: Interrupted | None = None
+        for k in list(self.open):
+            session = self.sessions[k]
+            if session.state.status == "interrupted":
+                session.checkpoint(session.state)
+            try:
+                self.summaries[self.ids[k]] = session.finish(session.state, signum)
+            except Interrupted as stop:
+                interrupted = stop
+            self.open.remove(k)
+        if interrupted is not None:
+            name = signal.Signals(interrupted.signum).name
+            raise Interrupted(
+                interrupted.signum,
+                self.sessions[0].run_dir,
+                message=f"stopped by {name}; every member still training saved a checkpoint in "
+                "its run directory. Run the same command to continue.",
+            )
+        return self.summaries
