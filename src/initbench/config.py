@@ -318,13 +318,50 @@ def check_config(cfg: Mapping[str, Any]) -> None:
         )
 
 
+# The pack node of conf/pack.yaml (initbench.cli.pack): the members, and how many at once.
+PACK_SCHEMA: dict[str, Any] = {
+    "inits": Field("str_list"),
+    "seeds": Field("int_list", low=0),
+    "members": Field("str_list", nullable=True),
+    "dirs": Field("str_list", nullable=True),
+    "max_members": Int(1, nullable=True),
+}
+
+
+def check_pack_config(cfg: Mapping[str, Any]) -> None:
+    """Check conf/pack.yaml's composed config: the ``pack`` node, then the rest as a run's.
+
+    Raises:
+        UserError: as :func:`check_config`; and empty member lists, or ``pack.dirs`` whose
+            length is not the number of members.
+    """
+    if "pack" not in cfg:
+        raise UserError("pack is missing from the config (compose conf/pack.yaml)")
+    pack = cfg["pack"]
+    _check_node("pack", pack, PACK_SCHEMA)
+    check_config({k: v for k, v in cfg.items() if k != "pack"})
+    if pack["members"] is None:
+        for key in ("inits", "seeds"):
+            if not pack[key]:
+                raise UserError(f"pack.{key} must list at least one value (got [])")
+        n = len(pack["inits"]) * len(pack["seeds"])
+    else:
+        if not pack["members"]:
+            raise UserError("pack.members must list at least one member, or be null (got [])")
+        n = len(pack["members"])
+    if pack["dirs"] is not None and len(pack["dirs"]) != n:
+        raise UserError(
+            f"pack.dirs must list one run directory per member ({n}) (got {len(pack['dirs'])})"
+        )
+
+
 # ----------------------------------------------------------------------------- Hydra glue
 
 # The config folder: the repository's conf/ (an editable install, as scripts/setup.sh makes),
 # or $INITBENCH_CONF_DIR.
 CONF_DIR = Path(os.environ.get("INITBENCH_CONF_DIR", Path(__file__).resolve().parents[2] / "conf"))
 # The config each entry point composes, by program name (src/<name>.py, initbench-<name>).
-ENTRY_CONFIGS = {"train": "train", "diagnose": "diagnose"}
+ENTRY_CONFIGS = {"train": "train", "diagnose": "diagnose", "pack": "pack"}
 
 
 def wandb_run_dir(default: str) -> str:

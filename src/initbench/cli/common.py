@@ -24,9 +24,14 @@ def fail(err: UserError) -> NoReturn:
     sys.exit(2)
 
 
-def hydra_app(task: Callable[[DictConfig], None], program: str) -> Callable[[], None]:
-    """``task`` as a Hydra app composing the config of ``program`` (config.ENTRY_CONFIGS).
-    An output folder that cannot be written is one line, before Hydra tries to create it."""
+def hydra_app(
+    task: Callable[[DictConfig], None],
+    program: str,
+    check: Callable[[dict], None] = check_config,
+) -> Callable[[], None]:
+    """``task`` as a Hydra app composing the config of ``program`` (config.ENTRY_CONFIGS),
+    checked by ``check`` before Hydra creates the run directory. An output folder that cannot
+    be written is one line, before Hydra tries to create it."""
     register_resolvers()
     main = hydra.main(
         config_path=str(CONF_DIR), config_name=ENTRY_CONFIGS[program], version_base="1.3"
@@ -34,13 +39,15 @@ def hydra_app(task: Callable[[DictConfig], None], program: str) -> Callable[[], 
 
     def app() -> None:
         check_output_dir(sys.argv[1:])
-        check_before_hydra(ENTRY_CONFIGS[program], sys.argv[1:])
+        check_before_hydra(ENTRY_CONFIGS[program], sys.argv[1:], check)
         main(task)()
 
     return app
 
 
-def check_before_hydra(config_name: str, argv: Sequence[str]) -> None:
+def check_before_hydra(
+    config_name: str, argv: Sequence[str], check: Callable[[dict], None] = check_config
+) -> None:
     """Compose and check the config before Hydra creates the run directory, so a bad value or
     a misspelt key (``model.widht=64``, with or without ``+``) is one line (exit 2) and leaves
     no folder behind. Left to Hydra: flags (``--help``, ``-m``, ...) and its own composition
@@ -62,7 +69,7 @@ def check_before_hydra(config_name: str, argv: Sequence[str]) -> None:
         except ConfigCompositionException:
             return
     try:
-        check_config(cfg)
+        check(cfg)
     except UserError as err:
         fail(err)
 

@@ -10,6 +10,8 @@ finite edges, at most 512 bins: W&B's limit), so no sink bins raw tensors itself
 from __future__ import annotations
 
 import logging
+import secrets
+import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,7 +154,9 @@ class WandbSink:
         import wandb
 
         if packed and run_id is None:  # never the W&B agent's WANDB_RUN_ID: one id per member
-            run_id = wandb.util.generate_id()
+            run_id = "".join(
+                secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8)
+            )
 
         self._wandb = wandb
         kwargs = dict(

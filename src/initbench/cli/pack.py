@@ -1,0 +1,166 @@
+"""``initbench-pack`` / ``python src/pack.py``: train several inits and seeds of one network
+together (conf/pack.yaml; :mod:`initbench.run_pack`).
+
+The command line takes train.py's overrides for everything the members share; ``pack.inits``
+x ``pack.seeds`` (or ``pack.members``, one override string each) say what differs. Each member's
+config is composed as ``python src/train.py <shared overrides> <member overrides>`` would
+compose it, so a member is exactly the run that command would train, in its own directory.
+Exit codes as train.py's: 2 for bad input, 1 for a failed run, 128 + signal after a stop.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra import compose
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from initbench.cli.common import fail, hydra_app
+from initbench.config import CONF_DIR, check_pack_config
+from initbench.errors import Interrupted, RunFailed, UserError
+from initbench.io import safe_name, write_json_atomic
+from initbench.run_pack import run_pack
+
+# The pack's own fields, never passed on to its members.
+OWN = ("pack", "run_name", "hydra")
+# What a member's overrides may set: what PACK_VARIES allows to differ.
+MEMBER_KEYS = ("init", "seed")
+
+
+def member_overrides(pack: Mapping[str, Any]) -> list[list[str]]:
+    """Each member's overrides: ``pack.members`` split like a shell line, else every
+    ``init=<i> seed=<s>`` of ``pack.inits`` x ``pack.seeds``.
+
+    Raises:
+        UserError: an init option that does not exist, or a member override of anything but
+            init and seed.
+    """
+    if pack["members"] is not None:
+        members = [shlex.split(m) for m in pack["members"]]
+    else:
+        members = [[f"init={i}", f"seed={s}"] for i in pack["inits"] for s in pack["seeds"]]
+    options = sorted(p.stem for p in (CONF_DIR / "init").glob("*.yaml"))
+    for n, overrides in enumerate(members, start=1):
+        for o in overrides:
+            key, _, value = o.lstrip("+~").partition("=")
+            if key.split(".")[0] not in MEMBER_KEYS:
+                raise UserError(
+                    f"pack member {n} ({' '.join(overrides)}): {key} cannot differ between "
+                    f"members; a member may set only init, init.* and seed (set {key} for "
+                    "the whole pack instead)"
+                )
+            if key == "init" and value not in options:
+                raise UserError(
+                    f"pack member {n}: init must be one of {', '.join(options)} (got {value!r})"
+                )
+    return members
+
+
+def shared_overrides(task: Sequence[str]) -> list[str]:
+    """The command line's overrides that every member gets (not the pack's own fields).
+
+    Raises:
+        UserError: ``init=``/``seed=`` on the command line (they are chosen per member).
+    """
+    shared = []
+    for o in task:
+        key = o.lstrip("+~").split("=", 1)[0]
+        if key.split(".")[0] in OWN:
+            continue
+        if key.split(".")[0] in MEMBER_KEYS:
+            raise UserError(
+                f"{key} is chosen per member in a pack: use pack.inits / pack.seeds or "
+                f"pack.members (got {o})"
+            )
+        shared.append(o)
+    return shared
+
+
+def check(cfg: dict) -> None:
+    """Before Hydra creates the pack's folder: the pack node, the shared config, and every
+    member's overrides."""
+    check_pack_config(cfg)
+    member_overrides(cfg["pack"])
+    shared_overrides(sys.argv[1:])
+
+
+def compose_member(overrides: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """A member's resolved config and group choices, as train.py would compose them (its run
+    name uses its own ``init`` choice, e.g. normal_std10)."""
+    cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    hydra_config = HydraConfig.instance()
+    own = hydra_config.cfg
+    hydra_config.set_config(cfg)  # the choice resolver reads the member's choices
+    try:
+        choices = dict(cfg.hydra.runtime.choices)
+        plain = cfg.copy()
+        with open_dict(plain):
+            del plain["hydra"]
+        return OmegaConf.to_container(plain, resolve=True), choices
+    finally:
+        hydra_config.cfg = own
+
+
+def _pack(cfg: DictConfig) -> None:
+    hydra_cfg = HydraConfig.get()
+    pack_dir = Path(hydra_cfg.runtime.output_dir)
+    try:
+        pack = OmegaConf.to_container(cfg.pack, resolve=True)
+        shared = shared_overrides(list(hydra_cfg.overrides.task))
+        members = [compose_member(shared + m) for m in member_overrides(pack)]
+        dirs = pack["dirs"] or [pack_dir / safe_name(c["run_name"]) for c, _ in members]
+        index = {
+            "pack": cfg.run_name,
+            "shared_overrides": shared,
+            "members": [
+                {"run_name": c["run_name"], "overrides": m, "run_dir": str(d)}
+                for (c, _), m, d in zip(members, member_overrides(pack), dirs, strict=True)
+            ],
+        }
+        write_json_atomic(pack_dir / "pack.json", index)
+        summaries = run_pack(
+            [c for c, _ in members],
+            dirs,
+            make_optimizer=instantiate(cfg.optimizer),
+            choices=[ch for _, ch in members],
+            max_members=pack["max_members"],
+        )
+    except UserError as err:
+        fail(err)
+    except RunFailed as err:
+        print(f"initbench: error: {err}", file=sys.stderr)
+        sys.exit(1)
+    except Interrupted as stop:
+        print(f"initbench: {stop}", file=sys.stderr)
+        sys.exit(128 + stop.signum)
+    for entry, summary in zip(index["members"], summaries, strict=True):
+        entry.update(status=summary.get("status"), best_val_acc=summary.get("best_val_acc"))
+    write_json_atomic(pack_dir / "pack.json", index)
+    print(format_outcomes(index["members"]))
+    print(f"pack folder: {pack_dir}")
+    if any(e["status"] == "failed" for e in index["members"]):
+        sys.exit(1)
+
+
+def format_outcomes(members: Sequence[Mapping[str, Any]]) -> str:
+    """One line per member: run name, status, best val acc, run directory."""
+    width = max(len(m["run_name"]) for m in members)
+    lines = []
+    for m in members:
+        acc = m.get("best_val_acc")
+        acc_text = f"{acc:.4f}" if isinstance(acc, float) else "-"
+        lines.append(
+            f"{m['run_name']:<{width}}  {m.get('status') or '-':<11} {acc_text:>7}  {m['run_dir']}"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Train a pack; ``--help`` lists groups and fields."""
+    hydra_app(_pack, "pack", check)()
