@@ -6,6 +6,7 @@ Usage (``initbench-sweep`` is the same command):
     python scripts/local_sweep.py sweeps/circles.yaml --parallel 2    # again: skips what is done
     python scripts/local_sweep.py sweeps/grid.yaml --check --dry-run  # compose every combination
     python scripts/local_sweep.py my_random.yaml --count 20 --seed 0  # method: random
+    python scripts/local_sweep.py sweeps/grid.yaml --pack             # init x seed packed
 
 Each combination runs the file's command (as a W&B agent would) in its own folder,
 <out>/<combination name>; a re-run skips combinations whose summary.json says finished or
@@ -43,6 +44,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--parallel", type=int, default=1, help="processes at a time (default 1)")
     parser.add_argument(
+        "--pack",
+        type=int,
+        nargs="?",
+        const=0,
+        metavar="K",
+        help="train the combinations that differ only in init and seed together, as packs of "
+        "at most K members (default: as many as fit in memory); see src/pack.py",
+    )
+    parser.add_argument(
         "--count", type=int, help="random: number of draws (default: run_cap); grid: at most N"
     )
     parser.add_argument("--seed", type=int, default=0, help="random: seed of the draws (default 0)")
@@ -64,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             wandb_mode=args.wandb_mode,
             echo=echo,
+            pack=args.pack,
         )
     except SweepError as err:
         print(f"local_sweep: error: {err}", file=sys.stderr)

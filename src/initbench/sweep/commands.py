@@ -28,12 +28,25 @@ def build_command(
     sweep: Sweep, combo: Combination, run_dir: str | Path, interpreter: str | None = None
 ) -> list[str]:
     """The process a W&B agent would start for ``combo``, plus ``hydra.run.dir=<run_dir>``."""
+    return fill_command(sweep, sweep.program, combo.args, run_dir, interpreter)
+
+
+def fill_command(
+    sweep: Sweep,
+    program: str,
+    args: Sequence[str],
+    run_dir: str | Path,
+    interpreter: str | None = None,
+) -> list[str]:
+    """The sweep's ``command`` with its macros filled in as a W&B agent fills them
+    (``${program}`` -> ``program``, ``${args_no_hyphens}`` -> ``args``), plus
+    ``hydra.run.dir=<run_dir>``."""
     macros = {
         "${env}": [] if os.name == "nt" else ["/usr/bin/env"],
         "${interpreter}": [interpreter or sys.executable],
-        "${program}": [sweep.program],
-        "${args_no_hyphens}": combo.args,
-        "${args}": [f"--{a}" for a in combo.args],
+        "${program}": [program],
+        "${args_no_hyphens}": list(args),
+        "${args}": [f"--{a}" for a in args],
     }
     cmd: list[str] = []
     for part in sweep.command:

@@ -28,7 +28,8 @@ from typing import IO, Any
 from initbench.io import dumps_strict, read_json, safe_name
 from initbench.signals import handling_signals
 from initbench.sweep.combinations import Combination, combinations, varying_keys
-from initbench.sweep.commands import build_command, compose_combinations
+from initbench.sweep.commands import compose_combinations
+from initbench.sweep.jobs import Job, pack_jobs, single_jobs
 from initbench.sweep.spec import Sweep, SweepError, load_sweep
 
 DONE = ("finished", "diverged")  # a combination in one of these states is not run again
@@ -164,6 +165,7 @@ def run_local_sweep(
     root: str | Path = ".",
     echo: Callable[[str], None] = print,
     env: Mapping[str, str] | None = None,
+    pack: int | None = None,
 ) -> list[Outcome]:
     """Run every combination not yet done, ``parallel`` processes at a time.
 
@@ -173,6 +175,10 @@ def run_local_sweep(
     SIGTERM stops the running combinations (they checkpoint) and launches no more; running
     the same call again continues.
 
+    ``pack``: train the combinations that differ only in init and seed as packs of at most
+    ``pack`` members (0: no limit but memory), one process each (:mod:`initbench.sweep.jobs`);
+    each member still runs in its combination's folder.
+
     Returns:
         One outcome per combination, in ``combos`` order.
     """
@@ -181,6 +187,10 @@ def run_local_sweep(
     _check_runnable(sweep, root, parallel)
     write_index(sweep, combos, out_dir)
     outcomes, pending = _done_before(combos, out_dir, sweep.metric_name)
+    if pack is None:
+        jobs = single_jobs(sweep, pending, out_dir)
+    else:
+        jobs = pack_jobs(sweep, pending, out_dir, max_members=pack or None)
     total = len(combos)
     local = _LocalRun(
         sweep,
@@ -194,11 +204,12 @@ def run_local_sweep(
     )
     echo(
         f"local sweep {sweep.name} ({sweep.method}): {total} combinations, "
-        f"{total - len(pending)} already done, {len(pending)} to run, {parallel} at a time, "
-        f"W&B {wandb_mode} -> {out_dir}"
+        f"{total - len(pending)} already done, {len(pending)} to run"
+        + (f" in {len(jobs)} processes" if pack is not None else "")
+        + f", {parallel} at a time, W&B {wandb_mode} -> {out_dir}"
     )
     with handling_signals(local.stop_all, (signal.SIGINT, signal.SIGTERM)):
-        outcomes.update(local.run(pending, parallel))
+        outcomes.update(local.run(jobs, parallel))
     for combo in combos:  # not started: stopped by a signal first
         if combo.index not in outcomes:
             outcomes[combo.index] = read_outcome(combo, out_dir / combo.name, sweep.metric_name)
@@ -232,10 +243,10 @@ def _done_before(
 
 @dataclass
 class _Child:
-    """A combination's running process."""
+    """A job's running process."""
 
     proc: subprocess.Popen
-    combo: Combination
+    job: Job
     t0: float  # time.perf_counter() at launch
     log: IO[str]  # local_sweep.log, the process's stdout and stderr
 
@@ -252,15 +263,15 @@ class _LocalRun:
     total: int  # combinations in the sweep
     ended: int  # of those: done before, or ended since
     echo: Callable[[str], None]
-    running: dict[int, _Child] = field(default_factory=dict)  # by combination index
+    running: dict[str, _Child] = field(default_factory=dict)  # by job name
     signals: list[int] = field(default_factory=list)  # received: launch no more
     start: float = field(default_factory=time.perf_counter)
 
-    def run(self, pending: Sequence[Combination], parallel: int) -> dict[int, Outcome]:
-        """Launch ``pending`` in order, ``parallel`` at a time, until all have ended or a
+    def run(self, jobs: Sequence[Job], parallel: int) -> dict[int, Outcome]:
+        """Launch ``jobs`` in order, ``parallel`` at a time, until all have ended or a
         signal stopped the sweep and the running ones have ended."""
         outcomes: dict[int, Outcome] = {}
-        queue = list(pending)
+        queue = list(jobs)
         while queue or self.running:
             while queue and len(self.running) < parallel and not self.signals:
                 self.launch(queue.pop(0))
@@ -270,11 +281,10 @@ class _LocalRun:
             outcomes.update(self.reap())
         return outcomes
 
-    def launch(self, combo: Combination) -> None:
-        run_dir = self.out_dir / combo.name
-        run_dir.mkdir(parents=True, exist_ok=True)
-        cmd = build_command(self.sweep, combo, run_dir)
-        log = open(run_dir / LOG, "a")
+    def launch(self, job: Job) -> None:
+        job.folder.mkdir(parents=True, exist_ok=True)
+        cmd = job.cmd
+        log = open(job.folder / LOG, "a")
         log.write(f"\n$ {' '.join(cmd)}\n")
         log.flush()
         # own process group: a Ctrl-C reaches the children only through stop_all; and a
@@ -288,21 +298,25 @@ class _LocalRun:
             start_new_session=True,
             preexec_fn=_stop_with_parent(),
         )
-        self.running[combo.index] = _Child(proc, combo, time.perf_counter(), log)
-        self.echo(
-            f"[started {self.ended + len(self.running)}/{self.total}] {combo.label(self.keys)}"
-            f"  (elapsed {self._elapsed()})"
-        )
+        self.running[job.name] = _Child(proc, job, time.perf_counter(), log)
+        started = self.ended + sum(len(c.job.combos) for c in self.running.values())
+        if job.packed:
+            shared = [k for k in self.keys if k.split(".")[0] not in ("init", "seed")]
+            what = f"pack of {len(job.combos)}: {job.combos[0].label(shared)}".rstrip(": ")
+        else:
+            what = job.combos[0].label(self.keys)
+        self.echo(f"[started {started}/{self.total}] {what}  (elapsed {self._elapsed()})")
 
     def reap(self) -> dict[int, Outcome]:
         """The outcomes of the processes that have ended since the last call, recorded."""
         outcomes = {}
-        for index, child in list(self.running.items()):
+        for name, child in list(self.running.items()):
             returncode = child.proc.poll()
             if returncode is not None:
                 child.log.close()
-                del self.running[index]
-                outcomes[index] = self._ended(child, returncode)
+                del self.running[name]
+                for combo in child.job.combos:
+                    outcomes[combo.index] = self._ended(child, combo, returncode)
         return outcomes
 
     def stop_all(self, signum: int, frame: FrameType | None = None) -> None:
@@ -316,13 +330,13 @@ class _LocalRun:
             if child.proc.poll() is None:
                 child.proc.send_signal(signal.SIGTERM)
 
-    def _ended(self, child: _Child, returncode: int) -> Outcome:
-        """Record a process that has ended, say so, and return its outcome."""
+    def _ended(self, child: _Child, combo: Combination, returncode: int) -> Outcome:
+        """Record a combination whose process has ended, say so, and return its outcome."""
         self.ended += 1
-        combo, run_dir = child.combo, self.out_dir / child.combo.name
+        run_dir = self.out_dir / combo.name
         metric = self.sweep.metric_name
         wall = time.perf_counter() - child.t0
-        record = _write_record(self.sweep, combo, run_dir, returncode, wall)
+        record = _write_record(child.job, combo, run_dir, returncode, wall)
         status, error = record["status"], record["error"]
         outcome = read_outcome(combo, run_dir, metric)
         outcome.status, outcome.returncode = status, returncode
@@ -373,18 +387,20 @@ def _stop_with_parent() -> Callable[[], None] | None:
 
 
 def _write_record(
-    sweep: Sweep, combo: Combination, run_dir: Path, returncode: int, wall_s: float
+    job: Job, combo: Combination, run_dir: Path, returncode: int, wall_s: float
 ) -> dict[str, Any]:
     """``local_sweep.json`` for a combination whose process has ended: its command, exit
-    code, status, wall time and, if it failed, the log's last error line."""
+    code, status, wall time and, if it failed, the log's last error line (a pack's: the
+    pack's log, ``pack`` names its folder)."""
     status = _status_after(returncode, run_dir)
     record = {
         "params": dict(combo.params),
-        "command": build_command(sweep, combo, run_dir),
+        "command": job.cmd,
+        "pack": str(job.folder) if job.packed else None,
         "returncode": returncode,
         "status": status,
         "wall_s": wall_s,
-        "error": _last_error_line(run_dir / LOG) if status == "failed" else None,
+        "error": _last_error_line(job.folder / LOG) if status == "failed" else None,
     }
     (run_dir / RECORD).write_text(dumps_strict(record, indent=2, default=str))
     return record
@@ -447,8 +463,10 @@ def local_sweep(
     seed: int = 0,
     wandb_mode: str = "offline",
     echo: Callable[[str], None] = print,
+    pack: int | None = None,
 ) -> int:
     """``scripts/local_sweep.py``: list, check or run a sweep file; returns the exit code.
+    ``pack``: as for :func:`run_local_sweep`.
 
     0: every combination finished or diverged (or the listing/check passed); 1: some failed
     (or did not compose, with ``check``); 128 + signal number: stopped by a signal.
@@ -478,14 +496,20 @@ def local_sweep(
             state = read_outcome(combo, out_dir / combo.name).status
             mark = "" if state == "pending" else f"  [{state}]"
             echo(f"  {combo.index + 1:>{width}}  {combo.label(keys)}{mark}")
-        if combos:
+        if pack is not None:
+            jobs = pack_jobs(sweep, combos, out_dir.resolve(), max_members=pack or None)
+            packs = [j for j in jobs if j.packed]
             echo(
-                "first command: "
-                + " ".join(build_command(sweep, combos[0], out_dir / combos[0].name))
+                f"--pack: {len(jobs)} processes, {len(packs)} of them packs of "
+                f"{', '.join(sorted({str(len(j.combos)) for j in packs})) or '-'} members"
             )
+        else:
+            jobs = single_jobs(sweep, combos, out_dir)
+        if jobs:
+            echo("first command: " + " ".join(jobs[0].cmd))
         return 0
     outcomes = run_local_sweep(
-        sweep, combos, out_dir, parallel=parallel, wandb_mode=wandb_mode, echo=echo
+        sweep, combos, out_dir, parallel=parallel, wandb_mode=wandb_mode, echo=echo, pack=pack
     )
     echo("")
     echo(results_table(sweep, outcomes))
