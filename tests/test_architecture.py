@@ -16,9 +16,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "initbench"
 # Lower layers never import higher ones (README, Architecture).
 LAYERS = {
     "entry": {"cli"},
-    "tools": {"run", "diagnose", "sweep", "report", "bench"},
+    "tools": {"run", "run_pack", "diagnose", "sweep", "report", "bench"},
     "build": {"config", "build", "checkpoint", "errors", "lock", "signals"},
-    "library": {"engine", "inits", "models", "data", "telemetry", "io", "memory"},
+    "library": {"engine", "packing", "inits", "models", "data", "telemetry", "io", "memory"},
 }
 RANK = {unit: rank for rank, units in enumerate(reversed(LAYERS.values())) for unit in units}
 
@@ -104,9 +104,10 @@ def test_nothing_imports_upward():
 def test_tools_never_import_each_other_or_the_orchestrator():
     tools = LAYERS["tools"]
     graph = import_graph()
-    # A fresh run writes the step-0 report; the grid estimate reads sweep files through the
-    # sweep package's public API.
-    allowed = {("run", "diagnose"), ("bench", "sweep")}
+    # A fresh run writes the step-0 report; a pack's members are runs (run_pack builds on
+    # run's steps and session); the grid estimate reads sweep files through the sweep
+    # package's public API.
+    allowed = {("run", "diagnose"), ("run_pack", "run"), ("bench", "sweep")}
     crossing = [
         f"{unit} -> {target}"
         for unit in tools

@@ -332,23 +332,16 @@ def check_pack_config(cfg: Mapping[str, Any]) -> None:
     """Check conf/pack.yaml's composed config: the ``pack`` node, then the rest as a run's.
 
     Raises:
-        UserError: as :func:`check_config`; and empty member lists, or ``pack.dirs`` whose
-            length is not the number of members.
+        UserError: as :func:`check_config`; and ``pack.dirs`` whose length is not the
+            number of members.
     """
     if "pack" not in cfg:
         raise UserError("pack is missing from the config (compose conf/pack.yaml)")
     pack = cfg["pack"]
     _check_node("pack", pack, PACK_SCHEMA)
     check_config({k: v for k, v in cfg.items() if k != "pack"})
-    if pack["members"] is None:
-        for key in ("inits", "seeds"):
-            if not pack[key]:
-                raise UserError(f"pack.{key} must list at least one value (got [])")
-        n = len(pack["inits"]) * len(pack["seeds"])
-    else:
-        if not pack["members"]:
-            raise UserError("pack.members must list at least one member, or be null (got [])")
-        n = len(pack["members"])
+    members = pack["members"]
+    n = len(pack["inits"]) * len(pack["seeds"]) if members is None else len(members)
     if pack["dirs"] is not None and len(pack["dirs"]) != n:
         raise UserError(
             f"pack.dirs must list one run directory per member ({n}) (got {len(pack['dirs'])})"
