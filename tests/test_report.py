@@ -492,3 +492,72 @@ def test_the_newest_of_repeated_combinations_is_kept(runs_folder, tmp_path):
     assert runset.runs["run_id"].tolist() == ["new"]
     assert runset.runs["best_val_acc"].tolist() == [0.75]
     assert any("kept the newest" in note and "old" in note for note in runset.notes)
+
+
+# ---- statistics: bootstrap intervals over seeds, ties with the best ------------------------------
+
+
+def synthetic_runs(scores: dict[str, list[float]], **cfg_overrides: str) -> list[RawRun]:
+    """Finished circles runs, one per (scheme, seed), whose best val accuracy is given."""
+    raws = []
+    for init, values in scores.items():
+        cfg = compose_dict(["dataset=circles", f"init={init}"])
+        for seed, acc in enumerate(values):
+            rows = [{"epoch": 1, "step": 10, "val/acc": acc, "val/loss": 1.0, "train/loss": 1.0,
+                     "train/acc": acc}]  # fmt: skip
+            summary = {
+                "status": "finished",
+                "epochs_completed": 1,
+                "best_val_acc": acc,
+                "final": {"val_acc": acc, "val_loss": 1.0, "train_loss": 1.0, "train_acc": acc},
+                "choices": {"init": init, "seed": seed},
+                "num_classes": 2,
+            }
+            run_cfg = {**cfg, "seed": seed}
+            raws.append(RawRun(f"{init}-{seed}", "syn", run_cfg, summary, rows, []))
+    return raws
+
+
+def test_bootstrap_interval_matches_the_normal_interval_and_is_reproducible():
+    from initbench.report.tables import bootstrap_ci
+
+    x = np.random.default_rng(3).normal(0.8, 0.02, size=40)
+    lo, hi = bootstrap_ci(x)
+    half = 1.96 * x.std(ddof=1) / np.sqrt(x.size)  # the CLT interval for the mean
+    assert (hi - lo) / 2 == pytest.approx(half, rel=0.15)
+    assert (lo + hi) / 2 == pytest.approx(x.mean(), abs=0.2 * half)
+    assert bootstrap_ci(x) == (lo, hi)  # fixed seed: the same every time
+    assert all(np.isnan(bootstrap_ci([0.9])))
+    lo3, hi3 = bootstrap_ci([0.80, 0.85, 0.90])
+    assert 0.80 <= lo3 < 0.85 < hi3 <= 0.90  # never wider than the seeds' range
+
+
+def test_leaderboards_mark_ties_state_the_rule_and_write_leaderboard_csv(tmp_path):
+    from initbench.report.tables import LEADERBOARD_COLUMNS
+
+    scores = {
+        "kaiming_normal": [0.90, 0.91, 0.92, 0.93, 0.94],
+        "xavier_uniform": [0.89, 0.90, 0.91, 0.92, 0.93],  # overlaps the best: tied
+        "lecun_normal": [0.50, 0.52, 0.51],  # far below: not tied; 3 seeds: flagged
+        "zeros": [0.40],  # 1 seed: undefined interval, tie unknown
+    }
+    runset = assemble("synthetic", synthetic_runs(scores))
+    files = build_report(runset, tmp_path / "a", hist_schemes=0)
+    board = pd.read_csv(files.leaderboard_csv)
+    assert list(board.columns) == LEADERBOARD_COLUMNS
+    by = board.set_index("scheme")
+    assert list(board["scheme"]) == ["kaiming_normal", "xavier_uniform", "lecun_normal", "zeros"]
+    assert by.loc["kaiming_normal", "ci_low"] < 0.92 < by.loc["kaiming_normal", "ci_high"]
+    assert by.loc["kaiming_normal", "tied_with_best"] == True  # noqa: E712 (csv: object column)
+    assert by.loc["xavier_uniform", "tied_with_best"] == True  # noqa: E712
+    assert by.loc["lecun_normal", "tied_with_best"] == False  # noqa: E712
+    assert pd.isna(by.loc["zeros", "tied_with_best"]) and pd.isna(by.loc["zeros", "ci_low"])
+    text = files.summary_md.read_text()
+    assert "bootstrap over seeds" in text and "undefined for 1 seed" in text
+    assert "overlaps the best" in text  # the rule, stated
+    assert "undefined (1 seed)" in text and "only 3 seeds: unreliable, read as wide" in text
+    assert re.search(r"\| xavier_uniform \|.*\| yes \|", text)
+    assert re.search(r"\| lecun_normal \|.*\| no \|", text)
+    assert "bootstrap over seeds" in files.index_html.read_text()
+    again = build_report(runset, tmp_path / "b", hist_schemes=0)
+    assert again.leaderboard_csv.read_text() == files.leaderboard_csv.read_text()
