@@ -315,3 +315,11 @@ def test_cli_writes_the_jacobian_spectrum(tmp_path):
     jac = json.loads((tmp_path / "diagnose.json").read_text())["jacobian"]
     assert set(jac) >= {"singular_values", "mean_sq", "max", "min", "method", "inputs"}
     assert len(jac["singular_values"]) == 4 * 2  # circles: 2 logits per input
+
+
+def test_a_non_finite_jacobian_is_reported_as_null_not_a_crash(tmp_path):
+    overrides = [*SMALL, "model.depth=3", "init=normal", "init.std=1e30"]  # overflows to inf
+    report = run_diagnose(compose_dict(overrides), tmp_path)
+    jac = json.loads((tmp_path / "diagnose.json").read_text())["jacobian"]
+    assert jac["singular_values"] == [None] * 8 and jac["nonfinite"] == 8
+    assert jac["max"] is None and report["jacobian"]["mean_sq"] is None

@@ -561,3 +561,81 @@ def test_leaderboards_mark_ties_state_the_rule_and_write_leaderboard_csv(tmp_pat
     assert "bootstrap over seeds" in files.index_html.read_text()
     again = build_report(runset, tmp_path / "b", hist_schemes=0)
     assert again.leaderboard_csv.read_text() == files.leaderboard_csv.read_text()
+
+
+# ---- the edge-of-chaos figure -------------------------------------------------------------------
+
+
+def mean_field_runs(sigma_w2s, depths, accuracy) -> list[RawRun]:
+    """Finished tanh mean_field runs on FashionMNIST (10 classes), σ_b² = 0.05, one per
+    (σ_w², depth), with the best val accuracy ``accuracy(σ_w², depth)``; no data is loaded."""
+    base = compose_dict(["experiment=fashion_mlp", "activation=tanh", "init=mean_field"])
+    raws = []
+    for sw in sigma_w2s:
+        for depth in depths:
+            acc = accuracy(sw, depth)
+            cfg = {
+                **base,
+                "init": {**base["init"], "sigma_w2": sw, "sigma_b2": 0.05},
+                "model": {**base["model"], "depth": depth},
+            }
+            summary = {
+                "status": "finished",
+                "epochs_completed": 1,
+                "best_val_acc": acc,
+                "final": {"val_acc": acc, "val_loss": 1.0, "train_loss": 1.0, "train_acc": acc},
+                "choices": {"init": "mean_field", "seed": 0},
+                "num_classes": 10,
+            }
+            rows = [{"epoch": 1, "step": 10, "val/acc": acc, "val/loss": 1.0, "train/loss": 1.0,
+                     "train/acc": acc}]  # fmt: skip
+            raws.append(RawRun(f"sw{sw}-d{depth}", "eoc", cfg, summary, rows, []))
+    return raws
+
+
+def test_edge_of_chaos_figure_draws_the_grid_with_theory_over_it(tmp_path):
+    from initbench.report.tables import edge_of_chaos_tables
+    from initbench.theory import critical_sigma_w2, mean_field
+
+    sigma_w2s, depths = [0.5, 1.0, 1.76, 3.0], [5, 20, 50]
+
+    def accuracy(sw, depth):  # trainable below 6 xi_c, chance above: the paper's picture
+        return 0.85 if depth <= 6 * mean_field("tanh", sw, 0.05).xi_c else 0.1
+
+    runset = assemble("synthetic", mean_field_runs(sigma_w2s, depths, accuracy))
+    (table,) = edge_of_chaos_tables(runset)
+    assert (table["activation"], table["sigma_b2"], table["dataset"]) == (
+        "tanh",
+        0.05,
+        "fashion_mnist",
+    )
+    grid = table["grid"]
+    assert list(grid.index) == depths and list(grid.columns) == sigma_w2s
+    assert grid.loc[5, 1.76] == 0.85 and grid.loc[50, 0.5] == 0.1  # as the runs say
+    theory = table["theory"]
+    assert theory["sigma_w2"].min() == 0.5 and theory["sigma_w2"].max() == 3.0
+    peak = theory.loc[theory["depth_limit"].idxmax(), "sigma_w2"]
+    assert abs(peak - critical_sigma_w2("tanh", 0.05)) < 0.1  # 6 xi_c diverges at chi1 = 1
+    assert table["critical"] == pytest.approx(1.761, abs=0.002)
+    phase = table["phase"]
+    assert phase["sigma_w2_critical"].iloc[0] == pytest.approx(1.0, rel=1e-6)  # tanh, sigma_b2=0
+    assert phase["sigma_w2_critical"].is_monotonic_increasing
+
+    files = build_report(runset, tmp_path, hist_schemes=0)
+    (png,) = [p for p in files.figures if p.name.startswith("edge_of_chaos__")]
+    image = plt_imread(png)
+    assert image.shape[1] >= 1000 and image.std() > 0.05  # drawn, not blank
+    assert png.name in files.index_html.read_text()
+
+
+def test_no_edge_of_chaos_figure_without_a_sigma_w2_by_depth_grid(tmp_path):
+    from initbench.report.tables import edge_of_chaos_tables
+
+    one_depth = mean_field_runs([1.0, 2.0], [10], lambda sw, d: 0.8)
+    assert edge_of_chaos_tables(assemble("synthetic", one_depth)) == []
+
+
+def plt_imread(path: Path) -> np.ndarray:
+    from matplotlib.image import imread
+
+    return imread(path)

@@ -55,8 +55,9 @@ import torch
 
 from initbench.models.activations import make_activation
 
-NODES = 100  # Gauss-Legendre nodes per half-line (and per radius)
-ANGLE_NODES = 32  # Gauss-Legendre nodes per angular sector of the 2-D rule
+NODES = 100  # Gauss-Legendre nodes per half-line
+RADIAL_NODES = 48  # Gauss-Legendre nodes in the radius of the 2-D rule
+ANGLE_NODES = 16  # Gauss-Legendre nodes per angular sector of the 2-D rule
 Z_MAX = 12.0  # the rules stop at 12 standard deviations (the tail mass is ~1e-33)
 Q_ZERO = 1e-12  # below this q the signal counts as vanished
 Q_EVAL_ZERO = 1e-20  # where the slopes of a vanishing signal are evaluated
@@ -114,15 +115,20 @@ def _grid() -> tuple[torch.Tensor, torch.Tensor]:
 @cache
 def _radial() -> tuple[torch.Tensor, torch.Tensor]:
     """Radial rule for the 2-D integrals: sum(w g(r)) = integral of r exp(-r^2/2) g(r) dr."""
-    x, w = np.polynomial.legendre.leggauss(NODES)
+    x, w = np.polynomial.legendre.leggauss(RADIAL_NODES)
     r = (x + 1) * Z_MAX / 2
     return torch.as_tensor(r), torch.as_tensor(w * Z_MAX / 2 * r * np.exp(-(r**2) / 2))
+
+
+@cache
+def _legendre(n: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.polynomial.legendre.leggauss(n)
 
 
 def _angular(kinks: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
     """Angles in [0, 2 pi) and weights summing to 1: Gauss-Legendre on each sector between
     consecutive ``kinks`` (the rays where an integrand is not smooth)."""
-    x, w = np.polynomial.legendre.leggauss(ANGLE_NODES)
+    x, w = _legendre(ANGLE_NODES)
     cuts = sorted({k % (2 * math.pi) for k in kinks})
     cuts = [*cuts, cuts[0] + 2 * math.pi]
     thetas, weights = [], []
@@ -210,8 +216,8 @@ def _q_fixed_point(phi: _Phi, sigma_w2: float, sigma_b2: float) -> tuple[float, 
     return q_star, q_star, "fixed_point"
 
 
-def _pair_moments(phi: _Phi, q: float, c: float) -> tuple[float, float]:
-    """E[phi(u1) phi(u2)] and E[phi'(u1) phi'(u2)] for (u1, u2) of variance q, correlation c.
+def _pair_grid(q: float, c: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(u1, u2, weights) of the 2-D rule for (u1, u2) of variance q and correlation c.
 
     Polar coordinates of (z1, z2), with the angular sectors cut where u1 = 0 or u2 = 0 (the
     kinks of relu, leaky_relu, selu, softsign), so each sector's integrand is smooth.
@@ -222,12 +228,19 @@ def _pair_moments(phi: _Phi, q: float, c: float) -> tuple[float, float]:
     r, wr = _radial()
     z1 = r[None, :] * torch.cos(theta)[:, None]
     z2 = r[None, :] * torch.sin(theta)[:, None]
-    ww = wt[:, None] * wr[None, :]
-    u1 = math.sqrt(q) * z1
-    u2 = math.sqrt(q) * (c * z1 + s * z2)
-    f1, d1, _ = phi.derivatives(u1)
-    f2, d2, _ = phi.derivatives(u2)
-    return float((ww * f1 * f2).sum()), float((ww * d1 * d2).sum())
+    return math.sqrt(q) * z1, math.sqrt(q) * (c * z1 + s * z2), wt[:, None] * wr[None, :]
+
+
+def _pair_mean(phi: _Phi, q: float, c: float) -> float:
+    """E[phi(u1) phi(u2)]."""
+    u1, u2, ww = _pair_grid(q, c)
+    return float((ww * phi(u1) * phi(u2)).sum())
+
+
+def _pair_slope(phi: _Phi, q: float, c: float) -> float:
+    """E[phi'(u1) phi'(u2)]."""
+    u1, u2, ww = _pair_grid(q, c)
+    return float((ww * phi.derivatives(u1)[1] * phi.derivatives(u2)[1]).sum())
 
 
 def _c_fixed_point(phi: _Phi, q: float, sigma_w2: float, sigma_b2: float, chi1: float) -> float:
@@ -241,7 +254,7 @@ def _c_fixed_point(phi: _Phi, q: float, sigma_w2: float, sigma_b2: float, chi1: 
         return 1.0  # c = 1 is stable: the ordered phase (or the transition)
 
     def g(c: float) -> float:
-        return (sigma_w2 * _pair_moments(phi, q, c)[0] + sigma_b2) / norm - c
+        return (sigma_w2 * _pair_mean(phi, q, c) + sigma_b2) / norm - c
 
     # chi1 > 1: just below 1 the map pulls c down (g < 0); at c = 0 it is >= 0 for every
     # registered activation (E[phi(u1) phi(u2)] = E[phi]^2 >= 0 there), so a root lies between.
@@ -255,7 +268,7 @@ def _c_fixed_point(phi: _Phi, q: float, sigma_w2: float, sigma_b2: float, chi1: 
     lo = 0.0
     if g(lo) < 0:  # not expected; search the negative side for completeness
         lo = -1.0
-    for _ in range(60):
+    while hi - lo > 1e-12:
         mid = 0.5 * (lo + hi)
         if g(mid) >= 0:
             lo = mid
@@ -321,7 +334,7 @@ def mean_field(
     chi1 = sigma_w2 * float((w * d1**2).sum())
     q_slope = chi1 + sigma_w2 * float((w * d2 * f).sum())
     c_star = _c_fixed_point(phi, q_eval, sigma_w2, sigma_b2, chi1)
-    chi_c = chi1 if c_star == 1.0 else sigma_w2 * _pair_moments(phi, q_eval, c_star)[1]
+    chi_c = chi1 if c_star == 1.0 else sigma_w2 * _pair_slope(phi, q_eval, c_star)
     return MeanField(
         activation=activation,
         sigma_w2=sigma_w2,

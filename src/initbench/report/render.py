@@ -15,6 +15,7 @@ import pandas as pd
 from initbench.io import safe_name
 from initbench.report.figures import (
     figure_curves,
+    figure_edge_of_chaos,
     figure_heatmap,
     figure_step0,
     figure_weights,
@@ -29,6 +30,7 @@ from initbench.report.tables import (
     best_grid,
     board_rows,
     curve_bands,
+    edge_of_chaos_tables,
     heatmap_grid,
     leaderboard_table,
     leaderboards,
@@ -146,6 +148,15 @@ def build_report(
                 arch,
                 _weights_caption(arch, act, panels),
             )
+    for table in edge_of_chaos_tables(runset):
+        save(
+            figure_edge_of_chaos(table),
+            f"edge_of_chaos__{table['dataset']}__{table['activation']}__sb2_{table['sigma_b2']:g}",
+            "edge of chaos",
+            f"{table['dataset']}, {table['activation']}, σ_b² = {table['sigma_b2']:g}: best val "
+            "accuracy by depth and σ_w² with 6 ξ_c from mean-field theory (Schoenholz et al. 2017, "
+            "Fig. 5), and the χ₁ = 1 phase diagram",
+        )
     if weight_skips:
         notes.append(
             f"weight histograms left out for {len(weight_skips)} run(s): " + "; ".join(weight_skips)

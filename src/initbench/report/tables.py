@@ -606,3 +606,88 @@ def step0_lines(runset: RunSet, arch: str, act: str, order: Sequence[str]) -> pd
         parts.append(part)
     columns = ["variant", "depth", *STEP0_PANELS]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
+
+
+# ----------------------------------------------------------------------------- edge of chaos
+
+XI_C_FACTOR = 6  # Schoenholz et al. 2017: nets train up to depth ~6 xi_c
+THEORY_POINTS = 31  # sigma_w2 values the 6 xi_c curve is computed at
+
+
+def edge_of_chaos_tables(runset: RunSet) -> list[dict[str, Any]]:
+    """The trainability grid of mean_field runs, next to mean-field theory.
+
+    For each (dataset, activation, sigma_b2) whose trained mean_field runs vary both sigma_w2
+    and model.depth (at least two values of each): ``grid``, the mean over seeds of the best val
+    accuracy (a run never evaluated counts as chance) by depth (rows) x sigma_w2 (columns);
+    ``theory``, 6 xi_c against sigma_w2 (:func:`initbench.theory.mean_field`); ``phase``, the
+    chi1 = 1 line sigma_w2(sigma_b2) (:func:`initbench.theory.critical_line`); ``critical``,
+    the critical sigma_w2 at this sigma_b2. Empty when no run set qualifies.
+    """
+    runs = runset.runs
+    trained = runs[runs["status"].isin(TRAINED) & (runs["init"].map(_canonical) == "mean_field")]
+    rows = []
+    for _, r in trained.iterrows():
+        cfg = runset.configs.get(r["run_id"]) or {}
+        hp = {**_scheme_defaults("mean_field"), **_init_hparams(cfg)}
+        depth = (cfg.get("model") or {}).get("depth")
+        act = dict(cfg.get("activation") or {})
+        act.pop("name", None)
+        if depth is None:
+            continue
+        rows.append(
+            {
+                "dataset": r["dataset"],
+                "activation": r["activation"],
+                "act_params": json.dumps(act, sort_keys=True),
+                "sigma_b2": float(hp["sigma_b2"]),
+                "sigma_w2": float(hp["sigma_w2"]),
+                "depth": int(depth),
+                "score": _score(r),
+            }
+        )
+    if not rows:
+        return []
+    table = pd.DataFrame(rows)
+    out = []
+    keys = ["dataset", "activation", "act_params", "sigma_b2"]
+    for (dataset, act, act_params, sigma_b2), g in table.groupby(keys, sort=True):
+        if g["sigma_w2"].nunique() < 2 or g["depth"].nunique() < 2:
+            continue
+        grid = g.pivot_table(index="depth", columns="sigma_w2", values="score", aggfunc="mean")
+        theory, phase, critical = _theory_curves(
+            act, json.loads(act_params), sigma_b2, (g["sigma_w2"].min(), g["sigma_w2"].max())
+        )
+        out.append(
+            {
+                "dataset": dataset,
+                "activation": act,
+                "sigma_b2": sigma_b2,
+                "grid": grid.sort_index().sort_index(axis=1),
+                "theory": theory,
+                "phase": phase,
+                "critical": critical,
+            }
+        )
+    return out
+
+
+def _theory_curves(
+    activation: str, params: dict[str, Any], sigma_b2: float, span: tuple[float, float]
+) -> tuple[pd.DataFrame, pd.DataFrame, float]:
+    """6 xi_c over the swept sigma_w2 span; the chi1 = 1 line; the critical sigma_w2."""
+    from initbench import theory  # numpy and torch: imported only when a figure needs it
+
+    lo, hi = span
+    sigma_w2 = np.linspace(lo, hi, THEORY_POINTS)
+    xi = [theory.mean_field(activation, float(s), sigma_b2, **params).xi_c for s in sigma_w2]
+    curve = pd.DataFrame({"sigma_w2": sigma_w2, "xi_c": xi})
+    curve["depth_limit"] = XI_C_FACTOR * curve["xi_c"]
+    sigma_b2_axis = np.linspace(0.0, max(0.5, 2 * sigma_b2), 11)
+    line = theory.critical_line(activation, sigma_b2_axis, **params)
+    phase = pd.DataFrame({"sigma_b2": sigma_b2_axis, "sigma_w2_critical": line})
+    try:
+        critical = theory.critical_sigma_w2(activation, sigma_b2, **params)
+    except theory.NoTransition:
+        critical = math.nan
+    return curve, phase, critical

@@ -39,7 +39,10 @@ def _per_example(model: nn.Module, shape: tuple[int, ...]):
 
 def _exact(f, v: Tensor, out_dim: int) -> Tensor:
     jac = torch.func.jacrev(f)(v) if out_dim <= v.numel() else torch.func.jacfwd(f)(v)
-    return torch.linalg.svdvals(jac.detach().double())
+    jac = jac.detach().double()
+    if not torch.isfinite(jac).all():  # overflowed weights or activations: nothing to measure
+        return torch.full((min(jac.shape),), math.nan, dtype=torch.float64)
+    return torch.linalg.svdvals(jac)
 
 
 def _lanczos(f, v: Tensor, k: int, steps: int, generator: torch.Generator | None) -> Tensor:
@@ -57,6 +60,8 @@ def _lanczos(f, v: Tensor, k: int, steps: int, generator: torch.Generator | None
     alphas, betas = [], []
     for j in range(steps):
         w = gram(basis[-1])
+        if not torch.isfinite(w).all():  # overflowed weights or activations
+            return torch.full((k,), math.nan, dtype=torch.float64)
         alphas.append(float(w @ basis[-1]))
         stack = torch.stack(basis)
         for _ in range(2):  # full reorthogonalization, twice is enough
@@ -93,7 +98,7 @@ def jacobian_singular_values(
         generator: Lanczos's random start vectors.
 
     Returns:
-        (one tensor per example, the method used).
+        (one tensor per example, the method used); NaN where the Jacobian is not finite.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)} (got {method!r})")
@@ -133,6 +138,7 @@ def spectrum_summary(values: list[Tensor], method: str) -> dict[str, Any]:
         "method": method,
         "inputs": len(values),
         "per_input": len(values[0]) if values else 0,
+        "nonfinite": int((~torch.isfinite(s)).sum()),
         "note": (
             "all singular values of d logits / d input"
             if method == "exact"
