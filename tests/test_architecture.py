@@ -18,7 +18,9 @@ LAYERS = {
     "entry": {"cli"},
     "tools": {"run", "run_pack", "diagnose", "sweep", "report", "bench"},
     "build": {"config", "build", "checkpoint", "errors", "lock", "signals"},
-    "library": {"engine", "packing", "inits", "models", "data", "telemetry", "io", "memory"},
+    "library": {
+        "engine", "packing", "inits", "models", "data", "telemetry", "io", "memory", "theory",
+    },  # fmt: skip
 }
 RANK = {unit: rank for rank, units in enumerate(reversed(LAYERS.values())) for unit in units}
 

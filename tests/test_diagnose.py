@@ -14,7 +14,10 @@ from helpers import CPU_OVERRIDES, compose_dict, run_cli
 from initbench.build import prepare, validate
 from initbench.diagnose import LAYER_KEYS, MEASURED, aggregate, measure, report_for, run_diagnose
 from initbench.errors import UserError
+from initbench.inits import init_module
+from initbench.models import build_model
 from initbench.run import run
+from initbench.telemetry import jacobian_singular_values
 
 SMALL = ["dataset=circles", "trainer.device=cpu", "model.width=16", "logger=tensorboard"]
 
@@ -213,3 +216,110 @@ def test_several_draws_report_the_median_and_the_range():
         assert row[key] == 2.0, key
         assert row["range"][key] == [1.0, 9.0], key
     assert row["nonfinite"] == 2 and isinstance(row["nonfinite"], int)
+
+
+# ---- the input-output Jacobian spectrum ----------------------------------------------------------
+
+
+def deep_mlp(activation: str, init: str, depth: int = 12, width: int = 24, **hp) -> nn.Module:
+    """A deep MLP with square hidden widths (input = width), no bias, float64."""
+    model = build_model(
+        "mlp", input_shape=(width,), num_classes=width, activation=activation, depth=depth,
+        width=width, bias=False,
+    )  # fmt: skip
+    init_module(
+        model, init, activation=activation, generator=torch.Generator().manual_seed(0), **hp
+    )
+    return model.double()
+
+
+def spectrum(model: nn.Module, n_in: int, method: str = "auto") -> tuple[torch.Tensor, str]:
+    x = torch.randn(4, n_in, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    values, used = jacobian_singular_values(model, x, method=method)
+    return torch.cat(values), used
+
+
+def test_orthogonal_deep_linear_net_is_an_exact_isometry():
+    # Saxe et al. 2014; Pennington et al. 2017: J = W_L ... W_1 is orthogonal, every s = 1
+    s, method = spectrum(deep_mlp("linear", "orthogonal"), 24)
+    assert method == "exact" and s.numel() == 4 * 24
+    torch.testing.assert_close(s, torch.ones_like(s), atol=1e-5, rtol=0)  # float32 weights
+
+
+def test_gaussian_deep_linear_net_has_a_spread_spectrum():
+    # LeCun normal keeps E[s^2] ~ 1 but the product of 12 Gaussian matrices spreads it:
+    # the smallest singular values collapse by orders of magnitude (Pennington et al. 2017)
+    s, _ = spectrum(deep_mlp("linear", "lecun_normal"), 24)
+    assert float((s**2).mean()) == pytest.approx(1.0, abs=0.6)
+    assert float(s.max() / s.min()) > 100
+
+
+def test_relu_net_is_not_an_isometry_even_when_orthogonal():
+    s, _ = spectrum(deep_mlp("relu", "orthogonal", gain="auto"), 24)
+    assert float(s.max() / s.min()) > 10
+    assert float(s.min()) < 0.5
+
+
+def tiny_cnn() -> nn.Module:
+    model = build_model(
+        "cnn", input_shape=(1, 8, 8), num_classes=10, activation="tanh", depth=3, channels=4
+    )
+    init_module(
+        model, "kaiming_normal", activation="tanh", generator=torch.Generator().manual_seed(0)
+    )
+    return model.double()
+
+
+def test_cnn_lanczos_estimate_matches_the_exact_top_singular_values():
+    model = tiny_cnn()
+    x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    exact, m1 = jacobian_singular_values(model, x, method="exact")
+    approx, m2 = jacobian_singular_values(
+        model, x, method="lanczos", k=4, generator=torch.Generator().manual_seed(2)
+    )
+    assert (m1, m2) == ("exact", "lanczos")
+    for e, a in zip(exact, approx, strict=True):
+        assert e.numel() == 10 and a.numel() == 4
+        torch.testing.assert_close(a, e[:4], rtol=1e-6, atol=1e-9)
+    # auto: a CNN classifier has few logits, so the exact method is cheap and used
+    assert jacobian_singular_values(model, x)[1] == "exact"
+    with pytest.raises(ValueError, match="method must be one of auto, exact, lanczos"):
+        jacobian_singular_values(model, x, method="svd")
+
+
+def test_report_has_the_jacobian_and_sinks_get_histogram_and_scalars(tmp_path):
+    overrides = ["dataset=gaussian", "dataset.dim=16", "dataset.num_classes=16",
+                 "trainer.device=cpu", "model.depth=6", "model.width=16", "model.bias=false",
+                 "activation=linear", "init=orthogonal", "logger=tensorboard"]  # fmt: skip
+    report = run_diagnose(compose_dict(overrides), tmp_path)
+    jac = report["jacobian"]
+    assert jac["method"] == "exact" and jac["inputs"] == 4 and len(jac["singular_values"]) == 64
+    assert jac["min"] == pytest.approx(1.0, abs=1e-4) and jac["max"] == pytest.approx(1, abs=1e-4)
+    assert jac["mean_sq"] == pytest.approx(1.0, abs=1e-4)
+    saved = json.loads((tmp_path / "diagnose.json").read_text())["jacobian"]
+    assert saved["singular_values"] == pytest.approx(jac["singular_values"])
+    events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"histograms": 0})
+    events.Reload()
+    assert "diagnose/jacobian" in events.Tags()["histograms"]
+    assert events.Scalars("diagnose/jacobian_max")[0].value == pytest.approx(1.0, abs=1e-4)
+    off = run_diagnose(compose_dict([*overrides, "diagnose.jacobian=false"]), tmp_path / "off")
+    assert "jacobian" not in off
+
+
+def test_cli_writes_the_jacobian_spectrum(tmp_path):
+    proc = run_diagnose_cli(
+        *SMALL, "model.depth=3", "diagnose.jacobian=true", f"hydra.run.dir={tmp_path}"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "input-output Jacobian (exact, 4 inputs)" in proc.stdout
+    jac = json.loads((tmp_path / "diagnose.json").read_text())["jacobian"]
+    assert set(jac) >= {"singular_values", "mean_sq", "max", "min", "method", "inputs"}
+    assert len(jac["singular_values"]) == 4 * 2  # circles: 2 logits per input
+
+
+def test_a_non_finite_jacobian_is_reported_as_null_not_a_crash(tmp_path):
+    overrides = [*SMALL, "model.depth=3", "init=normal", "init.std=1e30"]  # overflows to inf
+    report = run_diagnose(compose_dict(overrides), tmp_path)
+    jac = json.loads((tmp_path / "diagnose.json").read_text())["jacobian"]
+    assert jac["singular_values"] == [None] * 8 and jac["nonfinite"] == 8
+    assert jac["max"] is None and report["jacobian"]["mean_sq"] is None

@@ -190,7 +190,10 @@ EXPECTED: dict[str, Check] = {
     "keras_default": lambda layer, fi, fo, x: assert_uniform(
         layer.weight, -math.sqrt(6 / (fi + fo)), math.sqrt(6 / (fi + fo))
     ),
+    "mean_field": lambda layer, fi, fo, x: assert_normal(layer.weight, 0.0, math.sqrt(1.76 / fi)),
 }
+# Schemes whose default bias is their own draw, not zeros: its std by default hparams.
+DRAWN_BIAS_STD = {"mean_field": math.sqrt(0.05)}
 
 
 # ---- registry ---------------------------------------------------------------------------------
@@ -264,6 +267,8 @@ def test_bias_policy(name: str) -> None:
     init_module(layer, name, data=x, generator=gen())
     if name == "pytorch_default":  # torch's own bias, the one exception
         assert_uniform(layer.bias, -bound, bound, tol=0.06)
+    elif name in DRAWN_BIAS_STD:  # the scheme's own draw (1000 biases: 2.2% standard error)
+        assert float(layer.bias.detach().std()) == pytest.approx(DRAWN_BIAS_STD[name], rel=0.07)
     else:
         assert_constant(layer.bias, 0.0)
 
@@ -370,6 +375,33 @@ def test_lecun_normal_truncated() -> None:
     layer = big_linear()
     init_module(layer, "lecun_normal", truncated=True, generator=gen())
     assert_truncated_normal(layer.weight, 1 / math.sqrt(800))
+
+
+# ---- mean field -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", sorted(BIG_LAYERS))
+@pytest.mark.parametrize(("sigma_w2", "sigma_b2"), [(1.0, 0.05), (4.0, 0.3), (2.0, 0.0)])
+def test_mean_field_draws_weights_and_biases_with_the_theory_variances(
+    kind: str, sigma_w2: float, sigma_b2: float
+) -> None:
+    layer = BIG_LAYERS[kind]()
+    init_module(layer, "mean_field", sigma_w2=sigma_w2, sigma_b2=sigma_b2, generator=gen())
+    fan_in, _ = fans(layer)
+    assert_normal(layer.weight, 0.0, math.sqrt(sigma_w2 / fan_in))  # fan_in = c_in k k for convs
+    # biases: a layer with 200,000 of them: the sample std within 1% (0.16% std error), and
+    # enough draws for the normal tail beyond 4 std that assert_normal looks for
+    wide = nn.Linear(1, 200_000)
+    init_module(wide, "mean_field", sigma_w2=sigma_w2, sigma_b2=sigma_b2, generator=gen())
+    if sigma_b2 == 0:
+        assert_constant(wide.bias, 0.0)
+    else:
+        assert_normal(wide.bias, 0.0, math.sqrt(sigma_b2))
+
+
+def test_bias_normal_is_refused_by_schemes_without_their_own_draw() -> None:
+    with pytest.raises(ValueError, match="bias must be zeros, default"):
+        init_module(Tiny(), "xavier_uniform", bias="normal")
 
 
 # ---- framework defaults -----------------------------------------------------------------------
@@ -516,6 +548,8 @@ BAD_INPUTS = [
     ("lecun_normal", {"truncated": "yes"}, "truncated must be true or false"),
     ("constant", {"value": None}, "value must be a finite number"),
     ("xavier", {"bias": "random"}, "bias must be zeros, default"),
+    ("mean_field", {"sigma_w2": 0.0}, r"sigma_w2 must be > 0 \(got 0.0\)"),
+    ("mean_field", {"sigma_b2": -1.0}, r"sigma_b2 must be >= 0 \(got -1.0\)"),
     ("kaiming", {"activation": "relu6"}, "unknown activation 'relu6'"),
 ]
 

@@ -492,3 +492,150 @@ def test_the_newest_of_repeated_combinations_is_kept(runs_folder, tmp_path):
     assert runset.runs["run_id"].tolist() == ["new"]
     assert runset.runs["best_val_acc"].tolist() == [0.75]
     assert any("kept the newest" in note and "old" in note for note in runset.notes)
+
+
+# ---- statistics: bootstrap intervals over seeds, ties with the best ------------------------------
+
+
+def synthetic_runs(scores: dict[str, list[float]], **cfg_overrides: str) -> list[RawRun]:
+    """Finished circles runs, one per (scheme, seed), whose best val accuracy is given."""
+    raws = []
+    for init, values in scores.items():
+        cfg = compose_dict(["dataset=circles", f"init={init}"])
+        for seed, acc in enumerate(values):
+            rows = [{"epoch": 1, "step": 10, "val/acc": acc, "val/loss": 1.0, "train/loss": 1.0,
+                     "train/acc": acc}]  # fmt: skip
+            summary = {
+                "status": "finished",
+                "epochs_completed": 1,
+                "best_val_acc": acc,
+                "final": {"val_acc": acc, "val_loss": 1.0, "train_loss": 1.0, "train_acc": acc},
+                "choices": {"init": init, "seed": seed},
+                "num_classes": 2,
+            }
+            run_cfg = {**cfg, "seed": seed}
+            raws.append(RawRun(f"{init}-{seed}", "syn", run_cfg, summary, rows, []))
+    return raws
+
+
+def test_bootstrap_interval_matches_the_normal_interval_and_is_reproducible():
+    from initbench.report.tables import bootstrap_ci
+
+    x = np.random.default_rng(3).normal(0.8, 0.02, size=40)
+    lo, hi = bootstrap_ci(x)
+    half = 1.96 * x.std(ddof=1) / np.sqrt(x.size)  # the CLT interval for the mean
+    assert (hi - lo) / 2 == pytest.approx(half, rel=0.15)
+    assert (lo + hi) / 2 == pytest.approx(x.mean(), abs=0.2 * half)
+    assert bootstrap_ci(x) == (lo, hi)  # fixed seed: the same every time
+    assert all(np.isnan(bootstrap_ci([0.9])))
+    lo3, hi3 = bootstrap_ci([0.80, 0.85, 0.90])
+    assert 0.80 <= lo3 < 0.85 < hi3 <= 0.90  # never wider than the seeds' range
+
+
+def test_leaderboards_mark_ties_state_the_rule_and_write_leaderboard_csv(tmp_path):
+    from initbench.report.tables import LEADERBOARD_COLUMNS
+
+    scores = {
+        "kaiming_normal": [0.90, 0.91, 0.92, 0.93, 0.94],
+        "xavier_uniform": [0.89, 0.90, 0.91, 0.92, 0.93],  # overlaps the best: tied
+        "lecun_normal": [0.50, 0.52, 0.51],  # far below: not tied; 3 seeds: flagged
+        "zeros": [0.40],  # 1 seed: undefined interval, tie unknown
+    }
+    runset = assemble("synthetic", synthetic_runs(scores))
+    files = build_report(runset, tmp_path / "a", hist_schemes=0)
+    board = pd.read_csv(files.leaderboard_csv)
+    assert list(board.columns) == LEADERBOARD_COLUMNS
+    by = board.set_index("scheme")
+    assert list(board["scheme"]) == ["kaiming_normal", "xavier_uniform", "lecun_normal", "zeros"]
+    assert by.loc["kaiming_normal", "ci_low"] < 0.92 < by.loc["kaiming_normal", "ci_high"]
+    assert by.loc["kaiming_normal", "tied_with_best"] == True  # noqa: E712 (csv: object column)
+    assert by.loc["xavier_uniform", "tied_with_best"] == True  # noqa: E712
+    assert by.loc["lecun_normal", "tied_with_best"] == False  # noqa: E712
+    assert pd.isna(by.loc["zeros", "tied_with_best"]) and pd.isna(by.loc["zeros", "ci_low"])
+    text = files.summary_md.read_text()
+    assert "bootstrap over seeds" in text and "undefined for 1 seed" in text
+    assert "overlaps the best" in text  # the rule, stated
+    assert "undefined (1 seed)" in text and "only 3 seeds: unreliable, read as wide" in text
+    assert re.search(r"\| xavier_uniform \|.*\| yes \|", text)
+    assert re.search(r"\| lecun_normal \|.*\| no \|", text)
+    assert "bootstrap over seeds" in files.index_html.read_text()
+    again = build_report(runset, tmp_path / "b", hist_schemes=0)
+    assert again.leaderboard_csv.read_text() == files.leaderboard_csv.read_text()
+
+
+# ---- the edge-of-chaos figure -------------------------------------------------------------------
+
+
+def mean_field_runs(sigma_w2s, depths, accuracy) -> list[RawRun]:
+    """Finished tanh mean_field runs on FashionMNIST (10 classes), σ_b² = 0.05, one per
+    (σ_w², depth), with the best val accuracy ``accuracy(σ_w², depth)``; no data is loaded."""
+    base = compose_dict(["experiment=fashion_mlp", "activation=tanh", "init=mean_field"])
+    raws = []
+    for sw in sigma_w2s:
+        for depth in depths:
+            acc = accuracy(sw, depth)
+            cfg = {
+                **base,
+                "init": {**base["init"], "sigma_w2": sw, "sigma_b2": 0.05},
+                "model": {**base["model"], "depth": depth},
+            }
+            summary = {
+                "status": "finished",
+                "epochs_completed": 1,
+                "best_val_acc": acc,
+                "final": {"val_acc": acc, "val_loss": 1.0, "train_loss": 1.0, "train_acc": acc},
+                "choices": {"init": "mean_field", "seed": 0},
+                "num_classes": 10,
+            }
+            rows = [{"epoch": 1, "step": 10, "val/acc": acc, "val/loss": 1.0, "train/loss": 1.0,
+                     "train/acc": acc}]  # fmt: skip
+            raws.append(RawRun(f"sw{sw}-d{depth}", "eoc", cfg, summary, rows, []))
+    return raws
+
+
+def test_edge_of_chaos_figure_draws_the_grid_with_theory_over_it(tmp_path):
+    from initbench.report.tables import edge_of_chaos_tables
+    from initbench.theory import critical_sigma_w2, mean_field
+
+    sigma_w2s, depths = [0.5, 1.0, 1.76, 3.0], [5, 20, 50]
+
+    def accuracy(sw, depth):  # trainable below 6 xi_c, chance above: the paper's picture
+        return 0.85 if depth <= 6 * mean_field("tanh", sw, 0.05).xi_c else 0.1
+
+    runset = assemble("synthetic", mean_field_runs(sigma_w2s, depths, accuracy))
+    (table,) = edge_of_chaos_tables(runset)
+    assert (table["activation"], table["sigma_b2"], table["dataset"]) == (
+        "tanh",
+        0.05,
+        "fashion_mnist",
+    )
+    grid = table["grid"]
+    assert list(grid.index) == depths and list(grid.columns) == sigma_w2s
+    assert grid.loc[5, 1.76] == 0.85 and grid.loc[50, 0.5] == 0.1  # as the runs say
+    theory = table["theory"]
+    assert theory["sigma_w2"].min() == 0.5 and theory["sigma_w2"].max() == 3.0
+    peak = theory.loc[theory["depth_limit"].idxmax(), "sigma_w2"]
+    assert abs(peak - critical_sigma_w2("tanh", 0.05)) < 0.1  # 6 xi_c diverges at chi1 = 1
+    assert table["critical"] == pytest.approx(1.761, abs=0.002)
+    phase = table["phase"]
+    assert phase["sigma_w2_critical"].iloc[0] == pytest.approx(1.0, rel=1e-6)  # tanh, sigma_b2=0
+    assert phase["sigma_w2_critical"].is_monotonic_increasing
+
+    files = build_report(runset, tmp_path, hist_schemes=0)
+    (png,) = [p for p in files.figures if p.name.startswith("edge_of_chaos__")]
+    image = plt_imread(png)
+    assert image.shape[1] >= 1000 and image.std() > 0.05  # drawn, not blank
+    assert png.name in files.index_html.read_text()
+
+
+def test_no_edge_of_chaos_figure_without_a_sigma_w2_by_depth_grid(tmp_path):
+    from initbench.report.tables import edge_of_chaos_tables
+
+    one_depth = mean_field_runs([1.0, 2.0], [10], lambda sw, d: 0.8)
+    assert edge_of_chaos_tables(assemble("synthetic", one_depth)) == []
+
+
+def plt_imread(path: Path) -> np.ndarray:
+    from matplotlib.image import imread
+
+    return imread(path)

@@ -83,6 +83,7 @@ def test_the_expected_sweep_files_exist():
         "circles",
         "depth",
         "signal_propagation",
+        "edge_of_chaos",
     } <= names
 
 
@@ -233,6 +234,22 @@ def test_signal_propagation_sweep():
     assert {g[3:] for g in got} == {(100, 512, False)}
     assert sweep_values("signal_propagation", "experiment") == ["signal_prop"]
     assert len(got) == 15
+
+
+def test_edge_of_chaos_sweep_spans_both_phases_and_depths_past_6_xi_c():
+    from initbench.theory import critical_sigma_w2, mean_field
+
+    sweep = load_sweep(ROOT / "sweeps" / "edge_of_chaos.yaml")
+    assert len(combinations(sweep)) >= 30 and sweep.program == "src/train.py"
+    fixed = {p.key: p.grid_values() for p in sweep.params}
+    assert fixed["init"] == ["mean_field"] and fixed["activation"] == ["tanh"]
+    assert fixed["init.sigma_b2"] == [0.05] and fixed["experiment"] == ["fashion_mlp"]
+    assert fixed["trainer.epochs"] == [1]  # a short, CPU-sized budget
+    sigma_w2, depths = fixed["init.sigma_w2"], fixed["model.depth"]
+    crit = critical_sigma_w2("tanh", 0.05)
+    assert min(sigma_w2) < crit < max(sigma_w2)  # ordered and chaotic phases
+    for edge in (min(sigma_w2), max(sigma_w2)):  # deep enough to cross 6 xi_c on both sides
+        assert max(depths) > 6 * mean_field("tanh", edge, 0.05).xi_c
 
 
 # ----------------------------------------------------------------------------- semantics

@@ -163,6 +163,7 @@ SCHEMA: dict[str, Any] = {
         "batch_size": POSITIVE,
         "samples": POSITIVE,
         "dtype": Field("choice", choices=("float32", "float64")),
+        "jacobian": BOOL,
     },
 }
 # Nodes that may be absent, as may each of their keys: logger=[] (no sinks) leaves no logger node.

@@ -25,6 +25,12 @@ run's own initialization) and every value is the **median** over the draws; ``ra
 **min and max** over the draws. ``dtype=float64`` runs model and batch in double precision, for
 the extreme weight scales of the sigma-grid experiments.
 
+With ``jacobian`` on, the report also holds the singular values of the input-output Jacobian
+(d logits / d flattened input) of the run's own weights (draw 0) at the first
+:data:`JACOBIAN_INPUTS` examples of the batch (:mod:`initbench.telemetry.jacobian`: exact, or a
+Lanczos estimate of the top values for very wide outputs, said in ``method``): all equal to 1 is
+dynamical isometry (Pennington et al. 2017).
+
 Used by ``src/diagnose.py`` (the report alone) and by every fresh training run
 (:func:`step0_report`); both write ``diagnose.json`` and ``diagnose.png`` into the run directory.
 """
@@ -47,7 +53,15 @@ from initbench import inits
 from initbench.build import Prepared, make_sinks, prepare
 from initbench.io import dumps_strict
 from initbench.lock import hold_run_dir
-from initbench.telemetry import Sink, figure_to_rgb, find_probes, stack, summarize
+from initbench.telemetry import (
+    Sink,
+    figure_to_rgb,
+    find_probes,
+    jacobian_singular_values,
+    spectrum_summary,
+    stack,
+    summarize,
+)
 from initbench.telemetry.stats import COL
 
 log = logging.getLogger(__name__)
@@ -60,6 +74,8 @@ EXTRA_KEYS = ("weight_grad_std", "grad_nonfinite")
 MEASURED = LAYER_KEYS[4:] + EXTRA_KEYS  # the numbers that vary between weight draws
 TABLE_TAG = "diagnose/layers"
 FIGURE_TAG = "diagnose/std_vs_depth"
+JACOBIAN_TAG = "diagnose/jacobian"  # histogram of the singular values; scalars under it
+JACOBIAN_INPUTS = 4  # examples the Jacobian is taken at
 
 
 def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[list[dict], float]:
@@ -171,7 +187,7 @@ def report_for(cfg: Mapping[str, Any], prep: Prepared) -> dict[str, Any]:
     # data-dependent init is measured out of sample.
     x, y = data.sample_batch(n, generator=torch.Generator().manual_seed(seed + 2))
     x = x.to(dtype)
-    draws, losses = [], []
+    draws, losses, jacobian = [], [], None
     for k in range(samples):
         model = copy.deepcopy(prep.model)
         if k > 0:  # weights are drawn on the CPU, as prepare() does
@@ -188,7 +204,12 @@ def report_for(cfg: Mapping[str, Any], prep: Prepared) -> dict[str, Any]:
         rows, loss = measure(model, x, y)
         draws.append(rows)
         losses.append(loss)
-    return {
+        if k == 0 and params.get("jacobian"):
+            values, method = jacobian_singular_values(
+                model, x[:JACOBIAN_INPUTS], generator=torch.Generator().manual_seed(seed)
+            )
+            jacobian = {**spectrum_summary(values, method), "draw": 0}
+    report = {
         "layers": aggregate(draws),
         "loss": float(np.nanmedian(losses)) if not all(map(math.isnan, losses)) else None,
         "samples": samples,
@@ -198,6 +219,9 @@ def report_for(cfg: Mapping[str, Any], prep: Prepared) -> dict[str, Any]:
         "device": str(prep.device),
         "config": dict(cfg),
     }
+    if jacobian is not None:
+        report["jacobian"] = jacobian
+    return report
 
 
 def render(report: Mapping[str, Any]) -> np.ndarray:
@@ -245,7 +269,15 @@ def format_table(report: Mapping[str, Any]) -> str:
     if report["samples"] > 1:
         note += "; medians over the draws"
     loss = report.get("loss")
-    return "\n".join([*lines, f"({note}; initial loss {fmt_loss(loss)})"])
+    lines.append(f"({note}; initial loss {fmt_loss(loss)})")
+    jacobian = report.get("jacobian")
+    if jacobian:
+        lines.append(
+            f"input-output Jacobian ({jacobian['method']}, {jacobian['inputs']} inputs): singular "
+            f"values min {_g(jacobian['min'])}, max {_g(jacobian['max'])}, mean square "
+            f"{_g(jacobian['mean_sq'])} (isometry: all 1)"
+        )
+    return "\n".join(lines)
 
 
 def fmt_loss(loss: float | None) -> str:
@@ -257,8 +289,13 @@ def figure(report: Mapping[str, Any]):
     from matplotlib.figure import Figure
     from matplotlib.ticker import LogFormatter, MaxNLocator
 
-    fig = Figure(figsize=(9, 3.6))
-    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.14, top=0.78, wspace=0.25)  # fixed: fast
+    jacobian = report.get("jacobian")
+    fig = Figure(figsize=(13.5 if jacobian else 9, 3.6))
+    fig.subplots_adjust(left=0.06 if jacobian else 0.08, right=0.98, bottom=0.14, top=0.78,
+                        wspace=0.25)  # fmt: skip
+    axes = fig.subplots(1, 3 if jacobian else 2)
+    if jacobian:
+        _spectrum_panel(axes[2], jacobian)
     layers = report["layers"]
     depth = np.arange(1, len(layers) + 1)
     cfg = report.get("config") or {}
@@ -266,7 +303,7 @@ def figure(report: Mapping[str, Any]):
         str(cfg.get(g, {}).get("name", "")) for g in ("init", "activation", "model", "dataset")
     ).strip()
     for ax, key, label in zip(
-        fig.subplots(1, 2),
+        axes[:2],
         ("act_std", "grad_std"),
         ("activation std (forward)", "gradient std w.r.t. activations (backward)"),
         strict=True,
@@ -296,6 +333,49 @@ def figure(report: Mapping[str, Any]):
     return fig
 
 
+def _spectrum_panel(ax, jacobian: Mapping[str, Any]) -> None:
+    """Sorted singular values of the input-output Jacobian, log scale, with the isometry line."""
+    from matplotlib.ticker import LogFormatter
+
+    values = np.array([_positive(v) for v in jacobian["singular_values"]])
+    ax.plot(np.arange(1, len(values) + 1), values, marker="o", markersize=3, linestyle="none")
+    ax.axhline(1.0, color="grey", linestyle="--", linewidth=1, label="isometry (all = 1)")
+    if np.isfinite(values).any():
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(LogFormatter())
+        ax.yaxis.set_minor_formatter(LogFormatter(minor_thresholds=(1, 0.4)))
+    ax.set_xlabel("rank (all inputs pooled)")
+    what = "exact" if jacobian["method"] == "exact" else "Lanczos estimate, top values"
+    ax.set_title(
+        f"input-output Jacobian singular values\n({what}, {jacobian['inputs']} inputs)",
+        fontsize="medium",
+    )
+    ax.legend(loc="best", fontsize="small")
+    ax.grid(True, which="both", alpha=0.3)
+
+
+def jacobian_histogram(jacobian: Mapping[str, Any], bins: int = 32) -> tuple[Any, Any] | None:
+    """The singular values as a sink histogram (bin edges, counts); None if none is finite."""
+    values = np.array([v for v in jacobian["singular_values"] if v is not None], dtype=float)
+    values = values[np.isfinite(values)]
+    if not values.size:
+        return None
+    lo, hi = float(values.min()), float(values.max())
+    if hi <= lo:
+        lo, hi = lo - 0.5 * max(abs(lo), 1e-12), hi + 0.5 * max(abs(hi), 1e-12)
+    counts, edges = np.histogram(values, bins=bins, range=(lo, hi))
+    return edges, counts
+
+
+def jacobian_scalars(jacobian: Mapping[str, Any]) -> dict[str, float]:
+    """``diagnose/jacobian_{mean_sq,max,min}`` (the finite ones)."""
+    return {
+        f"{JACOBIAN_TAG}_{key}": jacobian[key]
+        for key in ("mean_sq", "max", "min")
+        if jacobian.get(key) is not None
+    }
+
+
 def _positive(value: float | None) -> float:
     """A value a log axis can show (NaN for missing, zero or negative)."""
     return value if value is not None and value > 0 and math.isfinite(value) else np.nan
@@ -307,6 +387,12 @@ def log_report(
     """Log the report's table and std-vs-depth plot (``image``, rendered if not given)."""
     sink.log_table(TABLE_TAG, TABLE_COLUMNS, table_rows(report), step)
     sink.log_image(FIGURE_TAG, render(report) if image is None else image, step)
+    jacobian = report.get("jacobian")
+    if jacobian:
+        histogram = jacobian_histogram(jacobian)
+        if histogram is not None:
+            sink.log_histograms({JACOBIAN_TAG: histogram}, step)
+        sink.log_scalars(jacobian_scalars(jacobian), step)
 
 
 def step0_report(
@@ -358,6 +444,7 @@ def run_diagnose(cfg: Mapping[str, Any], run_dir: str | Path) -> dict[str, Any]:
                     "diagnose/last_grad_std": last["grad_std"],
                     "diagnose/loss": report["loss"],
                     "diagnose/nonfinite_layers": sum(1 for r in report["layers"] if r["nonfinite"]),
+                    **jacobian_scalars(report.get("jacobian") or {}),
                 }
             )
         finally:

@@ -12,7 +12,7 @@ Schemes and their formulas: the README's Initializers table; Hydra group: conf/i
 """
 
 # Importing the scheme modules registers their schemes.
-from . import basic, defaults, lsuv, orthogonal, variance  # noqa: F401
+from . import basic, defaults, lsuv, mean_field, orthogonal, variance  # noqa: F401
 from .apply import LAYER_TYPES, check_init_params, init_module, validate_hparams
 from .registry import (
     InitContext,

@@ -11,7 +11,14 @@ from torch import nn
 
 from initbench.models.activations import activation_gain
 
-from .registry import InitContext, Scheme, check_bias, fan_in_and_fan_out, get_init
+from .registry import (
+    SCHEME_BIAS,
+    InitContext,
+    Scheme,
+    check_bias,
+    fan_in_and_fan_out,
+    get_init,
+)
 
 LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -68,11 +75,11 @@ def init_module(
         with torch.no_grad():
             if entry.needs_data:  # the scheme runs the model, so biases are set first
                 for _, layer in layers:
-                    _init_bias(layer, bias, ctx)
+                    _init_bias(layer, bias, ctx, entry, hp)
                 return entry.fn(module, layers, ctx, **hp)
             for _, layer in layers:  # weight then bias, the draw order of nn.Linear
                 entry.fn(layer.weight, ctx, **hp)
-                _init_bias(layer, bias, ctx)
+                _init_bias(layer, bias, ctx, entry, hp)
             return None
     except Exception:
         # A failure part-way (e.g. a batch the model cannot run) leaves the model as it was.
@@ -107,15 +114,20 @@ def _checked_hparams(entry: Scheme, scheme: str, hparams: dict[str, Any]) -> dic
 
 def validate_hparams(entry: Scheme, hp: Mapping[str, Any]) -> None:
     """Check a full set of hparams' values; ValueError names the hparam (``std must be ...``)."""
-    check_bias(hp["bias"])
+    if not (hp["bias"] == SCHEME_BIAS and entry.draw_bias is not None):
+        check_bias(hp["bias"])
     if entry.validate is not None:
         entry.validate(hp)
 
 
-def _init_bias(layer: nn.Module, bias: str | float, ctx: InitContext) -> None:
+def _init_bias(
+    layer: nn.Module, bias: str | float, ctx: InitContext, entry: Scheme, hp: Mapping[str, Any]
+) -> None:
     if layer.bias is None:
         return
-    if bias == "zeros":
+    if bias == SCHEME_BIAS and entry.draw_bias is not None:
+        entry.draw_bias(layer.bias, ctx, **hp)
+    elif bias == "zeros":
         layer.bias.zero_()
     elif bias == "default":  # torch's reset_parameters: U(+-1/sqrt(fan_in))
         fan_in, _ = fan_in_and_fan_out(layer.weight)

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 BIAS_POLICIES = ("zeros", "default")
+SCHEME_BIAS = "normal"  # the scheme's own bias draw (Scheme.draw_bias), where it has one
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,9 @@ class Scheme:
     needs_data: bool = False
     validate: Callable[[Mapping[str, Any]], None] | None = None  # raises ValueError
     check_weight: Callable[[Tensor], None] | None = None  # per-layer shape check
+    # The scheme's own bias draw, ``draw_bias(bias, ctx, **hparams)``: what bias "normal" means
+    # for it (mean_field: N(0, sigma_b2)). Schemes without one refuse bias "normal".
+    draw_bias: Callable[..., None] | None = None
 
     @property
     def doc(self) -> str:
@@ -73,6 +77,7 @@ def register(
     bias: str | float = "zeros",
     validate: Callable[[Mapping[str, Any]], None] | None = None,
     check_weight: Callable[[Tensor], None] | None = None,
+    draw_bias: Callable[..., None] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator adding a scheme to the registry; ``hparams`` maps each hparam to its default."""
     hparams = dict(hparams or {})
@@ -90,7 +95,7 @@ def register(
             )
         defaults = MappingProxyType({**hparams, "bias": bias})
         _SCHEMES[name] = Scheme(
-            name, fn, defaults, tuple(aliases), needs_data, validate, check_weight
+            name, fn, defaults, tuple(aliases), needs_data, validate, check_weight, draw_bias
         )
         _ALIASES.update(dict.fromkeys(aliases, name))
         return fn

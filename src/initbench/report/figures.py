@@ -144,3 +144,61 @@ def figure_weights(panels: Sequence[WeightPanel], arch: str, act: str):
         ax.legend(fontsize=7)
     fig.suptitle(f"{arch}, {act}: weights at initialization and at the end")
     return fig
+
+
+def _edges(values: Sequence[float]) -> np.ndarray:
+    """Cell edges for centres ``values`` (sorted): midpoints, the ends mirrored."""
+    v = np.asarray(values, dtype=float)
+    if v.size == 1:
+        return np.array([v[0] - 0.5, v[0] + 0.5])
+    mid = (v[:-1] + v[1:]) / 2
+    return np.concatenate([[v[0] - (mid[0] - v[0])], mid, [v[-1] + (v[-1] - mid[-1])]])
+
+
+def figure_edge_of_chaos(table: dict[str, Any]):
+    """Left: trainability, mean best val accuracy by depth × sigma_w2, with 6 xi_c from mean-field
+    theory drawn over it (Schoenholz et al. 2017, Fig. 5); right: the chi1 = 1 line in the
+    (sigma_w2, sigma_b2) plane, ordered left of it and chaotic right, with the swept points
+    (:func:`~initbench.report.tables.edge_of_chaos_tables`)."""
+    grid, theory, phase = table["grid"], table["theory"], table["phase"]
+    if grid.empty:
+        return None
+    fig = _figure(12, 4.6)
+    heat_ax, phase_ax = fig.subplots(1, 2, width_ratios=[1.35, 1])
+    sw, depths = list(grid.columns), list(grid.index)
+    mesh = heat_ax.pcolormesh(
+        _edges(sw), _edges(depths), grid.to_numpy(dtype=float), cmap="viridis", shading="flat"
+    )
+    fig.colorbar(mesh, ax=heat_ax, label="best val accuracy (mean over seeds)")
+    finite = theory[np.isfinite(theory["depth_limit"])]
+    heat_ax.plot(finite["sigma_w2"], finite["depth_limit"], color="white", linewidth=2,
+                 label="6 ξ_c (mean-field theory)")  # fmt: skip
+    if np.isfinite(table["critical"]):
+        heat_ax.axvline(table["critical"], color="white", linestyle="--", linewidth=1,
+                        label=f"χ₁ = 1 (σ_w² = {table['critical']:.3g})")  # fmt: skip
+    heat_ax.set_ylim(_edges(depths)[0], _edges(depths)[-1])
+    heat_ax.set_xlim(_edges(sw)[0], _edges(sw)[-1])
+    heat_ax.set_xlabel("σ_w²")
+    heat_ax.set_ylabel("depth (hidden layers)")
+    heat_ax.set_title("trainability")
+    heat_ax.legend(loc="upper right", fontsize=7, framealpha=0.6)
+
+    line = phase[np.isfinite(phase["sigma_w2_critical"])]
+    phase_ax.plot(line["sigma_w2_critical"], line["sigma_b2"], color="black", label="χ₁ = 1")
+    phase_ax.scatter(sw, [table["sigma_b2"]] * len(sw), color="tab:red", s=18, zorder=3,
+                     label="swept runs")  # fmt: skip
+    top = float(phase["sigma_b2"].max())
+    right = max(float(np.nanmax(line["sigma_w2_critical"])) if len(line) else 0.0, max(sw)) * 1.05
+    phase_ax.set_xlim(0, right)
+    phase_ax.set_ylim(0, top)
+    phase_ax.text(0.04 * right, 0.9 * top, "ordered (χ₁ < 1)", fontsize=8)
+    phase_ax.text(0.7 * right, 0.1 * top, "chaotic (χ₁ > 1)", fontsize=8)
+    phase_ax.set_xlabel("σ_w²")
+    phase_ax.set_ylabel("σ_b²")
+    phase_ax.set_title("phase diagram")
+    phase_ax.legend(loc="lower right", fontsize=7, bbox_to_anchor=(1, 0.15))
+    phase_ax.grid(alpha=0.3)
+    fig.suptitle(
+        f"{table['dataset']}, {table['activation']}, mean_field init, σ_b² = {table['sigma_b2']:g}"
+    )
+    return fig

@@ -15,6 +15,7 @@ import pandas as pd
 from initbench.io import safe_name
 from initbench.report.figures import (
     figure_curves,
+    figure_edge_of_chaos,
     figure_heatmap,
     figure_step0,
     figure_weights,
@@ -22,11 +23,16 @@ from initbench.report.figures import (
 from initbench.report.runset import RunSet, WeightPanel
 from initbench.report.sources import WANDB_SWEEP, weight_panels
 from initbench.report.tables import (
+    BOOTSTRAP_RESAMPLES,
+    BOOTSTRAP_SEED,
+    FEW_SEEDS,
     STALL_MARGIN,
     best_grid,
     board_rows,
     curve_bands,
+    edge_of_chaos_tables,
     heatmap_grid,
+    leaderboard_table,
     leaderboards,
     pick_schemes,
     set_target,
@@ -44,6 +50,7 @@ class ReportFiles:
 
     out_dir: Path
     results_csv: Path
+    leaderboard_csv: Path
     summary_md: Path
     index_html: Path
     figures: list[Path]
@@ -89,6 +96,9 @@ def build_report(
     runs.to_csv(results_csv, index=False)
     echo(f"{len(runs)} runs -> {results_csv}")
     boards = leaderboards(runs)
+    leaderboard_csv = out_dir / "leaderboard.csv"
+    leaderboard_table(boards).to_csv(leaderboard_csv, index=False)
+    echo(f"{len(boards)} leaderboards -> {leaderboard_csv}")
     if not boards:
         notes.append("no finished or diverged training runs: no leaderboards or curves")
     figures: list[tuple[str, str, Path]] = []  # (section, caption, path)
@@ -138,6 +148,15 @@ def build_report(
                 arch,
                 _weights_caption(arch, act, panels),
             )
+    for table in edge_of_chaos_tables(runset):
+        save(
+            figure_edge_of_chaos(table),
+            f"edge_of_chaos__{table['dataset']}__{table['activation']}__sb2_{table['sigma_b2']:g}",
+            "edge of chaos",
+            f"{table['dataset']}, {table['activation']}, σ_b² = {table['sigma_b2']:g}: best val "
+            "accuracy by depth and σ_w² with 6 ξ_c from mean-field theory (Schoenholz et al. 2017, "
+            "Fig. 5), and the χ₁ = 1 phase diagram",
+        )
     if weight_skips:
         notes.append(
             f"weight histograms left out for {len(weight_skips)} run(s): " + "; ".join(weight_skips)
@@ -150,8 +169,25 @@ def build_report(
     if wandb:
         _log_to_wandb(runset, out_dir, [p for _, _, p in figures], results_csv)
     return ReportFiles(
-        out_dir, results_csv, summary_md, index_html, [p for _, _, p in figures], notes
+        out_dir,
+        results_csv,
+        leaderboard_csv,
+        summary_md,
+        index_html,
+        [p for _, _, p in figures],
+        notes,
     )
+
+
+STATISTICS_TEXT = (
+    "*95% CI*: a percentile bootstrap over seeds of the mean best val accuracy "
+    f"({BOOTSTRAP_RESAMPLES} resamples of the seeds with replacement, fixed seed {BOOTSTRAP_SEED}, "
+    "so the same runs give the same intervals); undefined for 1 seed, and with "
+    f"{FEW_SEEDS} seeds or fewer it cannot be wider than the seeds' range, so it understates the "
+    "uncertainty: read it as wide. *Tied with best*: the scheme's interval overlaps the best "
+    "scheme's (its upper end ≥ the best's lower end), i.e. the data cannot tell them apart at "
+    "this level; `?` where an interval is undefined. All columns are in leaderboard.csv."
+)
 
 
 def _counts(runs: pd.DataFrame) -> str:
@@ -175,6 +211,8 @@ def _summary_markdown(
         f"finished within {STALL_MARGIN} of chance accuracy. *Epochs to target*: first epoch "
         "with val accuracy ≥ the target in results.csv (`target_acc`), mean over the runs that "
         "reached it (how many, when not all).",
+        "",
+        STATISTICS_TEXT,
         "",
     ]
     if notes:
@@ -223,7 +261,7 @@ def _index_html(
         "<h1>initbench report</h1>",
         f"<p>Source: <code>{html.escape(runset.source)}</code> — {len(runs)} runs: "
         f"{html.escape(_counts(runs))}. Files: <a href='results.csv'>results.csv</a>, "
-        "<a href='summary.md'>summary.md</a>.</p>",
+        "<a href='leaderboard.csv'>leaderboard.csv</a>, <a href='summary.md'>summary.md</a>.</p>",
     ]
     if notes:
         parts.append("<h2>Left out</h2><ul>")
@@ -233,6 +271,7 @@ def _index_html(
         parts.append("<h2>Best scheme per architecture × activation</h2>")
         parts.append(_html_table(*best_grid(boards)))
         parts.append("<h2>Leaderboards</h2>")
+        parts.append(f"<p>{html.escape(STATISTICS_TEXT)}</p>")
         for (arch, act), board in boards.items():
             parts.append(f"<h3>{html.escape(arch)} · {html.escape(act)}</h3>")
             parts.append(_html_table(*board_rows(board)))

@@ -11,6 +11,7 @@ the scheme's label too (the **variant**), so the leaderboards never pool differe
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -327,8 +328,54 @@ def _score(row: pd.Series) -> float:
     return float(row["chance_acc"]) if pd.notna(row["chance_acc"]) else 0.0
 
 
+BOOTSTRAP_SEED = 0  # fixed: the same runs give the same intervals, report after report
+BOOTSTRAP_RESAMPLES = 10_000
+CI_LEVEL = 0.95
+FEW_SEEDS = 3  # at most this many seeds: the interval is said to be unreliable
+
+
+def bootstrap_ci(
+    values: Sequence[float],
+    *,
+    level: float = CI_LEVEL,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean (Efron & Tibshirani 1993): resample the seeds
+    with replacement, take the mean, read the (1 - level)/2 and (1 + level)/2 quantiles.
+
+    Undefined (NaN, NaN) for fewer than 2 values. Each call starts its own generator from
+    ``seed``, so a scheme's interval depends on its runs only, not on the other schemes.
+    With few seeds it cannot be wider than their range, so it understates the uncertainty.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    if x.size < 2:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.size, size=(resamples, x.size))].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def _tied(board: pd.DataFrame) -> list[Any]:
+    """Tied with the best (rank 1): the scheme's interval overlaps the best's (its upper end >=
+    the best's lower end). The best is True; None where either interval is undefined."""
+    best = board.iloc[0]
+    tied: list[Any] = []
+    for i, (_, r) in enumerate(board.iterrows()):
+        if i == 0:
+            tied.append(True)
+        elif pd.isna(r["ci_high"]) or pd.isna(best["ci_low"]):
+            tied.append(None)
+        else:
+            tied.append(bool(r["ci_high"] >= best["ci_low"]))
+    return tied
+
+
 def leaderboards(runs: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
-    """Per (architecture, activation): schemes ranked by mean best val accuracy over seeds."""
+    """Per (architecture, activation): schemes ranked by mean best val accuracy over seeds, with
+    a 95% bootstrap interval over seeds (:func:`bootstrap_ci`) and whether each scheme is
+    statistically tied with the best (:func:`_tied`: the intervals overlap)."""
     trained = runs[runs["status"].isin(TRAINED)].copy()
     if trained.empty:
         return {}
@@ -337,12 +384,15 @@ def leaderboards(runs: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
     for (arch, act), cell in trained.groupby(["architecture", "activation"], sort=True):
         rows = []
         for variant, g in cell.groupby("variant"):
+            ci_low, ci_high = bootstrap_ci(g["score"].to_numpy())
             rows.append(
                 {
                     "scheme": variant,
                     "runs": len(g),
                     "best_val_acc_mean": g["score"].mean(),
                     "best_val_acc_std": g["score"].std(ddof=1) if len(g) > 1 else 0.0,
+                    "ci_low": ci_low,
+                    "ci_high": ci_high,
                     "final_val_acc_mean": g["final_val_acc"].mean(),
                     "epochs_to_target": g["epochs_to_target"].astype(float).mean(),
                     "reached_target": int(g["epochs_to_target"].notna().sum()),
@@ -354,8 +404,42 @@ def leaderboards(runs: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
             ["best_val_acc_mean", "best_val_acc_std", "scheme"], ascending=[False, True, True]
         )
         board.insert(0, "rank", range(1, len(board) + 1))
-        boards[arch, act] = board.reset_index(drop=True)
+        board = board.reset_index(drop=True)
+        board.insert(board.columns.get_loc("ci_high") + 1, "tied_with_best", _tied(board))
+        boards[arch, act] = board
     return boards
+
+
+LEADERBOARD_COLUMNS = [  # leaderboard.csv, in this order
+    "architecture", "activation", "rank", "scheme", "runs", "best_val_acc_mean",
+    "best_val_acc_std", "ci_low", "ci_high", "tied_with_best", "final_val_acc_mean",
+    "epochs_to_target", "reached_target", "diverged", "stalled",
+]  # fmt: skip
+
+
+def leaderboard_table(boards: Mapping[tuple[str, str], pd.DataFrame]) -> pd.DataFrame:
+    """Every leaderboard in one table (leaderboard.csv): :data:`LEADERBOARD_COLUMNS`."""
+    frames = [
+        board.assign(architecture=arch, activation=act) for (arch, act), board in boards.items()
+    ]
+    if not frames:
+        return pd.DataFrame(columns=LEADERBOARD_COLUMNS)
+    return pd.concat(frames, ignore_index=True)[LEADERBOARD_COLUMNS]
+
+
+def ci_text(row: Mapping[str, Any]) -> str:
+    """The interval in words: ``[0.81, 0.85]``, flagged when the seeds are too few."""
+    if row["runs"] < 2 or pd.isna(row["ci_low"]):
+        return "undefined (1 seed)"
+    text = f"[{row['ci_low']:.4f}, {row['ci_high']:.4f}]"
+    return text + (f" (only {row['runs']} seeds: unreliable, read as wide)"
+                   if row["runs"] <= FEW_SEEDS else "")  # fmt: skip
+
+
+def _tied_text(value: Any, rank: int) -> str:
+    if rank == 1:
+        return "best"
+    return "?" if value is None or pd.isna(value) else ("yes" if value else "no")
 
 
 def pick_schemes(board: pd.DataFrame, n: int) -> list[str]:
@@ -382,6 +466,8 @@ def board_rows(board: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         "scheme",
         "runs",
         "best val acc (mean ± std)",
+        "95% CI (bootstrap over seeds)",
+        "tied with best",
         "final val acc",
         "epochs to target",
         "diverged",
@@ -393,6 +479,8 @@ def board_rows(board: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
             str(r["scheme"]),
             str(r["runs"]),
             f"{r['best_val_acc_mean']:.4f} ± {r['best_val_acc_std']:.4f}",
+            ci_text(r),
+            _tied_text(r["tied_with_best"], r["rank"]),
             _cell(r["final_val_acc_mean"]),
             _cell(r["epochs_to_target"], 1)
             + (f" ({r['reached_target']}/{r['runs']})" if r["reached_target"] < r["runs"] else ""),
@@ -518,3 +606,88 @@ def step0_lines(runset: RunSet, arch: str, act: str, order: Sequence[str]) -> pd
         parts.append(part)
     columns = ["variant", "depth", *STEP0_PANELS]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
+
+
+# ----------------------------------------------------------------------------- edge of chaos
+
+XI_C_FACTOR = 6  # Schoenholz et al. 2017: nets train up to depth ~6 xi_c
+THEORY_POINTS = 31  # sigma_w2 values the 6 xi_c curve is computed at
+
+
+def edge_of_chaos_tables(runset: RunSet) -> list[dict[str, Any]]:
+    """The trainability grid of mean_field runs, next to mean-field theory.
+
+    For each (dataset, activation, sigma_b2) whose trained mean_field runs vary both sigma_w2
+    and model.depth (at least two values of each): ``grid``, the mean over seeds of the best val
+    accuracy (a run never evaluated counts as chance) by depth (rows) x sigma_w2 (columns);
+    ``theory``, 6 xi_c against sigma_w2 (:func:`initbench.theory.mean_field`); ``phase``, the
+    chi1 = 1 line sigma_w2(sigma_b2) (:func:`initbench.theory.critical_line`); ``critical``,
+    the critical sigma_w2 at this sigma_b2. Empty when no run set qualifies.
+    """
+    runs = runset.runs
+    trained = runs[runs["status"].isin(TRAINED) & (runs["init"].map(_canonical) == "mean_field")]
+    rows = []
+    for _, r in trained.iterrows():
+        cfg = runset.configs.get(r["run_id"]) or {}
+        hp = {**_scheme_defaults("mean_field"), **_init_hparams(cfg)}
+        depth = (cfg.get("model") or {}).get("depth")
+        act = dict(cfg.get("activation") or {})
+        act.pop("name", None)
+        if depth is None:
+            continue
+        rows.append(
+            {
+                "dataset": r["dataset"],
+                "activation": r["activation"],
+                "act_params": json.dumps(act, sort_keys=True),
+                "sigma_b2": float(hp["sigma_b2"]),
+                "sigma_w2": float(hp["sigma_w2"]),
+                "depth": int(depth),
+                "score": _score(r),
+            }
+        )
+    if not rows:
+        return []
+    table = pd.DataFrame(rows)
+    out = []
+    keys = ["dataset", "activation", "act_params", "sigma_b2"]
+    for (dataset, act, act_params, sigma_b2), g in table.groupby(keys, sort=True):
+        if g["sigma_w2"].nunique() < 2 or g["depth"].nunique() < 2:
+            continue
+        grid = g.pivot_table(index="depth", columns="sigma_w2", values="score", aggfunc="mean")
+        theory, phase, critical = _theory_curves(
+            act, json.loads(act_params), sigma_b2, (g["sigma_w2"].min(), g["sigma_w2"].max())
+        )
+        out.append(
+            {
+                "dataset": dataset,
+                "activation": act,
+                "sigma_b2": sigma_b2,
+                "grid": grid.sort_index().sort_index(axis=1),
+                "theory": theory,
+                "phase": phase,
+                "critical": critical,
+            }
+        )
+    return out
+
+
+def _theory_curves(
+    activation: str, params: dict[str, Any], sigma_b2: float, span: tuple[float, float]
+) -> tuple[pd.DataFrame, pd.DataFrame, float]:
+    """6 xi_c over the swept sigma_w2 span; the chi1 = 1 line; the critical sigma_w2."""
+    from initbench import theory  # numpy and torch: imported only when a figure needs it
+
+    lo, hi = span
+    sigma_w2 = np.linspace(lo, hi, THEORY_POINTS)
+    xi = [theory.mean_field(activation, float(s), sigma_b2, **params).xi_c for s in sigma_w2]
+    curve = pd.DataFrame({"sigma_w2": sigma_w2, "xi_c": xi})
+    curve["depth_limit"] = XI_C_FACTOR * curve["xi_c"]
+    sigma_b2_axis = np.linspace(0.0, max(0.5, 2 * sigma_b2), 11)
+    line = theory.critical_line(activation, sigma_b2_axis, **params)
+    phase = pd.DataFrame({"sigma_b2": sigma_b2_axis, "sigma_w2_critical": line})
+    try:
+        critical = theory.critical_sigma_w2(activation, sigma_b2, **params)
+    except theory.NoTransition:
+        critical = math.nan
+    return curve, phase, critical

@@ -1,6 +1,7 @@
 """Telemetry: where a run's numbers go (W&B and TensorBoard sinks, same tag names in both), and
 the per-layer statistics and histograms computed on the device during training."""
 
+from initbench.telemetry.jacobian import jacobian_singular_values, spectrum_summary
 from initbench.telemetry.observer import Telemetry, build_telemetry
 from initbench.telemetry.sinks import (
     Histogram,
@@ -26,6 +27,8 @@ __all__ = [
     "build_telemetry",
     "figure_to_rgb",
     "find_probes",
+    "jacobian_singular_values",
     "stack",
+    "spectrum_summary",
     "summarize",
 ]
