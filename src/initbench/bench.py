@@ -17,8 +17,12 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import os
+import pickle
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -27,11 +31,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import numpy as np
 import torch
 
 from initbench.build import Prepared, model_params, prepare
 from initbench.config import CONF_DIR
 from initbench.data import DataNotFoundError, DeviceDataset, load_dataset
+from initbench.data.cifar10 import FOLDER, TEST_FILE, TRAIN_FILES
 from initbench.data.fashion_mnist import FILES, locate
 from initbench.engine import train
 from initbench.io import dumps_strict
@@ -332,6 +338,120 @@ def cnn30_speedup_fast_path(ctx: BenchContext) -> dict[str, Any]:
     }
 
 
+# The grid's 17 canonical schemes (sweeps/grid.yaml's init axis), the packed workload's members.
+GRID_INITS = ["constant", "delta_orthogonal", "kaiming_normal", "kaiming_uniform", "keras_default",
+              "lecun_normal", "lecun_uniform", "lsuv", "normal", "ones", "orthogonal",
+              "pytorch_default", "uniform", "variance_scaling", "xavier_normal", "xavier_uniform",
+              "zeros"]  # fmt: skip
+ROOT = CONF_DIR.parent  # the repository: src/train.py and src/pack.py
+
+
+def write_cifar10_shaped(root: Path, n_train: int, n_test: int) -> Path:
+    """Random images in CIFAR-10's files and format (``cifar-10-batches-py``: pickled dicts of
+    uint8 N x 3072 ``data`` and ``labels``), ``n_train`` spread over the five training batches:
+    what the packed CNN workload trains on where the real files cannot be fetched."""
+    folder = root / FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    sizes = [n_train // 5 + (i < n_train % 5) for i in range(5)] + [n_test]
+    for name, n in zip([*TRAIN_FILES, TEST_FILE], sizes, strict=True):
+        batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                 b"labels": [int(v) for v in rng.integers(0, 10, n)]}  # fmt: skip
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f, protocol=2)
+    return root
+
+
+def _timed_process(args: list[str], workdir: Path) -> float:
+    """Wall seconds of ``python *args`` run from the repository, as a sweep starts a run.
+
+    Raises:
+        RuntimeError: the process failed (its last lines of output).
+    """
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, *args, f"hydra.run.dir={workdir}"], cwd=ROOT, env=env,
+        capture_output=True, text=True,
+    )  # fmt: skip
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-5:])
+        raise RuntimeError(f"{' '.join(args[:1])} failed ({proc.returncode}): {tail}")
+    return seconds
+
+
+def _pack_vs_alone(
+    overrides: list[str], inits: list[str], seeds: list[int], sample: int, workdir: Path
+) -> dict[str, Any]:
+    """One pack of ``inits`` x ``seeds`` (one ``src/pack.py`` process) against the same runs
+    unpacked (one ``src/train.py`` process each). Unpacked runs are independent processes, so
+    their total is linear in their number: ``sample`` of them, spread over the members, are
+    timed and the total is their mean times K (all K when ``sample`` >= K)."""
+    members = [(i, s) for i in inits for s in seeds]
+    k = len(members)
+    pack_s = _timed_process(
+        ["src/pack.py", *overrides, f"pack.inits=[{','.join(inits)}]",
+         f"pack.seeds=[{','.join(map(str, seeds))}]"],
+        workdir / "pack",
+    )  # fmt: skip
+    step = max(1, k // sample)
+    chosen = members[::step][:sample]
+    alone = [
+        _timed_process(["src/train.py", *overrides, f"init={i}", f"seed={s}"], workdir / f"{i}-{s}")
+        for i, s in chosen
+    ]
+    alone_total = statistics.fmean(alone) * k
+    return {
+        "ratio": alone_total / pack_s,
+        "members": k,
+        "pack_s": pack_s,
+        "alone_s_per_run": statistics.fmean(alone),
+        "alone_s_total": alone_total,
+        "alone_timed": len(alone),
+    }
+
+
+@measurement("packed_speedup")
+def packed_speedup(ctx: BenchContext) -> dict[str, Any]:
+    """K unpacked runs (separate ``src/train.py`` processes, as a sweep runs them) over one
+    pack of the same K (``src/pack.py``), wall time, same device: the FashionMNIST MLP with
+    the grid's 17 inits x 3 seeds for one epoch (``ratio``), and the 30-layer CNN on
+    CIFAR-10-shaped random data (``cnn30``; 17 x 3 members on CUDA, fewer on a CPU, where a
+    step of 51 members takes minutes). Targets: >= 3 on CPU, >= 20 on CUDA (the MLP)."""
+    device = ctx.prep.device
+    base = [f"trainer.device={device}", "logger=[tensorboard]", "trainer.epochs=1"]
+    if ctx.cfg["trainer"]["num_threads"]:
+        base.append(f"trainer.num_threads={ctx.cfg['trainer']['num_threads']}")
+    if ctx.quick:  # seconds: checks that it runs
+        mlp = ["dataset=circles", "model.width=16", *base]
+        inits, seeds, sample = ["zeros", "kaiming_normal"], [0], 1
+    else:
+        try:
+            locate(Path(ctx.cfg["data_dir"]), download=False)
+        except DataNotFoundError as err:
+            return {"ratio": None, "skipped": str(err).split(". ")[0]}
+        mlp = [f"data_dir={Path(ctx.cfg['data_dir']).absolute()}", "dataset.download=false", *base]
+        inits, seeds, sample = GRID_INITS, [0, 1, 2], 6
+    result = _pack_vs_alone(mlp, inits, seeds, sample, ctx.workdir / "mlp")
+    cifar = write_cifar10_shaped(ctx.workdir / "cifar", 256 if ctx.quick else 2560, 256)
+    cnn = [
+        "model=cnn30", "dataset=cifar10", f"data_dir={cifar}", "dataset.download=false",
+        "trainer.batch_size=128", "trainer.eval_batch_size=256", *base,
+    ]  # fmt: skip
+    if ctx.quick:
+        cnn_inits, cnn_seeds, cnn_sample = ["kaiming_normal"], [0, 1], 1
+        cnn[0] = "model=cnn"
+    elif device.type == "cuda":
+        cnn_inits, cnn_seeds, cnn_sample = GRID_INITS, [0, 1, 2], 6
+    else:
+        cnn_inits, cnn_seeds, cnn_sample = ["kaiming_normal", "xavier_normal"], [0, 1], 2
+    result["cnn30"] = _pack_vs_alone(cnn, cnn_inits, cnn_seeds, cnn_sample, ctx.workdir / "cnn")
+    result["cnn30_ratio"] = result["cnn30"]["ratio"]
+    result["target"] = {"cpu": 3.0, "cuda": 20.0}.get(device.type)
+    return result
+
+
 def grid_estimate(results: Mapping[str, Any], sweep_path: Path) -> dict[str, Any] | None:
     """Wall time of ``sweep_path`` on this device, one run at a time, from the measured epoch
     and step times: each combination's epochs x (train epoch + ~7% for evaluation).
@@ -371,13 +491,27 @@ def grid_estimate(results: Mapping[str, Any], sweep_path: Path) -> dict[str, Any
             continue
         total += combo.params.get("trainer.epochs", epochs[exp]) * epoch_s[exp] * 1.07
         runs += 1
-    return {
+    estimate = {
         "hours": total / 3600,
         "runs": runs,
         "epoch_s": epoch_s,
         "epochs": epochs,
         "not_estimated": sorted(unknown),
     }
+    packed = results.get("packed_speedup")
+    if packed and packed.get("ratio") is not None:
+        # Packed: each architecture's runs take its measured pack speedup less time (the
+        # 10-layer CNN is taken at the 30-layer one's speedup).
+        speedup = {"fashion_mlp": packed["ratio"], "cifar_cnn": packed["cnn30_ratio"],
+                   "cifar_cnn30": packed["cnn30_ratio"]}  # fmt: skip
+        packed_total = sum(
+            combo.params.get("trainer.epochs", epochs[combo.params["experiment"]])
+            * epoch_s[combo.params["experiment"]] * 1.07 / speedup[combo.params["experiment"]]
+            for combo in combos
+            if combo.params.get("experiment") in epoch_s
+        )  # fmt: skip
+        estimate["hours_packed"] = packed_total / 3600
+    return estimate
 
 
 def run_bench(
@@ -439,7 +573,11 @@ def format_results(results: Mapping[str, Any]) -> str:
         if name == "meta" or not isinstance(r, Mapping):
             continue
         if name == "grid_wall_time_estimate":
-            lines.append(f"{name:<33} {r['hours']:.1f} h for {r['runs']} runs, one at a time")
+            packed = r.get("hours_packed")
+            packed = f"; packed {packed:.2f} h" if packed is not None else ""
+            lines.append(
+                f"{name:<33} {r['hours']:.1f} h for {r['runs']} runs, one at a time{packed}"
+            )
             continue
         if r.get("ratio") is None:
             lines.append(f"{name:<33} {'-':>7} {'-':>8}  skipped: {r.get('skipped')}")
