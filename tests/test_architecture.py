@@ -19,7 +19,15 @@ LAYERS = {
     "tools": {"run", "run_pack", "diagnose", "sweep", "report", "bench"},
     "build": {"config", "build", "checkpoint", "errors", "lock", "signals"},
     "library": {
-        "engine", "packing", "inits", "models", "data", "telemetry", "io", "memory", "theory",
+        "engine",
+        "packing",
+        "inits",
+        "models",
+        "data",
+        "telemetry",
+        "io",
+        "memory",
+        "theory",
     },  # fmt: skip
 }
 RANK = {unit: rank for rank, units in enumerate(reversed(LAYERS.values())) for unit in units}

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import yaml
 
-from helpers import CONF_DIR, ROOT, finish, run_cli, run_train_cli, start
+from helpers import CONF_DIR, ROOT, compose_dict, finish, run_cli, run_train_cli, start
 from initbench.build import validate
+from initbench.config import check_pack_config
 from initbench.inits import list_inits, resolve
 from initbench.sweep import (
     Combination,
@@ -84,6 +85,7 @@ def test_the_expected_sweep_files_exist():
         "depth",
         "signal_propagation",
         "edge_of_chaos",
+        "grid_packed",
     } <= names
 
 
@@ -102,12 +104,20 @@ def test_sweep_file_is_a_valid_wandb_grid_for_hydra(path):
     assert len({c.name for c in combos}) == len(combos)
 
 
+def check_composed(program: str, cfg: dict) -> None:
+    """The checks the program makes of its config before it runs."""
+    if program == "src/pack.py":
+        check_pack_config(cfg)
+    else:
+        validate(cfg)
+
+
 @pytest.mark.parametrize("path", SWEEP_FILES, ids=lambda p: p.stem)
 def test_every_value_of_every_sweep_file_composes(path):
     sweep = load_sweep(path)
     for _, cfg in composed(sweep, covering(combinations(sweep))):
-        if sweep.program == "src/train.py":
-            validate(cfg)
+        if sweep.program in ("src/train.py", "src/pack.py"):
+            check_composed(sweep.program, cfg)
 
 
 @pytest.mark.slow
@@ -117,7 +127,20 @@ def test_every_combination_of_every_sweep_file_composes(path):
     results = composed(sweep)
     assert len(results) == len(combinations(sweep))
     for _, cfg in results:
-        validate(cfg)
+        check_composed(sweep.program, cfg)
+
+
+def test_the_packed_grid_trains_the_grids_runs():
+    grid = {p.key: p.grid_values() for p in load_sweep(ROOT / "sweeps" / "grid.yaml").params}
+    packed = load_sweep(ROOT / "sweeps" / "grid_packed.yaml")
+    assert packed.program == "src/pack.py"
+    assert {p.key: p.grid_values() for p in packed.params} == {
+        "experiment": grid["experiment"],
+        "activation": grid["activation"],
+    }
+    pack = compose_dict(config_name="pack")["pack"]  # every agent run's members: its defaults
+    assert pack["inits"] == grid["init"] and pack["seeds"] == grid["seed"]
+    assert pack["members"] is None
 
 
 def test_grid_covers_every_scheme_architecture_and_activation():

@@ -338,12 +338,15 @@ def cnn30_speedup_fast_path(ctx: BenchContext) -> dict[str, Any]:
     }
 
 
-# The grid's 17 canonical schemes (sweeps/grid.yaml's init axis), the packed workload's members.
-GRID_INITS = ["constant", "delta_orthogonal", "kaiming_normal", "kaiming_uniform", "keras_default",
-              "lecun_normal", "lecun_uniform", "lsuv", "normal", "ones", "orthogonal",
-              "pytorch_default", "uniform", "variance_scaling", "xavier_normal", "xavier_uniform",
-              "zeros"]  # fmt: skip
-ROOT = CONF_DIR.parent  # the repository: src/train.py and src/pack.py
+ROOT = CONF_DIR.parent  # the repository: src/train.py, src/pack.py, sweeps/
+GRID = ROOT / "sweeps" / "grid.yaml"
+
+
+def grid_axis(key: str) -> list[Any]:
+    """The values of one of sweeps/grid.yaml's parameters (the packed workload's members are
+    the grid's 17 inits x 3 seeds)."""
+    (param,) = [p for p in load_sweep(GRID).params if p.key == key]
+    return list(param.grid_values())
 
 
 def write_cifar10_shaped(root: Path, n_train: int, n_test: int) -> Path:
@@ -432,7 +435,7 @@ def packed_speedup(ctx: BenchContext) -> dict[str, Any]:
         except DataNotFoundError as err:
             return {"ratio": None, "skipped": str(err).split(". ")[0]}
         mlp = [f"data_dir={Path(ctx.cfg['data_dir']).absolute()}", "dataset.download=false", *base]
-        inits, seeds, sample = GRID_INITS, [0, 1, 2], 6
+        inits, seeds, sample = grid_axis("init"), grid_axis("seed"), 6
     result = _pack_vs_alone(mlp, inits, seeds, sample, ctx.workdir / "mlp")
     cifar = write_cifar10_shaped(ctx.workdir / "cifar", 256 if ctx.quick else 2560, 256)
     cnn = [
@@ -443,7 +446,7 @@ def packed_speedup(ctx: BenchContext) -> dict[str, Any]:
         cnn_inits, cnn_seeds, cnn_sample = ["kaiming_normal"], [0, 1], 1
         cnn[0] = "model=cnn"
     elif device.type == "cuda":
-        cnn_inits, cnn_seeds, cnn_sample = GRID_INITS, [0, 1, 2], 6
+        cnn_inits, cnn_seeds, cnn_sample = grid_axis("init"), grid_axis("seed"), 6
     else:
         cnn_inits, cnn_seeds, cnn_sample = ["kaiming_normal", "xavier_normal"], [0, 1], 2
     result["cnn30"] = _pack_vs_alone(cnn, cnn_inits, cnn_seeds, cnn_sample, ctx.workdir / "cnn")
@@ -550,9 +553,8 @@ def run_bench(
         ctx = BenchContext(cfg, prep, make_optimizer, quick, Path(workdir))
         for name in names or list(MEASUREMENTS):
             results[name] = MEASUREMENTS[name](ctx)
-    grid = Path(__file__).resolve().parents[2] / "sweeps" / "grid.yaml"
-    if grid.exists():
-        results["grid_wall_time_estimate"] = grid_estimate(results, grid)
+    if GRID.exists():
+        results["grid_wall_time_estimate"] = grid_estimate(results, GRID)
     if out is not None:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
