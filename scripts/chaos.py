@@ -3,6 +3,10 @@ its final metrics equal those of an uninterrupted run of the same config.
 
 Usage:
     python scripts/chaos.py [--kills 10] [--seed 0] [--out outputs/chaos] [-- extra overrides]
+    python scripts/chaos.py --pack [...]    # a pack (src/pack.py): every member must match
+
+With ``--pack`` the run is a pack of 3 inits x 2 seeds (src/pack.py); each member's final
+metrics and history must equal its member's in the uninterrupted pack.
 
 One restart in five is killed during start-up; the others once training has started (the run
 has rewritten its summary.json), after a random 0-30% of the reference run's training time, so
@@ -37,8 +41,20 @@ DEFAULT_OVERRIDES = [
 ]
 
 
+PACK_OVERRIDES = ["pack.inits=[kaiming_normal,xavier_normal,zeros]", "pack.seeds=[0,1]"]
+PACKED = False  # --pack: the run is a pack of members, each in a folder of the pack's folder
+
+
 def train_cmd(run_dir: Path, overrides: list[str]) -> list[str]:
-    return [sys.executable, str(ROOT / "src/train.py"), f"hydra.run.dir={run_dir}", *overrides]
+    program, extra = ("src/pack.py", PACK_OVERRIDES) if PACKED else ("src/train.py", [])
+    return [sys.executable, str(ROOT / program), f"hydra.run.dir={run_dir}", *extra, *overrides]
+
+
+def run_dirs(run_dir: Path) -> list[Path]:
+    """The run's directory, or a pack's members' directories (those holding a config.yaml)."""
+    if not PACKED:
+        return [run_dir]
+    return sorted(p.parent for p in run_dir.glob("*/config.yaml"))
 
 
 def run_to_end(run_dir: Path, overrides: list[str]) -> tuple[float, float]:
@@ -57,21 +73,29 @@ def run_to_end(run_dir: Path, overrides: list[str]) -> tuple[float, float]:
 def wait_until_training(run_dir: Path, proc: subprocess.Popen, after: float) -> float | None:
     """Block until the process has rewritten summary.json (it is past start-up); returns the
     monotonic time then, or None if the process exited first."""
-    summary = run_dir / "summary.json"
     while proc.poll() is None:
-        try:
-            if summary.stat().st_mtime > after and '"running"' in summary.read_text():
-                return time.monotonic()
-        except OSError:
-            pass
+        for folder in run_dirs(run_dir):  # a pack: its first member
+            summary = folder / "summary.json"
+            try:
+                if summary.stat().st_mtime > after and '"running"' in summary.read_text():
+                    return time.monotonic()
+            except OSError:
+                pass
+            break
         time.sleep(0.05)
     return None
 
 
 def outcome(run_dir: Path) -> dict:
-    summary = json.loads((run_dir / "summary.json").read_text())
-    metrics = (run_dir / "metrics.jsonl").read_text()
-    return {"status": summary["status"], "final": summary["final"], "metrics": metrics}
+    """Per run (each member of a pack): its status, final metrics and metrics.jsonl."""
+    result = {}
+    for folder in run_dirs(run_dir):
+        summary = json.loads((folder / "summary.json").read_text())
+        metrics = (folder / "metrics.jsonl").read_text()
+        result[folder.name] = {
+            "status": summary["status"], "final": summary["final"], "metrics": metrics,
+        }  # fmt: skip
+    return result
 
 
 def main() -> int:
@@ -79,8 +103,11 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=10, help="SIGKILLs to deliver (default 10)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill times")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs/chaos", help="work folder")
+    parser.add_argument("--pack", action="store_true", help="kill and resume a pack instead")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for the run")
     args = parser.parse_args()
+    global PACKED
+    PACKED = args.pack
     overrides = DEFAULT_OVERRIDES + args.overrides
     rng = random.Random(args.seed)
     shutil.rmtree(args.out, ignore_errors=True)
@@ -115,8 +142,9 @@ def main() -> int:
 
     ref, got = outcome(reference), outcome(chaos)
     same = ref == got
-    print(f"chaos: reference final {ref['final']}")
-    print(f"chaos: resumed   final {got['final']}")
+    for name in ref:
+        print(f"chaos: {name}: reference final {ref[name]['final']}")
+        print(f"chaos: {name}: resumed   final {got.get(name, {}).get('final')}")
     print(f"chaos: {'IDENTICAL' if same else 'DIFFERENT'} final metrics and per-epoch history")
     return 0 if same else 1
 
@@ -124,7 +152,9 @@ def main() -> int:
 def _progress(run_dir: Path) -> str:
     """Epochs recorded so far (metrics.jsonl is rewritten with every checkpoint)."""
     try:
-        return f"epoch {len((run_dir / 'metrics.jsonl').read_text().splitlines())}"
+        folders = run_dirs(run_dir)
+        epochs = [len((f / "metrics.jsonl").read_text().splitlines()) for f in folders]
+        return f"epoch {', '.join(map(str, epochs))}"
     except OSError:
         return "none yet"
 

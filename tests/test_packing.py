@@ -471,6 +471,7 @@ def test_local_sweep_pack_needs_the_training_program():
         pack_program("src/diagnose.py")
 
 
+@pytest.mark.slow
 def test_a_packed_local_sweep_equals_the_unpacked_one_and_skips_what_is_done(tmp_path):
     sweep_file = tmp_path / "s.yaml"
     sweep_file.write_text(

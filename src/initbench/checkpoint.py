@@ -76,6 +76,17 @@ def load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
     return None
 
 
+def load_previous_checkpoint(run_dir: Path) -> dict[str, Any] | None:
+    """The checkpoint before the newest (``checkpoint.prev.pt``), or None when there is none
+    or it does not load: a pack rolls a member back to it to resume with the others
+    (initbench.run_pack)."""
+    try:
+        ckpt = torch.load(run_dir / PREVIOUS_CHECKPOINT, map_location="cpu", weights_only=True)
+    except Exception:  # absent, truncated, refused: there is nothing to roll back to
+        return None
+    return ckpt if isinstance(ckpt, dict) and "train_state" in ckpt else None
+
+
 def rng_state(device: torch.device, data_generator: torch.Generator) -> dict[str, Any]:
     """Every RNG a run draws from (python, numpy, torch, CUDA, the data order), for a checkpoint:
     tensors and plain lists only, so the checkpoint loads with ``weights_only=True``."""

@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from initbench.build import check_memory, load_data, max_pack_members, validate
+from initbench.checkpoint import load_previous_checkpoint
 from initbench.data import is_seeded
 from initbench.errors import Interrupted, RunFailed, UserError
 from initbench.io import atomic_write
@@ -148,7 +149,7 @@ def run_pack(
                 todo.append((i, ckpt))
             if todo:
                 check_optimizer(make_optimizer)
-        groups = pack_groups(cfgs, todo, max_members)
+        groups = pack_groups(cfgs, align_checkpoints(todo, run_dirs), max_members)
         log.info(
             "%d member(s): %d already done, %d to train in %d pack(s)",
             len(cfgs), len(cfgs) - len(todo), len(todo), len(groups),
@@ -173,9 +174,7 @@ def pack_groups(
         return []
     by_point: dict[tuple[int, int], list[tuple[int, Mapping[str, Any] | None]]] = {}
     for i, ckpt in todo:
-        state = ckpt["train_state"] if ckpt is not None else {}
-        point = (state.get("epoch", 0), state.get("global_step", 0))
-        by_point.setdefault(point, []).append((i, ckpt))
+        by_point.setdefault(_point(ckpt), []).append((i, ckpt))
     cfg = cfgs[todo[0][0]]
     fits = max_pack_members(cfg, validate(cfg), datasets=_distinct_datasets(cfgs))
     size = min(max_members or fits, fits)
@@ -184,6 +183,33 @@ def pack_groups(
         for _, members in sorted(by_point.items())
         for j in range(0, len(members), size)
     ]
+
+
+def _point(ckpt: Mapping[str, Any] | None) -> tuple[int, int]:
+    """Where a checkpoint stands: (epochs done, optimizer steps); a fresh start is (0, 0)."""
+    state = ckpt["train_state"] if ckpt is not None else {}
+    return state.get("epoch", 0), state.get("global_step", 0)
+
+
+def align_checkpoints(
+    todo: list[tuple[int, Mapping[str, Any] | None]], run_dirs: Sequence[Path]
+) -> list[tuple[int, Mapping[str, Any] | None]]:
+    """Members ahead of the others go back to their previous checkpoint when it is where the
+    others stand: a pack stopped while its members saved one after another (a kill between
+    two saves) resumes as the one pack it was, so its dropout draws continue exactly."""
+    points = {_point(ckpt) for _, ckpt in todo}
+    if len(points) < 2:
+        return todo
+    behind = min(points)
+    aligned = []
+    for i, ckpt in todo:
+        if _point(ckpt) != behind:
+            previous = load_previous_checkpoint(run_dirs[i])
+            if previous is not None and _point(previous) == behind:
+                log.info("%s: back to its previous checkpoint, with its pack", run_dirs[i])
+                ckpt = previous
+        aligned.append((i, ckpt))
+    return aligned
 
 
 def _data_key(cfg: Mapping[str, Any]) -> int | None:
