@@ -18,7 +18,7 @@ LAYERS = {
     "entry": {"cli"},
     "tools": {"run", "diagnose", "sweep", "report", "bench"},
     "build": {"config", "build", "checkpoint", "errors", "lock", "signals"},
-    "library": {"engine", "inits", "models", "data", "telemetry", "io", "memory"},
+    "library": {"engine", "inits", "models", "data", "telemetry", "io", "memory", "progress"},
 }
 RANK = {unit: rank for rank, units in enumerate(reversed(LAYERS.values())) for unit in units}
 

@@ -405,6 +405,10 @@ def test_real_local_sweep_runs_in_parallel_keeps_divergence_as_data_and_resumes(
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "4 to run, 2 at a time, W&B offline" in proc.stdout
     assert "[done 4/4]" in proc.stdout and "elapsed" in proc.stdout
+    # after each run: done/total, the rate and the ETA (progress.py), last at 0:00:00
+    progress = [ln for ln in proc.stdout.splitlines() if ln.startswith("sweep tiny: ")]
+    assert len(progress) == 4 and progress[0].startswith("sweep tiny: 1/4 runs (25%), ")
+    assert "ETA 0:00:00" in progress[-1] and "failed" not in progress[-1]
     lines = proc.stdout.splitlines()
     first_done = next(i for i, ln in enumerate(lines) if ln.startswith("[done"))
     assert sum(ln.startswith("[started") for ln in lines[:first_done]) == 2  # two at a time

@@ -26,6 +26,7 @@ from types import FrameType
 from typing import IO, Any
 
 from initbench.io import dumps_strict, read_json, safe_name
+from initbench.progress import Progress
 from initbench.signals import handling_signals
 from initbench.sweep.combinations import Combination, combinations, varying_keys
 from initbench.sweep.commands import build_command, compose_combinations
@@ -255,6 +256,14 @@ class _LocalRun:
     running: dict[int, _Child] = field(default_factory=dict)  # by combination index
     signals: list[int] = field(default_factory=list)  # received: launch no more
     start: float = field(default_factory=time.perf_counter)
+    failed: int = 0  # combinations that failed in this call
+    progress: Progress | None = None  # done/total, failures, ETA: a line after each run
+
+    def __post_init__(self) -> None:
+        self.progress = Progress(
+            self.total, f"sweep {self.sweep.name}", "run", initial=self.ended, tty=False,
+            interval=0, write=self.echo,
+        )  # fmt: skip
 
     def run(self, pending: Sequence[Combination], parallel: int) -> dict[int, Outcome]:
         """Launch ``pending`` in order, ``parallel`` at a time, until all have ended or a
@@ -333,6 +342,11 @@ class _LocalRun:
             f"[done {self.ended}/{self.total}] {status} {combo.label(self.keys)}{shown}"
             f"  {wall:.1f} s  (elapsed {self._elapsed()}){why}"
         )
+        if status not in DONE and returncode <= 128 and returncode >= 0:
+            self.failed += 1
+        if self.failed:
+            self.progress.set_postfix(failed=self.failed)
+        self.progress.update()
         return outcome
 
     def _elapsed(self) -> str:
