@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from initbench.data import cifar10, fashion_mnist
 from initbench.data.base import DataNotFoundError, DataShape, DeviceDataset
 from initbench.data.cifar10 import cifar10_shape, load_cifar10
 from initbench.data.fashion_mnist import fashion_mnist_shape, load_fashion_mnist
@@ -37,6 +38,7 @@ __all__ = [
     "get_dataset_params",
     "list_datasets",
     "load_dataset",
+    "missing_data",
     "register_dataset",
     "validate_dataset_params",
 ]
@@ -80,6 +82,7 @@ class _Entry:
     load: Callable[..., DeviceDataset]
     params: dict[str, Param]
     shape: Callable[..., DataShape]
+    missing: Callable[[Path], str | None] | None = None  # files absent under root: how to fix
 
 
 _REGISTRY: dict[str, _Entry] = {}
@@ -90,22 +93,35 @@ def register_dataset(
     load: Callable[..., DeviceDataset],
     params: dict[str, Param],
     shape: Callable[..., DataShape],
+    missing: Callable[[Path], str | None] | None = None,
 ) -> None:
     """Add a dataset: ``load(root=, device=, seed=, **params)`` returns a DeviceDataset, and
-    ``shape(**params)`` what it will hold, without loading anything."""
+    ``shape(**params)`` what it will hold, without loading anything; for a dataset read from
+    files, ``missing(root)`` is None when they are on disk, else how to get them."""
     if name in _REGISTRY:
         raise ValueError(f"dataset {name!r} is already registered")
-    _REGISTRY[name] = _Entry(load, params, shape)
+    _REGISTRY[name] = _Entry(load, params, shape, missing)
+
+
+def _missing_help(
+    find: Callable[[Path], Any], how: Callable[[Path], str]
+) -> Callable[[Path], str | None]:
+    return lambda root: None if find(root) is not None else how(root)
 
 
 register_dataset(
-    "fashion_mnist", load_fashion_mnist, {"download": Param(True, bool)}, fashion_mnist_shape
+    "fashion_mnist",
+    load_fashion_mnist,
+    {"download": Param(True, bool)},
+    fashion_mnist_shape,
+    _missing_help(fashion_mnist.find_local, fashion_mnist.missing_help),
 )
 register_dataset(
     "cifar10",
     load_cifar10,
     {"download": Param(True, bool), "augment": Param(True, bool)},
     cifar10_shape,
+    _missing_help(cifar10.find_local, cifar10.missing_help),
 )
 register_dataset(
     "circles",
@@ -184,6 +200,18 @@ def dataset_shape(name: str, **params: Any) -> DataShape:
         ValueError: bad name or parameters (as :func:`validate_dataset_params`).
     """
     return _entry(name).shape(**validate_dataset_params(name, **params))
+
+
+def missing_data(name: str, root: str | os.PathLike[str]) -> str | None:
+    """None if ``name``'s files are on disk for ``root`` (or it needs none: synthetic sets),
+    else how to get them (the files, ``data_dir``, an offline alternative). Reads nothing but
+    the file names: a dry run can ask it for every combination of a sweep.
+
+    Raises:
+        ValueError: an unknown dataset name.
+    """
+    missing = _entry(name).missing
+    return None if missing is None else missing(Path(root).expanduser())
 
 
 def load_dataset(
