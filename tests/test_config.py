@@ -298,3 +298,21 @@ def test_summary_records_the_init_option_as_chosen(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert (summary["choices"]["init"], summary["init_scheme"]) == ("normal_std10", "normal")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["trainer.epochs=0"], "initbench: error: trainer.epochs must be an integer >= 1 (got 0)"),
+        (["init=nonexistent"], "Could not find 'init/nonexistent'"),
+        (["-m", "dataset=circles", "trainer.epochs=0"], "trainer.epochs must be an integer >= 1"),
+        (["-m", "seed=0,1", "trainer.epochs=3,0"], "trainer.epochs must be an integer >= 1 (got 0)"),
+        (["--multirun", "init=xavier,nonexistent"], "init=nonexistent is not an option of init;"),
+    ],
+)
+def test_a_refused_command_leaves_no_outputs_folder(tmp_path, args, message):
+    """From a fresh directory, with the default run and sweep folders (outputs/, multirun/)."""
+    proc = run_cli(str(ROOT / "src" / "train.py"), *args, cwd=tmp_path, timeout=120)
+    assert proc.returncode != 0 and message in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == [], "a refused command left a folder behind"
