@@ -18,7 +18,17 @@ LAYERS = {
     "entry": {"cli"},
     "tools": {"run", "diagnose", "sweep", "report", "bench"},
     "build": {"config", "build", "checkpoint", "errors", "lock", "signals"},
-    "library": {"engine", "inits", "models", "data", "telemetry", "io", "memory", "progress"},
+    "library": {
+        "engine",
+        "inits",
+        "models",
+        "data",
+        "telemetry",
+        "io",
+        "memory",
+        "progress",
+        "walltime",
+    },
 }
 RANK = {unit: rank for rank, units in enumerate(reversed(LAYERS.values())) for unit in units}
 
