@@ -25,7 +25,6 @@ from initbench.report import (
     build_report,
     load_source,
     save_wandb_report,
-    split_sweep_path,
     wandb_report,
 )
 
@@ -65,8 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     args.source = args.source or args.wandb_report
     logging.basicConfig(level=logging.WARNING, format="report: %(message)s")
     try:
-        if args.wandb_report:  # a bad path or a missing package: before any work
-            split_sweep_path(args.wandb_report)
+        if args.wandb_report:  # a bad path or a missing package: said before any work
             wandb_report(args.wandb_report)
         runset = load_source(args.source)
         if args.out:

@@ -339,7 +339,7 @@ class _LocalRun:
             f"[done {self.ended}/{self.total}] {status} {combo.label(self.keys)}{shown}"
             f"  {wall:.1f} s  (elapsed {self._elapsed()}){why}"
         )
-        if status not in DONE and returncode <= 128 and returncode >= 0:
+        if status == "failed":
             self.failed += 1
         if self.failed:
             self.progress.set_postfix(failed=self.failed)
