@@ -479,6 +479,9 @@ def plan_notes(
             f"warning: {len(found)} of {len(combos)} combinations to run use {name}, which is "
             f"not in {folder}{download}; to fix: {fix}"
         )
+    if Path(sweep.program).stem.removeprefix("initbench-") == "diagnose":
+        notes.append(f"wall time: {sweep.program} trains nothing (seconds per combination)")
+        return notes
     results = read_bench(bench)
     epoch_s = preset_epoch_seconds(results) if results else None
     if epoch_s is None:
