@@ -122,8 +122,10 @@ def write_cifar(folder: Path, n_per_batch=20, n_test=10, seed=0) -> tuple[np.nda
 
 
 def child_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """A child's environment: W&B offline and quiet unless ``env`` says otherwise."""
-    return {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", **(env or {})}
+    """A child's environment: W&B offline and quiet unless ``env`` says otherwise (a value of
+    None removes the variable)."""
+    merged = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", **(env or {})}
+    return {k: v for k, v in merged.items() if v is not None}
 
 
 # Children started by the current test; conftest's autouse fixture kills any left running when

@@ -28,6 +28,8 @@ LAYERS = {
         "io",
         "memory",
         "theory",
+        "progress",
+        "walltime",
     },  # fmt: skip
 }
 RANK = {unit: rank for rank, units in enumerate(reversed(LAYERS.values())) for unit in units}

@@ -11,6 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 
 from helpers import CONF_DIR, ROOT, compose_dict, group_options, run_cli, run_train_cli
 from initbench.build import validate
+from initbench.config import yaml_fields
 from initbench.data import list_datasets
 from initbench.errors import UserError
 from initbench.inits import list_aliases, list_inits, resolve
@@ -121,6 +122,27 @@ def test_cli_help_lists_groups_and_options():
     out = run_train_cli("--help").stdout
     for text in ("model: cnn, cnn22, cnn30, mlp", "experiment:", "init:", "activation:", "logger:"):
         assert text in out
+
+
+@pytest.mark.parametrize("script", ["src/train.py", "src/diagnose.py"])
+def test_cli_help_lists_every_field_with_its_comment_and_range(script):
+    out = run_cli(script, "--help").stdout
+    lines = {line.split(" = ")[0].strip(): line for line in out.splitlines() if " = " in line}
+    cfg = compose_dict()
+    fields = yaml_fields(CONF_DIR / "train.yaml") + yaml_fields(
+        CONF_DIR / "model" / "mlp.yaml", prefix="model."
+    )
+    for key, _, comment in fields:
+        node = cfg
+        for part in key.split("."):
+            node = node[part]  # every listed field is a real config field
+        assert key in lines and lines[key].endswith(f"# {comment}"), key
+    assert "# passes over the training split (>= 1)" in lines["trainer.epochs"]
+    assert "= 64" in lines["telemetry.bins"] and "1..512" in lines["telemetry.bins"]
+    assert "= 0.2" in lines["model.dropout"] and "in [0, 1)" in lines["model.dropout"]
+    assert "${oc.env:INITBENCH_DATA_DIR,data}" in lines["data_dir"]
+    assert "logger.wandb.project" in lines and "optimizer.lr" in lines
+    assert "defaults" not in lines and not any(k.startswith("hydra") for k in lines)
 
 
 def test_cli_bad_value_is_one_clear_line_not_a_traceback(tmp_path):
@@ -298,3 +320,21 @@ def test_summary_records_the_init_option_as_chosen(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert (summary["choices"]["init"], summary["init_scheme"]) == ("normal_std10", "normal")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["trainer.epochs=0"], "initbench: error: trainer.epochs must be an integer >= 1 (got 0)"),
+        (["init=nonexistent"], "Could not find 'init/nonexistent'"),
+        (["-m", "dataset=circles", "trainer.epochs=0"], "trainer.epochs must be an integer >= 1"),
+        (["-m", "seed=0,1", "trainer.epochs=3,0"], "trainer.epochs must be an integer >= 1 (got 0"),
+        (["--multirun", "init=xavier,nonexistent"], "init=nonexistent is not an option of init;"),
+    ],
+)
+def test_a_refused_command_leaves_no_outputs_folder(tmp_path, args, message):
+    """From a fresh directory, with the default run and sweep folders (outputs/, multirun/)."""
+    proc = run_cli(str(ROOT / "src" / "train.py"), *args, cwd=tmp_path, timeout=120)
+    assert proc.returncode != 0 and message in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == [], "a refused command left a folder behind"

@@ -585,3 +585,28 @@ def test_cifar10_fixture_is_a_python2_pickle_and_loads_exactly(tmp_path):
     assert x.dtype == np.uint8 and x.shape == (2, 3, 32, 32)
     np.testing.assert_array_equal(x.reshape(2, 3072), images)
     assert y.tolist() == [7, 3] and y.dtype == np.int64
+
+
+@pytest.mark.parametrize("name", ["fashion_mnist", "cifar10"])
+def test_missing_data_names_data_dir_absolute_paths_and_an_offline_alternative(
+    tmp_path, no_system_fmnist, monkeypatch, name
+):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataNotFoundError) as err:
+        load_dataset(name, root="data", download=False)
+    text = str(err.value)
+    assert f"data_dir={tmp_path / 'data'}" in text and "$INITBENCH_DATA_DIR" in text
+    assert f" {tmp_path / 'data'}" in text and " data " not in text  # absolute, never relative
+    assert "dataset=circles" in text
+    if name == "cifar10":
+        assert "dataset=fashion_mnist" in text and "apt-get install dataset-fashion-mnist" in text
+    assert data.missing_data(name, "data") is not None and data.missing_data(name, "data") in text
+
+
+def test_missing_data_is_none_when_the_files_are_there(tmp_path, no_system_fmnist):
+    assert data.missing_data("circles", tmp_path / "nothing") is None  # generated
+    assert data.missing_data("cifar10", tmp_path) is not None
+    write_cifar(tmp_path / "cifar-10-batches-py")
+    assert data.missing_data("cifar10", tmp_path) is None
+    with pytest.raises(ValueError, match="unknown dataset"):
+        data.missing_data("imagenet", tmp_path)

@@ -639,3 +639,85 @@ def plt_imread(path: Path) -> np.ndarray:
     from matplotlib.image import imread
 
     return imread(path)
+
+
+# ----------------------------------------------------------------------------- W&B Report page
+
+
+def panels_of(page, kind: str) -> list:
+    return [p for b in page.blocks if type(b).__name__ == "PanelGrid" for p in b.panels
+            if type(p).__name__ == kind]  # fmt: skip
+
+
+def test_the_wandb_report_page_is_built_offline_with_every_panel(runs_folder):
+    """Built without a server: the blocks and panels, their metric keys and grouping."""
+    pytest.importorskip("wandb_workspaces")
+    from initbench.report import wandb_report
+
+    runset = load_local(runs_folder / "tiny")
+    page = wandb_report("team/initbench/abc123", runset)
+    assert (page.entity, page.project) == ("team", "initbench") and "abc123" in page.title
+    kinds = [type(b).__name__ for b in page.blocks]
+    assert kinds.count("PanelGrid") == 5 and "MarkdownBlock" in kinds
+    for grid in (b for b in page.blocks if type(b).__name__ == "PanelGrid"):
+        (runs,) = grid.runsets  # every grid shows the sweep's runs, best val/acc first
+        assert (runs.entity, runs.project, runs.filters) == (
+            "team",
+            "initbench",
+            "Sweep = 'abc123'",
+        )
+        assert runs.order[0].name.name == "val/acc" and runs.order[0].ascending is False
+    # the leaderboard: the report's own tables, best scheme per cell first
+    board = next(b for b in page.blocks if type(b).__name__ == "MarkdownBlock").text
+    assert "Best scheme per architecture × activation" in board
+    assert "**mlp10-5/circles · relu**" in board and "| 1 | kaiming_normal |" in board
+    # curves: val acc, val loss, train loss against the step, grouped by init (mean, min-max)
+    lines = panels_of(page, "LinePlot")
+    curves = [p for p in lines if p.groupby is not None]
+    assert [p.y for p in curves] == [["val/acc"], ["val/loss"], ["train/loss"]]
+    for p in curves:
+        assert p.x == "trainer/step" and p.groupby.name == "init.name"
+        assert (p.groupby_aggfunc, p.groupby_rangefunc) == ("mean", "minmax")
+    curve_grid = next(b for b in page.blocks if type(b).__name__ == "PanelGrid" and b.panels
+                      and b.panels[0] in curves)  # fmt: skip
+    assert curve_grid.runsets[0].groupby == ["init.name"]
+    # init x architecture x activation -> val/acc
+    (parallel,) = panels_of(page, "ParallelCoordinatesPlot")
+    columns = [(type(c.metric).__name__, c.metric.name) for c in parallel.columns]
+    assert columns == [("Config", "init.name"), ("Config", "experiment_name"),
+                       ("Config", "activation.name"), ("SummaryMetric", "val/acc")]  # fmt: skip
+    # per-layer histograms: first, middle and last layer x weights, acts, grads
+    hist = [p.y[0] for p in lines if p.groupby is None]
+    assert hist == [f"{k}/{layer}" for layer in ("fc1", "fc2", "head")
+                    for k in ("weights", "acts", "grads")]  # fmt: skip
+    # the step-0 figure (media) and table
+    (media,) = panels_of(page, "MediaBrowser")
+    assert media.media_keys == ["diagnose/std_vs_depth"]
+    assert panels_of(page, "WeavePanelSummaryTable")[0].table_name == "diagnose/layers"
+
+
+def test_the_wandb_report_without_runs_matches_every_layer_and_refuses_a_bad_path():
+    pytest.importorskip("wandb_workspaces")
+    from initbench.report import wandb_report
+
+    page = wandb_report("team/initbench/abc123", layer=None)
+    hist = [p for p in panels_of(page, "LinePlot") if p.groupby is None]
+    assert [p.metric_regex for p in hist] == ["^weights/.*", "^acts/.*", "^grads/.*"]
+    assert "No finished runs" in next(b.text for b in page.blocks if hasattr(b, "text")
+                                      and "runs table" in str(b.text))  # fmt: skip
+    assert panels_of(wandb_report("t/p/s", layer="fc2"), "LinePlot")[3].y == ["weights/fc2"]
+    with pytest.raises(ReportError, match="entity/project/sweep_id"):
+        wandb_report("just-a-sweep-id")
+
+
+def test_cli_wandb_report_without_a_login_is_one_line(runs_folder, tmp_path):
+    """The local report is written; saving the page needs a login, and says so in one line."""
+    pytest.importorskip("wandb_workspaces")
+    env = {"HOME": str(tmp_path), "WANDB_API_KEY": None, "WANDB_CONFIG_DIR": str(tmp_path)}
+    proc = run_cli("scripts/report.py", str(runs_folder / "tiny"), "--out", str(tmp_path / "r"),
+                   "--wandb-report", "team/initbench/abc123", env=env, timeout=300)  # fmt: skip
+    assert proc.returncode == 2 and (tmp_path / "r" / "index.html").exists()
+    assert proc.stderr.startswith("report: error: cannot save the W&B report:"), proc.stderr
+    assert proc.stderr.count("\n") == 1
+    bad = run_cli("scripts/report.py", "--wandb-report", "abc123", env=env, timeout=120)
+    assert bad.returncode == 2 and "entity/project/sweep_id" in bad.stderr

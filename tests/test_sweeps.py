@@ -425,6 +425,49 @@ def test_local_sweep_dry_run_lists_every_combination(tmp_path):
     assert bad.returncode == 2 and "local_sweep: error:" in bad.stderr and "comma" in bad.stderr
 
 
+def test_dry_run_warns_about_missing_data_and_estimates_the_wall_time(tmp_path):
+    """Per dataset not on disk: how many combinations, the absolute folder and the fix; the
+    wall time of what is left from a bench's results (initbench.walltime, as the bench's own
+    grid estimate)."""
+    path = write_sweep(
+        tmp_path / "mixed.yaml",
+        {
+            "experiment": {"values": ["cifar_cnn", "circles_mlp", "fashion_mlp"]},
+            "seed": {"values": [0, 1]},
+            "data_dir": {"value": str(tmp_path / "empty")},
+        },
+    )
+    results = {
+        "meta": {"quick": False, "device": "cpu", "device_name": "x86_64"},
+        "mlp_epoch_speedup_vs_dataloader": {"ratio": 2.0, "epoch_s_ours": 6.0,
+                                            "train_examples": 60_000},
+        "cnn30_speedup_fast_path": {"ratio": 1.5, "batch_size": 500, "step_ms_cnn10_fast": 10.0,
+                                    "step_ms_fast": 30.0},
+    }  # fmt: skip
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps(results))
+    out = tmp_path / "out"
+    proc = run_script(str(path), "--dry-run", "--out", str(out), "--bench", str(bench))
+    assert proc.returncode == 0, proc.stderr
+    warnings = [ln for ln in proc.stdout.splitlines() if ln.startswith("warning:")]
+    cifar = [w for w in warnings if " use cifar10," in w]
+    assert len(cifar) == 1 and cifar[0].startswith("warning: 2 of 6 combinations to run use")
+    assert f"not in {tmp_path / 'empty'}" in cifar[0] and "data_dir=" in cifar[0]
+    assert "$INITBENCH_DATA_DIR" in cifar[0] and "dataset=circles" in cifar[0]
+    assert not any("circles," in w for w in warnings)  # generated: never missing
+    epochs = {p: compose_dict([f"experiment={p}"])["trainer"]["epochs"]
+              for p in ("cifar_cnn", "fashion_mlp")}  # fmt: skip
+    epoch_s = {"cifar_cnn": 100 * 10.0 / 1e3, "fashion_mlp": 6.0}
+    seconds = 2 * sum(epochs[p] * epoch_s[p] * 1.07 for p in epoch_s)
+    (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("estimated wall time")]
+    assert f"({seconds / 3600:.1f} h) for 4 of the 6 combinations" in line
+    assert f"measured in {bench}" in line and "not estimated" in line and "2 x circles_mlp" in line
+    missing = run_script(str(path), "--dry-run", "--out", str(out), "--bench", str(tmp_path / "x"))
+    assert "wall time: not estimated (no results in" in missing.stdout
+    assert "python scripts/bench.py" in missing.stdout
+    assert not out.exists()
+
+
 def test_real_local_sweep_runs_in_parallel_keeps_divergence_as_data_and_resumes(tmp_path):
     """Four circles runs, two at a time, W&B offline: std 1e30 diverges at step 0, the sweep
     goes on; a re-run skips what is done (an interrupted run would be continued)."""
@@ -445,6 +488,10 @@ def test_real_local_sweep_runs_in_parallel_keeps_divergence_as_data_and_resumes(
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "4 to run, 2 at a time, W&B offline" in proc.stdout
     assert "[done 4/4]" in proc.stdout and "elapsed" in proc.stdout
+    # after each run: done/total, the rate and the ETA (progress.py), last at 0:00:00
+    progress = [ln for ln in proc.stdout.splitlines() if ln.startswith("sweep tiny: ")]
+    assert len(progress) == 4 and progress[0].startswith("sweep tiny: 1/4 runs (25%), ")
+    assert "ETA 0:00:00" in progress[-1] and "failed" not in progress[-1]
     lines = proc.stdout.splitlines()
     first_done = next(i for i, ln in enumerate(lines) if ln.startswith("[done"))
     assert sum(ln.startswith("[started") for ln in lines[:first_done]) == 2  # two at a time

@@ -75,6 +75,22 @@ def test_without_credentials_wandb_falls_back_to_offline(tmp_path, monkeypatch):
     assert list((run_dir / "wandb").glob("offline-run-*"))
 
 
+def test_an_offline_run_is_quiet_and_says_once_how_to_upload_it(tmp_path):
+    """W&B's own output is off (at most one ``wandb:`` line); our notice names the offline
+    folder and the ``wandb sync`` command, once."""
+    run_dir = tmp_path / "run"
+    proc = run_train_cli(
+        *CPU_OVERRIDES, "logger=wandb", "trainer.epochs=1", f"hydra.run.dir={run_dir}",
+        env={"WANDB_SILENT": None, "WANDB_MODE": "offline"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = (proc.stdout + proc.stderr).splitlines()
+    assert sum(line.startswith("wandb:") for line in lines) <= 1, proc.stderr
+    (offline,) = (run_dir / "wandb").glob("offline-run-*")
+    notices = [line for line in lines if "wandb sync" in line]
+    assert len(notices) == 1 and f"`wandb sync {offline}`" in notices[0]
+
+
 def test_same_seed_same_weights_and_metrics_other_seed_differs(tmp_path):
     a, dir_a = run_in_process(tmp_path, ["init=xavier"], "a")
     b, dir_b = run_in_process(tmp_path, ["init=xavier"], "b")

@@ -42,8 +42,9 @@ from initbench.data.fashion_mnist import FILES, locate
 from initbench.engine import train
 from initbench.io import dumps_strict
 from initbench.models import build_model
-from initbench.sweep import Combination, compose_combinations, grid_combinations, load_sweep
+from initbench.sweep import compose_by, grid_combinations, load_sweep
 from initbench.telemetry import TensorBoardSink, build_telemetry
+from initbench.walltime import estimate_wall_time, preset_epoch_seconds
 
 TARGETS = {"cpu": 1.10, "cuda": 1.05}  # telemetry on/off step-time ratio we aim for
 # The tutorials' DataLoader loop that mlp_epoch_speedup_vs_dataloader compares against: a
@@ -457,63 +458,45 @@ def packed_speedup(ctx: BenchContext) -> dict[str, Any]:
 
 def grid_estimate(results: Mapping[str, Any], sweep_path: Path) -> dict[str, Any] | None:
     """Wall time of ``sweep_path`` on this device, one run at a time, from the measured epoch
-    and step times: each combination's epochs x (train epoch + ~7% for evaluation).
+    and step times (:mod:`initbench.walltime`, which the local sweep's dry run shares): each
+    combination's epochs x (train epoch + ~7% for evaluation).
 
     Epochs are each experiment preset's ``trainer.epochs`` as Hydra composes it (or the
     combination's own ``trainer.epochs``); ``sweep_path`` lies in ``<repo>/sweeps/``.
     """
-    mlp, cnn = (
-        results.get("mlp_epoch_speedup_vs_dataloader"),
-        results.get("cnn30_speedup_fast_path"),
-    )
-    if not mlp or not cnn or mlp.get("ratio") is None or results["meta"]["quick"]:
+    epoch_s = preset_epoch_seconds(results)
+    if epoch_s is None:
         return None
-    steps = 50_000 / cnn["batch_size"]
-    epoch_s = {  # per experiment preset of the grid's architecture axis
-        "fashion_mlp": mlp["epoch_s_ours"] * 60_000 / mlp["train_examples"],
-        "cifar_cnn": steps * cnn["step_ms_cnn10_fast"] / 1e3,
-        "cifar_cnn30": steps * cnn["step_ms_fast"] / 1e3,
-    }
     sweep = load_sweep(sweep_path)
     combos = grid_combinations(sweep)
-    presets = sorted({c.params.get("experiment") for c in combos} & set(epoch_s))
-    epochs = {}
-    for combo, cfg in compose_combinations(
-        sweep,
-        [Combination(i, {"experiment": p}, p) for i, p in enumerate(presets)],
+    cfgs = compose_by(
+        sweep, combos, lambda k: k in ("experiment", "trainer.epochs"),
         root=Path(sweep_path).resolve().parents[1],
-    ):
+    )  # fmt: skip
+    runs, epochs = [], {}
+    for combo, cfg in zip(combos, cfgs, strict=True):
         if isinstance(cfg, Exception):
             raise cfg
-        epochs[combo.name] = cfg["trainer"]["epochs"]
-    total, runs, unknown = 0.0, 0, set()
-    for combo in combos:
         exp = combo.params.get("experiment")
-        if exp not in epoch_s:
-            unknown.add(exp)
-            continue
-        total += combo.params.get("trainer.epochs", epochs[exp]) * epoch_s[exp] * 1.07
-        runs += 1
+        runs.append((exp, cfg["trainer"]["epochs"]))
+        if exp in epoch_s and "trainer.epochs" not in combo.params:
+            epochs[exp] = cfg["trainer"]["epochs"]
+    est = estimate_wall_time(runs, epoch_s)
     estimate = {
-        "hours": total / 3600,
-        "runs": runs,
+        "hours": est["hours"],
+        "runs": est["runs"],
         "epoch_s": epoch_s,
         "epochs": epochs,
-        "not_estimated": sorted(unknown),
+        "not_estimated": sorted(est["not_estimated"]),
     }
     packed = results.get("packed_speedup")
     if packed and packed.get("ratio") is not None:
-        # Packed: each architecture's runs take its measured pack speedup less time (the
-        # 10-layer CNN is taken at the 30-layer one's speedup).
+        # Packed (src/pack.py, local_sweep --pack): each architecture's runs take its measured
+        # pack speedup less time; the 10-layer CNN is taken at the 30-layer one's speedup.
         speedup = {"fashion_mlp": packed["ratio"], "cifar_cnn": packed["cnn30_ratio"],
                    "cifar_cnn30": packed["cnn30_ratio"]}  # fmt: skip
-        packed_total = sum(
-            combo.params.get("trainer.epochs", epochs[combo.params["experiment"]])
-            * epoch_s[combo.params["experiment"]] * 1.07 / speedup[combo.params["experiment"]]
-            for combo in combos
-            if combo.params.get("experiment") in epoch_s
-        )  # fmt: skip
-        estimate["hours_packed"] = packed_total / 3600
+        per_epoch = {p: t / speedup[p] for p, t in epoch_s.items() if p in speedup}
+        estimate["hours_packed"] = estimate_wall_time(runs, per_epoch)["hours"]
     return estimate
 
 

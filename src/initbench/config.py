@@ -379,11 +379,79 @@ def choice(group: str, default: str) -> str:
     return default
 
 
+def yaml_fields(path: Path, prefix: str = "") -> list[tuple[str, str, str]]:
+    """``(dotted key, value, comment)`` of every commented ``key: value`` line of a conf/ YAML
+    file, in file order (nesting from the indentation); the defaults list, ``hydra:`` and
+    ``_target_``/``_partial_`` left out."""
+    fields, parents = [], []  # parents: (indent, key) of the open mappings
+    skip_below = None  # indent of a skipped section (defaults:, hydra:, a text block)
+    for line in path.read_text().splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith(("#", "-")):
+            continue
+        indent = len(line) - len(line.lstrip())
+        if skip_below is not None and indent > skip_below:
+            continue
+        skip_below = None
+        key, _, rest = stripped.partition(":")
+        value, _, comment = rest.partition(" #")
+        value = value.strip()
+        while parents and parents[-1][0] >= indent:
+            parents.pop()
+        if not indent and key in ("defaults", "hydra") or value in ("|", "|-", ">"):
+            skip_below = indent
+            continue
+        if not value:  # a mapping opens
+            parents.append((indent, key))
+            continue
+        if key.startswith("_"):
+            continue
+        dotted = ".".join([*(k for _, k in parents), key])
+        fields.append((prefix + dotted, value, comment.strip()))
+    return fields
+
+
+def help_fields(config_name: str = "train") -> str:
+    """The fields of ``conf/<config_name>.yaml`` and of its groups' default options, one line
+    each with its default and its comment (which gives the range): what ``--help`` lists
+    (``hydra.help.template``: ``${help_fields:}``). ``$`` doubled for Hydra's template."""
+    path = CONF_DIR / f"{config_name}.yaml"
+    raw = OmegaConf.load(path)
+    groups = []
+    for entry in raw.get("defaults", []):
+        if isinstance(entry, str) and entry != "_self_":  # diagnose.yaml: [train, _self_]
+            return help_fields(entry)
+        if not OmegaConf.is_dict(entry):
+            continue
+        for group, option in entry.items():
+            for name in option if OmegaConf.is_list(option) else [option]:
+                if name is not None:
+                    groups.append((group, name))
+    sections = [("", yaml_fields(path))] + [
+        (f"{group}={name} (other options: conf/{group}/)",
+         yaml_fields(CONF_DIR / group / f"{name}.yaml", prefix=f"{group}."))
+        for group, name in groups
+    ]  # fmt: skip
+    width = min(40, max(len(f"{k} = {v}") for _, rows in sections for k, v, _ in rows))
+    lines = []
+    for title, rows in sections:
+        if title and rows:
+            lines += ["", title]
+        lines += [f"  {f'{k} = {v}':<{width}}  # {c}" if c else f"  {k} = {v}" for k, v, c in rows]
+    return "\n".join(lines).replace("$", "$$")
+
+
 def register_resolvers() -> None:
     """Make the project's resolvers available to configs (idempotent). ``${safe:${run_name}}``
     is :func:`initbench.io.safe_name`: a name made one path component, so a run name such as
-    ``../../x`` cannot put the run directory outside ``outputs/``."""
-    resolvers = (("wandb_run_dir", wandb_run_dir), ("choice", choice), ("safe", safe_name))
+    ``../../x`` cannot put the run directory outside ``outputs/``; ``${help_fields:}`` is
+    :func:`help_fields` (``--help``)."""
+    resolvers = (
+        ("wandb_run_dir", wandb_run_dir),
+        ("choice", choice),
+        ("safe", safe_name),
+        ("help_fields", help_fields),
+    )
     for name, resolver in resolvers:
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)

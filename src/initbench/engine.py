@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from initbench.data import DeviceDataset
+from initbench.progress import Progress
 from initbench.telemetry import Sink
 
 log = logging.getLogger(__name__)
@@ -163,7 +164,11 @@ def train(
         loss_sum = torch.tensor(state.partial_loss_sum, device=device, dtype=torch.float64)
         correct = torch.tensor(state.partial_correct, device=device, dtype=torch.int64)
         model.train()
-        for x, y in batches:
+        progress = Progress(  # a bar on a terminal, else a line every ~10 s (progress.py)
+            data.num_batches("train", batch_size), f"epoch {epoch}/{epochs}",
+            initial=state.step_in_epoch, write=log.info,
+        )  # fmt: skip
+        for x, y in progress.wrap(batches):
             step = state.global_step
             if observer is not None:
                 observer.before_step(step)

@@ -10,7 +10,7 @@ from typing import NoReturn
 
 import hydra
 from hydra import compose, initialize_config_dir
-from hydra.errors import ConfigCompositionException
+from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError
 
@@ -50,13 +50,55 @@ def check_before_hydra(
 ) -> None:
     """Compose and check the config before Hydra creates the run directory, so a bad value or
     a misspelt key (``model.widht=64``, with or without ``+``) is one line (exit 2) and leaves
-    no folder behind. Left to Hydra: flags (``--help``, ``-m``, ...) and its own composition
-    errors other than an unknown key (an unknown group option lists the options)."""
-    if any(arg.startswith("-") for arg in argv):
+    no folder behind. A multirun (``-m``) is checked on every value of every swept key (each
+    with the other keys' first values: one composition per value, not the whole product).
+    Left to Hydra: other flags (``--help``, ...), sweeps it alone can expand (``glob``), and
+    its own composition errors other than an unknown key (an unknown group option lists the
+    options)."""
+    flags = {arg for arg in argv if arg.startswith("-")}
+    if flags - {"-m", "--multirun"}:
         return
-    overrides = list(argv)
+    overrides = [arg for arg in argv if not arg.startswith("-")]
+    for variant in _one_per_value(overrides) if flags else [overrides]:
+        _check_composed(config_name, variant, multirun=bool(flags))
+
+
+def _one_per_value(overrides: list[str]) -> list[list[str]]:
+    """Override lists that together give every value of every swept key (``init=a,b``,
+    ``seed=range(3)``) once, the other keys at their first value; none where Hydra's parser
+    cannot expand a sweep alone."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+        values = [
+            [f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()]
+            if o.is_sweep_override()
+            else [o.input_line]
+            for o in parsed
+        ]
+    except Exception:  # glob(...) needs the config loader; Hydra reports anything else
+        return []
+    base = [v[0] for v in values]
+    variants = [base]
+    for i, options in enumerate(values):
+        variants += [base[:i] + [value] + base[i + 1 :] for value in options[1:]]
+    return variants
+
+
+def _check_composed(config_name: str, overrides: list[str], multirun: bool = False) -> None:
+    """One composition of ``overrides`` checked against the schema (see check_before_hydra).
+    In a multirun an unknown group option is refused here too (Hydra would create the sweep
+    folder first), in one line with the options."""
     try:
         cfg = _compose(config_name, overrides)
+    except MissingConfigException as err:
+        group, _, option = str(err.missing_cfg_file or "").rpartition("/")
+        if multirun and err.options and group:
+            fail(UserError(
+                f"{group}={option} is not an option of {group}; valid: {', '.join(err.options)}"
+            ))  # fmt: skip
+        return
     except ConfigCompositionException as err:
         key = getattr(err.__cause__, "full_key", None)
         bad = [o for o in overrides if o.split("=", 1)[0] == key]

@@ -1,7 +1,7 @@
 """Run a W&B sweep file with no W&B server: every combination, here, W&B offline.
 
 Usage (``initbench-sweep`` is the same command):
-    python scripts/local_sweep.py sweeps/circles.yaml --dry-run       # list the combinations
+    python scripts/local_sweep.py sweeps/circles.yaml --dry-run       # list; missing data; time
     python scripts/local_sweep.py sweeps/circles.yaml --parallel 2    # run them, 2 at a time
     python scripts/local_sweep.py sweeps/circles.yaml --parallel 2    # again: skips what is done
     python scripts/local_sweep.py sweeps/grid.yaml --check --dry-run  # compose every combination
@@ -62,6 +62,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=["offline", "disabled", "online"],
         help="WANDB_MODE for the runs (default offline; upload later with wandb sync)",
     )
+    parser.add_argument(
+        "--bench",
+        default="outputs/bench/bench.json",
+        help="--dry-run: the scripts/bench.py results the wall-time estimate uses "
+        "(default outputs/bench/bench.json)",
+    )
     args = parser.parse_args(argv)
     try:
         return local_sweep(
@@ -75,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             wandb_mode=args.wandb_mode,
             echo=echo,
             pack=args.pack,
+            bench=args.bench,
         )
     except SweepError as err:
         print(f"local_sweep: error: {err}", file=sys.stderr)

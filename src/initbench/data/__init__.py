@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from initbench.data import cifar10, fashion_mnist
 from initbench.data.base import DataNotFoundError, DataShape, DeviceDataset
 from initbench.data.cifar10 import cifar10_shape, load_cifar10
 from initbench.data.fashion_mnist import fashion_mnist_shape, load_fashion_mnist
@@ -38,6 +39,7 @@ __all__ = [
     "is_seeded",
     "list_datasets",
     "load_dataset",
+    "missing_data",
     "register_dataset",
     "validate_dataset_params",
 ]
@@ -82,6 +84,7 @@ class _Entry:
     params: dict[str, Param]
     shape: Callable[..., DataShape]
     seeded: bool  # generated from the seed (synthetic sets); file datasets are fixed
+    missing: Callable[[Path], str | None] | None = None  # files absent under root: how to fix
 
 
 _REGISTRY: dict[str, _Entry] = {}
@@ -92,25 +95,38 @@ def register_dataset(
     load: Callable[..., DeviceDataset],
     params: dict[str, Param],
     shape: Callable[..., DataShape],
+    missing: Callable[[Path], str | None] | None = None,
     *,
     seeded: bool = False,
 ) -> None:
     """Add a dataset: ``load(root=, device=, seed=, **params)`` returns a DeviceDataset, and
-    ``shape(**params)`` what it will hold, without loading anything. ``seeded``: the data are
-    generated from the seed (else the seed is ignored and every seed gets the same data)."""
+    ``shape(**params)`` what it will hold, without loading anything; for a dataset read from
+    files, ``missing(root)`` is None when they are on disk, else how to get them. ``seeded``:
+    the data are generated from the seed (else every seed gets the same data)."""
     if name in _REGISTRY:
         raise ValueError(f"dataset {name!r} is already registered")
-    _REGISTRY[name] = _Entry(load, params, shape, seeded)
+    _REGISTRY[name] = _Entry(load, params, shape, seeded, missing)
+
+
+def _missing_help(
+    find: Callable[[Path], Any], how: Callable[[Path], str]
+) -> Callable[[Path], str | None]:
+    return lambda root: None if find(root) is not None else how(root)
 
 
 register_dataset(
-    "fashion_mnist", load_fashion_mnist, {"download": Param(True, bool)}, fashion_mnist_shape
+    "fashion_mnist",
+    load_fashion_mnist,
+    {"download": Param(True, bool)},
+    fashion_mnist_shape,
+    _missing_help(fashion_mnist.find_local, fashion_mnist.missing_help),
 )
 register_dataset(
     "cifar10",
     load_cifar10,
     {"download": Param(True, bool), "augment": Param(True, bool)},
     cifar10_shape,
+    _missing_help(cifar10.find_local, cifar10.missing_help),
 )
 register_dataset(
     "circles",
@@ -196,6 +212,18 @@ def dataset_shape(name: str, **params: Any) -> DataShape:
         ValueError: bad name or parameters (as :func:`validate_dataset_params`).
     """
     return _entry(name).shape(**validate_dataset_params(name, **params))
+
+
+def missing_data(name: str, root: str | os.PathLike[str]) -> str | None:
+    """None if ``name``'s files are on disk for ``root`` (or it needs none: synthetic sets),
+    else how to get them (the files, ``data_dir``, an offline alternative). Reads nothing but
+    the file names: a dry run can ask it for every combination of a sweep.
+
+    Raises:
+        ValueError: an unknown dataset name.
+    """
+    missing = _entry(name).missing
+    return None if missing is None else missing(Path(root).expanduser())
 
 
 def load_dataset(

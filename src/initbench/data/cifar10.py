@@ -89,17 +89,34 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, *INPUT_SHAPE), labels.astype(np.int64)
 
 
+def find_local(root: Path) -> Path | None:
+    """The folder holding the six batch files if it is on disk, else None."""
+    return next((d for d in candidate_dirs(Path(root).absolute()) if _complete(d)), None)
+
+
+def missing_help(root: Path) -> str:
+    """How to get the files when they are not under ``root`` (the run's ``data_dir``)."""
+    root = Path(root).absolute()
+    return (
+        f"put the extracted {FOLDER} folder of "
+        f"https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz under {root} "
+        f"(data_dir={root}: set data_dir= or $INITBENCH_DATA_DIR to the folder that holds it); "
+        "or run offline without it: dataset=fashion_mnist (`apt-get install "
+        "dataset-fashion-mnist`) or dataset=circles"
+    )
+
+
 def locate(root: Path, download: bool) -> Path:
     """The folder holding the six batch files, downloading them with torchvision as last resort."""
+    root = Path(root).absolute()
+    found = find_local(root)
+    if found is not None:
+        return found
     searched = candidate_dirs(root)
-    for folder in searched:
-        if _complete(folder):
-            return folder
     help_text = (
         f"CIFAR-10 not found: looked for {', '.join(TRAIN_FILES)} and {TEST_FILE} in "
-        f"{' and '.join(str(d) for d in searched)}. To get it: put the extracted {FOLDER} folder "
-        "of https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz under "
-        f"{root}, or run with internet access (dataset.download=true, the default, downloads it)."
+        f"{' and '.join(str(d) for d in searched)}. To get it: {missing_help(root)}. Or run "
+        "with internet access (dataset.download=true, the default, downloads it)."
     )
     if not download:
         raise DataNotFoundError(help_text + " dataset.download=false, so nothing was downloaded.")

@@ -116,19 +116,37 @@ def read_split(images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.nda
     return images, labels
 
 
-def locate(root: Path, download: bool) -> dict[str, Path]:
-    """Paths of the four files, downloading them with torchvision as the last resort."""
-    searched = candidate_dirs(root)
-    for folder in searched:
+def find_local(root: Path) -> dict[str, Path] | None:
+    """The four files if they are on disk (``root``'s folders, then Debian's), else None."""
+    for folder in candidate_dirs(Path(root).absolute()):
         found = find_files(folder)
         if found is not None:
             return found
-    where = ", ".join(str(d) for d in searched)
+    return None
+
+
+def missing_help(root: Path) -> str:
+    """How to get the files when they are not under ``root`` (the run's ``data_dir``)."""
+    root = Path(root).absolute()
+    return (
+        f"copy the four files into {root} (data_dir={root}: set data_dir= or "
+        f"$INITBENCH_DATA_DIR to the folder that holds them), or `apt-get install "
+        f"dataset-fashion-mnist` (installs {SYSTEM_DIR}, found with any data_dir); or run "
+        "without it: dataset=circles"
+    )
+
+
+def locate(root: Path, download: bool) -> dict[str, Path]:
+    """Paths of the four files, downloading them with torchvision as the last resort."""
+    root = Path(root).absolute()
+    found = find_local(root)
+    if found is not None:
+        return found
+    where = ", ".join(str(d) for d in candidate_dirs(root))
     names = ", ".join(f"{stem}[.gz]" for stem in FILES.values())
     help_text = (
-        f"FashionMNIST not found: looked for {names} in {where}. To get it: "
-        f"`apt-get install dataset-fashion-mnist` (installs {SYSTEM_DIR}), or copy the four "
-        f"files into {root}, or run with internet access (dataset.download=true, the "
+        f"FashionMNIST not found: looked for {names} in {where}. To get it offline: "
+        f"{missing_help(root)}. Or run with internet access (dataset.download=true, the "
         "default, downloads it)."
     )
     if not download:

@@ -18,7 +18,9 @@ Modules, each importing only those above it:
 - ``tables``: labels, the runs table, leaderboards, the step-0 rows and each figure's table;
 - ``sources``: reading a local folder, a W&B sweep, and a run's weight samples;
 - ``figures``: matplotlib figures drawn from those tables;
-- ``render``: results.csv, summary.md, index.html and W&B logging (:func:`build_report`).
+- ``render``: results.csv, summary.md, index.html and W&B logging (:func:`build_report`);
+- ``wandb_page``: a W&B Report page for a sweep (:func:`wandb_report`, built offline;
+  :func:`save_wandb_report` uploads it; needs ``wandb-workspaces``).
 
 Usage::
 
@@ -43,6 +45,7 @@ from initbench.report.tables import (
     scheme_labels,
     set_target,
 )
+from initbench.report.wandb_page import save_wandb_report, split_sweep_path, wandb_report
 
 __all__ = [
     "COLUMNS",
@@ -61,5 +64,8 @@ __all__ = [
     "scheme_labels",
     "set_target",
     "start_and_end_weights",
+    "save_wandb_report",
+    "split_sweep_path",
+    "wandb_report",
     "weight_panels",
 ]

@@ -32,7 +32,12 @@ from initbench.sweep.combinations import (
     random_combinations,
     varying_keys,
 )
-from initbench.sweep.commands import build_command, compose_combinations, program_config
+from initbench.sweep.commands import (
+    build_command,
+    compose_by,
+    compose_combinations,
+    program_config,
+)
 from initbench.sweep.local import (
     Outcome,
     default_out_dir,
@@ -52,6 +57,7 @@ __all__ = [
     "build_command",
     "combination_name",
     "combinations",
+    "compose_by",
     "compose_combinations",
     "default_out_dir",
     "grid_combinations",

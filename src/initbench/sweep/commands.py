@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +121,28 @@ def compose_combinations(
                 yield combo, OmegaConf.to_container(cfg, resolve=True)
             except Exception as err:
                 yield combo, err
+
+
+def compose_by(
+    sweep: Sweep,
+    combos: Sequence[Combination],
+    keep: Callable[[str], bool],
+    root: str | Path = ".",
+) -> list[dict[str, Any] | Exception]:
+    """Per combination, its config composed from only the parameters ``keep`` accepts (e.g.
+    the experiment and dataset keys): one composition per distinct set of those, so a dry run
+    of a 918-run grid composes a handful. In ``combos`` order; an exception where it does not
+    compose."""
+    projected: dict[tuple, Combination] = {}
+    keys = []
+    for combo in combos:
+        params = {k: v for k, v in combo.params.items() if keep(k)}
+        key = tuple(sorted((k, repr(v)) for k, v in params.items()))
+        keys.append(key)
+        if key not in projected:
+            projected[key] = Combination(len(projected), params, f"part-{len(projected)}")
+    composed = dict(
+        zip(projected, (cfg for _, cfg in compose_combinations(sweep, list(projected.values()),
+                                                               root=root)), strict=True)
+    )  # fmt: skip
+    return [composed[key] for key in keys]

@@ -25,12 +25,15 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
+from initbench.data import missing_data
 from initbench.io import dumps_strict, read_json, safe_name
+from initbench.progress import Progress, hms
 from initbench.signals import handling_signals
 from initbench.sweep.combinations import Combination, combinations, varying_keys
-from initbench.sweep.commands import compose_combinations
+from initbench.sweep.commands import compose_by, compose_combinations
 from initbench.sweep.jobs import Job, pack_jobs, single_jobs
 from initbench.sweep.spec import Sweep, SweepError, load_sweep
+from initbench.walltime import BENCH_JSON, estimate_wall_time, preset_epoch_seconds, read_bench
 
 DONE = ("finished", "diverged")  # a combination in one of these states is not run again
 RECORD = "local_sweep.json"  # per combination: command, exit code, status, wall time
@@ -133,11 +136,6 @@ def _last_error_line(log_path: Path) -> str | None:
         if "error" in line.lower() or "exception" in line.lower():
             return line.strip()[:300]
     return lines[0].strip()[:300]
-
-
-def _hms(seconds: float) -> str:
-    s = int(seconds)
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 def write_index(sweep: Sweep, combos: Sequence[Combination], out_dir: Path) -> None:
@@ -266,6 +264,14 @@ class _LocalRun:
     running: dict[str, _Child] = field(default_factory=dict)  # by job name
     signals: list[int] = field(default_factory=list)  # received: launch no more
     start: float = field(default_factory=time.perf_counter)
+    failed: int = 0  # combinations that failed in this call
+    progress: Progress | None = None  # done/total, failures, ETA: a line after each run
+
+    def __post_init__(self) -> None:
+        self.progress = Progress(
+            self.total, f"sweep {self.sweep.name}", "run", initial=self.ended, tty=False,
+            interval=0, write=self.echo,
+        )  # fmt: skip
 
     def run(self, jobs: Sequence[Job], parallel: int) -> dict[int, Outcome]:
         """Launch ``jobs`` in order, ``parallel`` at a time, until all have ended or a
@@ -347,10 +353,15 @@ class _LocalRun:
             f"[done {self.ended}/{self.total}] {status} {combo.label(self.keys)}{shown}"
             f"  {wall:.1f} s  (elapsed {self._elapsed()}){why}"
         )
+        if status == "failed":
+            self.failed += 1
+        if self.failed:
+            self.progress.set_postfix(failed=self.failed)
+        self.progress.update()
         return outcome
 
     def _elapsed(self) -> str:
-        return _hms(time.perf_counter() - self.start)
+        return hms(time.perf_counter() - self.start)
 
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -452,6 +463,69 @@ def default_out_dir(sweep: Sweep) -> Path:
     return Path("outputs") / "local-sweeps" / safe_name(sweep.name)
 
 
+def _sets_data_or_budget(key: str) -> bool:
+    """The parameters that can change a run's dataset, data folder or epochs."""
+    return key == "experiment" or key.split(".")[0] in ("dataset", "data_dir", "trainer")
+
+
+def plan_notes(
+    sweep: Sweep, combos: Sequence[Combination], bench: str | Path = BENCH_JSON
+) -> list[str]:
+    """What a dry run says about ``combos`` (those still to run) before anything runs: which
+    need data that is not on disk (how many, the dataset, the folder, the fix), and their wall
+    time on the device ``bench`` measured, one at a time (:mod:`initbench.walltime`).
+    Composes one config per distinct experiment/dataset/epochs setting, not per combination."""
+    cfgs = compose_by(sweep, combos, _sets_data_or_budget)
+    notes, missing = [], {}
+    for cfg in cfgs:
+        if isinstance(cfg, Exception) or "dataset" not in cfg:
+            continue  # --check names what does not compose
+        name, folder = cfg["dataset"]["name"], Path(str(cfg["data_dir"])).expanduser().absolute()
+        try:
+            fix = missing_data(name, folder)
+        except ValueError:
+            continue
+        if fix is not None:
+            missing.setdefault((name, folder, fix), []).append(cfg)
+    for (name, folder, fix), found in missing.items():
+        download = " (each will try to download it: dataset.download=true)" if all(
+            c["dataset"].get("download") for c in found
+        ) else ""  # fmt: skip
+        notes.append(
+            f"warning: {len(found)} of {len(combos)} combinations to run use {name}, which is "
+            f"not in {folder}{download}; to fix: {fix}"
+        )
+    if Path(sweep.program).stem.removeprefix("initbench-") == "diagnose":
+        notes.append(f"wall time: {sweep.program} trains nothing (seconds per combination)")
+        return notes
+    results = read_bench(bench)
+    epoch_s = preset_epoch_seconds(results) if results else None
+    if epoch_s is None:
+        why = f"no results in {bench}" if results is None else f"{bench} is a --quick run"
+        notes.append(
+            f"wall time: not estimated ({why}); run `python scripts/bench.py` on this device "
+            "first, or pass its results with --bench FILE"
+        )
+        return notes
+    runs = [
+        (combo.params.get("experiment"), cfg["trainer"]["epochs"])
+        for combo, cfg in zip(combos, cfgs, strict=True)
+        if not isinstance(cfg, Exception) and "trainer" in cfg
+    ]
+    est = estimate_wall_time(runs, epoch_s)
+    meta = results.get("meta", {})
+    where = f"{meta.get('device', '?')} ({meta.get('device_name', '?')}, measured in {bench})"
+    line = (
+        f"estimated wall time on {where}: {hms(est['seconds'])} ({est['hours']:.1f} h) for "
+        f"{est['runs']} of the {len(combos)} combinations to run, one at a time"
+    )
+    if est["not_estimated"]:
+        unknown = ", ".join(f"{n} x {p}" for p, n in sorted(est["not_estimated"].items()))
+        line += f"; not estimated (no measured epoch time): {unknown}"
+    notes.append(line)
+    return notes
+
+
 def local_sweep(
     path: str | Path,
     *,
@@ -464,9 +538,13 @@ def local_sweep(
     wandb_mode: str = "offline",
     echo: Callable[[str], None] = print,
     pack: int | None = None,
+    bench: str | Path = BENCH_JSON,
 ) -> int:
     """``scripts/local_sweep.py``: list, check or run a sweep file; returns the exit code.
     ``pack``: as for :func:`run_local_sweep`.
+
+    A dry run also warns about combinations whose data files are missing and estimates the
+    wall time of those still to run from ``bench`` (``scripts/bench.py``'s results).
 
     0: every combination finished or diverged (or the listing/check passed); 1: some failed
     (or did not compose, with ``check``); 128 + signal number: stopped by a signal.
@@ -492,10 +570,13 @@ def local_sweep(
             f"-> {out_dir}"
         )
         width = len(str(len(combos)))
+        todo = []
         for combo in combos:
             state = read_outcome(combo, out_dir / combo.name).status
             mark = "" if state == "pending" else f"  [{state}]"
             echo(f"  {combo.index + 1:>{width}}  {combo.label(keys)}{mark}")
+            if state not in DONE:
+                todo.append(combo)
         if pack is not None:
             jobs = pack_jobs(sweep, combos, out_dir.resolve(), max_members=pack or None)
             packs = [j for j in jobs if j.packed]
@@ -507,6 +588,9 @@ def local_sweep(
             jobs = single_jobs(sweep, combos, out_dir)
         if jobs:
             echo("first command: " + " ".join(jobs[0].cmd))
+        if todo:
+            for line in plan_notes(sweep, todo, bench):
+                echo(line)
         return 0
     outcomes = run_local_sweep(
         sweep, combos, out_dir, parallel=parallel, wandb_mode=wandb_mode, echo=echo, pack=pack

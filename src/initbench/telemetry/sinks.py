@@ -10,6 +10,7 @@ finite edges, at most 512 bins: W&B's limit), so no sink bins raw tensors itself
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import string
 from collections.abc import Mapping, Sequence
@@ -159,6 +160,8 @@ class WandbSink:
             )
 
         self._wandb = wandb
+        if "WANDB_SILENT" not in os.environ:  # W&B's warnings go through its global settings
+            wandb.setup(wandb.Settings(silent=True))
         kwargs = dict(
             project=project,
             entity=entity,
@@ -167,7 +170,11 @@ class WandbSink:
             tags=list(tags or []),
             config=dict(config or {}),
             dir=str(run_dir),
-            settings=wandb.Settings(init_timeout=init_timeout, console="off", quiet=True),
+            # W&B's own terminal output off (its banner, sync hints, warnings, the closing
+            # summary): this sink says in one line where the run went (``_announce``).
+            settings=wandb.Settings(
+                init_timeout=init_timeout, console="off", quiet=True, silent=True
+            ),
             # A multirun's jobs share one process: never reuse a run. A pack's members
             # (initbench.packing) log at once: one run each.
             reinit="create_new" if packed else "finish_previous",
@@ -176,18 +183,32 @@ class WandbSink:
             kwargs.update(id=run_id, resume="allow")
         try:
             self.run = wandb.init(mode=mode, **kwargs)
+            why = None
         except wandb.errors.Error as err:
             self.run = wandb.init(mode="offline", **kwargs)
-            offline_dir = Path(self.run.dir).parent
-            log.warning(
-                "W&B is unavailable (%s): logging offline to %s; upload it later with "
-                "`wandb sync %s`",
-                str(err).splitlines()[0],
-                offline_dir,
-                offline_dir,
-            )
+            why = str(err).splitlines()[0]
+        self._announce(why)
         # Plot every metric against the training step we pass explicitly.
         self.run.define_metric("*", step_metric="trainer/step")
+
+    def _announce(self, unavailable: str | None) -> None:
+        """One line: where the run is (online: its URL; offline: the folder and the ``wandb
+        sync`` command that uploads it; ``unavailable``: why it fell back to offline)."""
+        if getattr(self.run.settings, "mode", None) == "disabled":
+            return
+        if not self.run.offline:
+            log.info("W&B run: %s", self.run.url)
+            return
+        offline_dir = Path(self.run.dir).parent
+        if unavailable is None:
+            log.info("W&B offline: upload this run later with `wandb sync %s`", offline_dir)
+        else:
+            log.warning(
+                "W&B is unavailable (%s): logging offline; upload this run later with "
+                "`wandb sync %s`",
+                unavailable,
+                offline_dir,
+            )
 
     @property
     def wandb_run_id(self) -> str:
