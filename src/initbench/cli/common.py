@@ -60,7 +60,7 @@ def check_before_hydra(
         return
     overrides = [arg for arg in argv if not arg.startswith("-")]
     for variant in _one_per_value(overrides) if flags else [overrides]:
-        _check_composed(config_name, variant, multirun=bool(flags))
+        _check_composed(config_name, variant, check, multirun=bool(flags))
 
 
 def _one_per_value(overrides: list[str]) -> list[list[str]]:
@@ -86,8 +86,13 @@ def _one_per_value(overrides: list[str]) -> list[list[str]]:
     return variants
 
 
-def _check_composed(config_name: str, overrides: list[str], multirun: bool = False) -> None:
-    """One composition of ``overrides`` checked against the schema (see check_before_hydra).
+def _check_composed(
+    config_name: str,
+    overrides: list[str],
+    check: Callable[[dict], None] = check_config,
+    multirun: bool = False,
+) -> None:
+    """One composition of ``overrides`` checked by ``check`` (see check_before_hydra).
     In a multirun an unknown group option is refused here too (Hydra would create the sweep
     folder first), in one line with the options."""
     try:
