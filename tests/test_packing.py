@@ -504,3 +504,19 @@ def test_a_packed_local_sweep_equals_the_unpacked_one_and_skips_what_is_done(tmp
             assert a["final"][key] == pytest.approx(value, rel=1e-5, abs=1e-6)
     record = json.loads((packed_out / combo.name / "local_sweep.json").read_text())
     assert record["pack"].startswith(str(packed_out / "packs" / "pack__experiment-circles_mlp"))
+
+
+def test_a_pack_killed_between_two_members_saves_resumes_as_one_pack(tmp_path):
+    cfgs = member_cfgs(["model.dropout=0.2", "trainer.epochs=3"])
+    full = run_pack(cfgs, [tmp_path / "full" / c["run_name"] for c in cfgs], optimizer(cfgs[0]))
+    dirs = [tmp_path / "killed" / c["run_name"] for c in cfgs]
+    two = member_cfgs(["model.dropout=0.2", "trainer.epochs=2"])  # checkpoints at epochs 1, 2
+    run_pack(two, dirs, optimizer(cfgs[0]))
+    # as if killed after members 0 and 2 saved epoch 2 but before member 1 did
+    (dirs[1] / "checkpoint.prev.pt").replace(dirs[1] / "checkpoint.pt")
+    behind = torch.load(dirs[1] / "checkpoint.pt", weights_only=True)["train_state"]["epoch"]
+    assert behind == 1
+    (dirs[1] / "summary.json").unlink()  # not finished: it has training left
+    resumed = run_pack(cfgs, dirs, optimizer(cfgs[0]))  # trainer.epochs 2 -> 3 may resume
+    for a, b in zip(full, resumed, strict=True):
+        assert a["final"] == b["final"]  # one pack again: the same dropout draws

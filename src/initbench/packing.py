@@ -43,6 +43,7 @@ from initbench.engine import (
     autocast_context,
     record_epoch,
 )
+from initbench.progress import Progress
 from initbench.telemetry import Sink
 
 log = logging.getLogger(__name__)
@@ -309,7 +310,11 @@ class PackedTraining:
                 dtype=torch.int64,
             )  # fmt: skip
             self.pack.train()
-            for i in range(self.members[0].state.step_in_epoch, n_batches):
+            progress = Progress(  # a bar on a terminal, else a line every ~10 s (progress.py)
+                n_batches, f"epoch {epoch}/{self.epochs} ({len(self.members)} members)",
+                initial=self.members[0].state.step_in_epoch, write=log.info,
+            )  # fmt: skip
+            for i in progress.wrap(range(self.members[0].state.step_in_epoch, n_batches)):
                 x, y = self._batch(plans, i)
                 self._step(x, y)
                 step = self.members[0].state.global_step
