@@ -520,3 +520,22 @@ def test_a_pack_killed_between_two_members_saves_resumes_as_one_pack(tmp_path):
     resumed = run_pack(cfgs, dirs, optimizer(cfgs[0]))  # trainer.epochs 2 -> 3 may resume
     for a, b in zip(full, resumed, strict=True):
         assert a["final"] == b["final"]  # one pack again: the same dropout draws
+
+
+def test_under_a_wandb_agent_members_get_their_own_runs_and_the_agents_run_the_pack(tmp_path):
+    out = tmp_path / "p"
+    env = {"WANDB_MODE": "offline", "WANDB_SWEEP_ID": "sweep1", "WANDB_RUN_ID": "agentrun1"}
+    proc = run_cli(
+        "src/pack.py", *[o for o in PACK_OVERRIDES if not o.startswith("logger")],
+        "trainer.epochs=1", "pack.inits=[zeros,kaiming_normal]", "pack.seeds=[0]",
+        f"hydra.run.dir={out}", env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    member_ids = set()
+    for name in ("zeros-relu-mlp-s0", "kaiming_normal-relu-mlp-s0"):
+        (run,) = (out / name / "wandb").glob("offline-run-*")
+        member_ids.add(run.name.rsplit("-", 1)[1])
+        assert json.loads((out / name / "summary.json").read_text())["wandb_run_id"] in run.name
+    assert len(member_ids) == 2 and "agentrun1" not in member_ids  # one W&B run each
+    (agent,) = (out / "wandb").glob("offline-run-*")  # the agent's run: the pack
+    assert agent.name.endswith("-agentrun1")

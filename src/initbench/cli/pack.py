@@ -10,6 +10,7 @@ Exit codes as train.py's: 2 for bad input, 1 for a failed run, 128 + signal afte
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from collections.abc import Mapping, Sequence
@@ -26,6 +27,7 @@ from initbench.config import CONF_DIR, check_pack_config
 from initbench.errors import Interrupted, RunFailed, UserError
 from initbench.io import safe_name, write_json_atomic
 from initbench.run_pack import run_pack
+from initbench.telemetry import WandbSink
 
 # The pack's own fields, never passed on to its members.
 OWN = ("pack", "run_name", "hydra")
@@ -142,10 +144,37 @@ def _pack(cfg: DictConfig) -> None:
     for entry, summary in zip(index["members"], summaries, strict=True):
         entry.update(status=summary.get("status"), best_val_acc=summary.get("best_val_acc"))
     write_json_atomic(pack_dir / "pack.json", index)
+    log_agent_run(OmegaConf.to_container(cfg, resolve=True), pack_dir, index["members"])
     print(format_outcomes(index["members"]))
     print(f"pack folder: {pack_dir}")
     if any(e["status"] == "failed" for e in index["members"]):
         sys.exit(1)
+
+
+def log_agent_run(cfg: dict, pack_dir: Path, members: Sequence[Mapping[str, Any]]) -> None:
+    """Under a W&B sweep agent, the agent's own run (``$WANDB_RUN_ID``, which no member uses)
+    records the pack: a table of its members and their outcomes, and in its summary how many
+    finished and the best member's val accuracy, so the sweep sees its run end."""
+    if not (os.environ.get("WANDB_SWEEP_ID") and os.environ.get("WANDB_RUN_ID")):
+        return
+    node = (cfg.get("logger") or {}).get("wandb")
+    if node is None:
+        return
+    sink = WandbSink(
+        run_dir=pack_dir, project=node["project"], entity=node["entity"], mode=node["mode"],
+        group=node["group"] or cfg["experiment_name"], tags=[*node["tags"], "pack"],
+        name=cfg["run_name"], config={k: v for k, v in cfg.items() if k != "pack"},
+        run_id=os.environ["WANDB_RUN_ID"],
+    )  # fmt: skip
+    columns = ["run_name", "status", "best_val_acc", "run_dir"]
+    sink.log_table("pack/members", columns, [[m.get(c) for c in columns] for m in members], 0)
+    accs = [m["best_val_acc"] for m in members if isinstance(m.get("best_val_acc"), float)]
+    sink.log_summary({
+        "pack/members": len(members),
+        "pack/finished": sum(m.get("status") == "finished" for m in members),
+        "pack/best_val_acc": max(accs) if accs else None,
+    })  # fmt: skip
+    sink.finish()
 
 
 def format_outcomes(members: Sequence[Mapping[str, Any]]) -> str:
