@@ -14,6 +14,7 @@ import json
 import math
 import re
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ import torch
 from helpers import CPU_OVERRIDES, ROOT, compose_dict, run_cli
 from initbench import inits, packing
 from initbench import run_pack as run_pack_module
+from initbench.cli.pack import member_dirs
 from initbench.data import load_dataset
 from initbench.engine import DIVERGENCE_CHECK_EVERY, TrainState, train
 from initbench.errors import Interrupted, UserError
@@ -400,9 +402,16 @@ def test_settings_a_pack_cannot_honour_are_refused():
         check_pack(member_cfgs(["trainer.compile=true"]))
 
 
-def test_two_members_that_are_the_same_run_are_refused():
-    with pytest.raises(UserError, match="same run: zeros-relu-mlp-s1"):
-        check_pack(member_cfgs(members=[MEMBERS[1], MEMBERS[1]]))
+def test_members_with_one_run_name_get_folders_of_their_own():
+    names = ["normal-relu-mlp-s0", "normal-relu-mlp-s0", "zeros-relu-mlp-s0"]
+    overrides = [["init=normal", "init.std=0.1", "seed=0"], ["init=normal", "init.std=1"],
+                 ["init=zeros"]]  # fmt: skip
+    dirs = member_dirs(Path("p"), names, overrides)
+    assert [d.name for d in dirs] == [
+        "normal-relu-mlp-s0__init.std-0.1", "normal-relu-mlp-s0__init.std-1", "zeros-relu-mlp-s0"
+    ]  # fmt: skip
+    with pytest.raises(UserError, match="the same run"):
+        member_dirs(Path("p"), names[:2], [overrides[0], overrides[0]])
 
 
 # ----------------------------------------------------------------------------- entry points
@@ -539,3 +548,21 @@ def test_under_a_wandb_agent_members_get_their_own_runs_and_the_agents_run_the_p
     assert len(member_ids) == 2 and "agentrun1" not in member_ids  # one W&B run each
     (agent,) = (out / "wandb").glob("offline-run-*")  # the agent's run: the pack
     assert agent.name.endswith("-agentrun1")
+
+
+def test_a_pack_that_fails_at_start_is_recorded_for_each_of_its_combinations(tmp_path):
+    sweep_file = tmp_path / "s.yaml"
+    sweep_file.write_text(
+        "name: s\nmethod: grid\nprogram: src/train.py\n"
+        'command: ["${env}", "${interpreter}", "${program}", "${args_no_hyphens}"]\n'
+        "parameters:\n"
+        "  dataset: {value: circles}\n"
+        "  init: {values: [zeros, no_such_init]}\n"
+    )
+    out = tmp_path / "out"
+    proc = run_cli("scripts/local_sweep.py", str(sweep_file), "--out", str(out), "--pack")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    for combo in combinations(load_sweep(sweep_file)):
+        record = json.loads((out / combo.name / "local_sweep.json").read_text())
+        assert record["status"] == "failed" and record["returncode"] == 2
+        assert "init must be one of" in record["error"]

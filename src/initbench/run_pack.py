@@ -61,7 +61,8 @@ def check_pack(cfgs: Sequence[Mapping[str, Any]]) -> None:
 
     Raises:
         UserError: naming the member and the field that differs, or the setting a pack cannot
-            honour.
+            honour. (Members may share a run name, e.g. ``init.std`` variants: their run
+            directories tell them apart.)
     """
     if not cfgs:
         raise UserError("a pack needs at least one member (got none)")
@@ -86,10 +87,6 @@ def check_pack(cfgs: Sequence[Mapping[str, Any]]) -> None:
         )
     if first["trainer"]["compile"]:
         raise UserError("trainer.compile must be false in a pack (got true); run it unpacked")
-    names = [c["run_name"] for c in cfgs]
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        raise UserError(f"two members of the pack would be the same run: {', '.join(twice)}")
 
 
 def _flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

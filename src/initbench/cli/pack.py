@@ -84,6 +84,20 @@ def shared_overrides(task: Sequence[str]) -> list[str]:
     return shared
 
 
+def member_dirs(pack_dir: Path, names: Sequence[str], overrides: Sequence[list[str]]) -> list[Path]:
+    """Each member's default folder: ``<pack folder>/<run name>``; members whose run names are
+    the same (variants of one init: ``init.std=0.1``, ``init.std=1``) add their overrides."""
+    dirs = []
+    for name, member in zip(names, overrides, strict=True):
+        if names.count(name) > 1:
+            extra = [o.replace("=", "-") for o in member if o.split("=")[0] not in MEMBER_KEYS]
+            name = "__".join([name, *extra])
+        dirs.append(pack_dir / safe_name(name))
+    if len(set(dirs)) < len(dirs):
+        raise UserError("two members of the pack are the same run; list each member once")
+    return dirs
+
+
 def check(cfg: dict) -> None:
     """Before Hydra creates the pack's folder: the pack node, the shared config, and every
     member's overrides."""
@@ -116,7 +130,9 @@ def _pack(cfg: DictConfig) -> None:
         pack = OmegaConf.to_container(cfg.pack, resolve=True)
         shared = shared_overrides(list(hydra_cfg.overrides.task))
         members = [compose_member(shared + m) for m in member_overrides(pack)]
-        dirs = pack["dirs"] or [pack_dir / safe_name(c["run_name"]) for c, _ in members]
+        dirs = pack["dirs"] or member_dirs(
+            pack_dir, [c["run_name"] for c, _ in members], member_overrides(pack)
+        )
         index = {
             "pack": cfg.run_name,
             "shared_overrides": shared,

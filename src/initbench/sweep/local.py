@@ -413,6 +413,7 @@ def _write_record(
         "wall_s": wall_s,
         "error": _last_error_line(job.folder / LOG) if status == "failed" else None,
     }
+    run_dir.mkdir(parents=True, exist_ok=True)  # a pack that failed first made no folders
     (run_dir / RECORD).write_text(dumps_strict(record, indent=2, default=str))
     return record
 
