@@ -145,6 +145,19 @@ def test_cli_help_lists_every_field_with_its_comment_and_range(script):
     assert "defaults" not in lines and not any(k.startswith("hydra") for k in lines)
 
 
+def test_pack_help_lists_the_pack_fields_after_the_run_fields():
+    out = run_cli("src/pack.py", "--help").stdout
+    lines = {line.split(" = ")[0].strip(): line for line in out.splitlines() if " = " in line}
+    pack = compose_dict(config_name="pack")["pack"]
+    for key, _, comment in yaml_fields(CONF_DIR / "pack.yaml"):
+        if key.startswith("pack."):
+            assert key.split(".")[1] in pack
+        assert key in lines and lines[key].endswith(f"# {comment}"), key
+    assert "every init x seed is one member" in lines["pack.seeds"]
+    assert "trainer.epochs" in lines  # the members' fields, as train.py's --help lists them
+    assert out.index("trainer.epochs") < out.index("pack.yaml's own fields")
+
+
 def test_cli_bad_value_is_one_clear_line_not_a_traceback(tmp_path):
     proc = run_train_cli("model.depth=0", f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 2

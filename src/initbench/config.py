@@ -420,7 +420,11 @@ def help_fields(config_name: str = "train") -> str:
     groups = []
     for entry in raw.get("defaults", []):
         if isinstance(entry, str) and entry != "_self_":  # diagnose.yaml: [train, _self_]
-            return help_fields(entry)
+            own = yaml_fields(path)  # and its own fields (pack.yaml: pack.*)
+            width = min(40, max((len(f"{k} = {v}") for k, v, _ in own), default=0))
+            lines = [f"  {f'{k} = {v}':<{width}}  # {c}" for k, v, c in own]
+            title = ["", "", f"{config_name}.yaml's own fields"] if own else []
+            return help_fields(entry) + "\n".join(title + lines).replace("$", "$$")
         if not OmegaConf.is_dict(entry):
             continue
         for group, option in entry.items():
