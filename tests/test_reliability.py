@@ -557,16 +557,20 @@ def test_a_sigterm_marks_the_wandb_run_preempting(tmp_path, monkeypatch, signum,
 
 
 @pytest.mark.slow
-def test_chaos_script_kills_resumes_and_finds_identical_results(tmp_path):
+@pytest.mark.parametrize("pack", [False, True], ids=["run", "pack"])
+def test_chaos_script_kills_resumes_and_finds_identical_results(tmp_path, pack):
     # 10 short epochs; with --seed 5 both kills are aimed a fifth or more into training, so
     # most times the run resumes from a checkpoint written before a kill (how far it got
-    # depends on the machine's load, so that is not asserted)
+    # depends on the machine's load, so that is not asserted). --pack: a pack of 6 members,
+    # each compared with its member of an uninterrupted pack.
     small = ["dataset.n_train=1000"]
     proc = run_cli(
-        "scripts/chaos.py",
+        "scripts/chaos.py", *(["--pack"] if pack else []),
         *("--kills", "2", "--seed", "5", "--out", str(tmp_path / "chaos"), *small),
         timeout=900,
-    )
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "chaos: kill 2/2" in proc.stdout or "the run finished" in proc.stdout
     assert "chaos: IDENTICAL final metrics and per-epoch history" in proc.stdout
+    if pack:  # every member compared
+        assert proc.stdout.count("resumed   final") == 6
