@@ -566,3 +566,42 @@ def test_a_pack_that_fails_at_start_is_recorded_for_each_of_its_combinations(tmp
         record = json.loads((out / combo.name / "local_sweep.json").read_text())
         assert record["status"] == "failed" and record["returncode"] == 2
         assert "init must be one of" in record["error"]
+
+
+def test_a_member_that_cannot_start_is_recorded_and_the_others_train(tmp_path, monkeypatch):
+    real = run_pack_module.prepare
+
+    def prepare(cfg, **kwargs):
+        if cfg["run_name"].startswith("zeros"):
+            raise UserError("init: cannot be built here")
+        return real(cfg, **kwargs)
+
+    monkeypatch.setattr(run_pack_module, "prepare", prepare)
+    cfgs = member_cfgs()
+    dirs = [tmp_path / c["run_name"] for c in cfgs]
+    summaries = run_pack(cfgs, dirs, optimizer(cfgs[0]))
+    assert [s["status"] for s in summaries] == ["finished", "failed", "finished"]
+    on_disk = json.loads((dirs[1] / "summary.json").read_text())
+    assert on_disk["status"] == "failed" and on_disk["error"] == "init: cannot be built here"
+    assert summaries[0]["pack"]["members"] == 2 and summaries[2]["pack"]["position"] == 1
+
+
+def test_a_pack_whose_data_is_missing_is_one_error_recorded_in_every_member(tmp_path):
+    cfgs = [
+        compose_dict(
+            [
+                "dataset=cifar10",
+                "dataset.download=false",
+                f"data_dir={tmp_path}",
+                "trainer.device=cpu",
+                "logger=[]",
+                *m,
+            ]
+        )  # fmt: skip
+        for m in MEMBERS
+    ]
+    dirs = [tmp_path / "runs" / c["run_name"] for c in cfgs]
+    with pytest.raises(UserError, match="cifar-10-batches-py"):
+        run_pack(cfgs, dirs, optimizer(cfgs[0]))
+    for d in dirs:
+        assert json.loads((d / "summary.json").read_text())["status"] == "failed"

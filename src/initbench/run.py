@@ -186,11 +186,15 @@ def prepare_or_record_failure(cfg: Mapping[str, Any], run_dir: Path, **kwargs: A
     try:
         return prepare(cfg, **kwargs)
     except UserError as err:
-        write_json_atomic(
-            run_dir / "summary.json",
-            {"status": "failed", "error": str(err), "run_name": cfg["run_name"]},
-        )
+        record_failure(cfg, run_dir, err)
         raise
+
+
+def record_failure(cfg: Mapping[str, Any], run_dir: Path, err: UserError) -> dict[str, Any]:
+    """A run that could not start, in summary.json (for sweeps and reports); returns it."""
+    summary = {"status": "failed", "error": str(err), "run_name": cfg["run_name"]}
+    write_json_atomic(run_dir / "summary.json", summary)
+    return summary
 
 
 class Session:

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from initbench.build import check_memory, load_data, max_pack_members, validate
+from initbench.build import check_memory, load_data, max_pack_members, prepare, validate
 from initbench.checkpoint import load_previous_checkpoint
 from initbench.data import is_seeded
 from initbench.errors import Interrupted, RunFailed, UserError
@@ -42,7 +42,7 @@ from initbench.run import (
     already_done,
     check_optimizer,
     check_writable,
-    prepare_or_record_failure,
+    record_failure,
     record_stop_before_training,
     resumable_checkpoint,
 )
@@ -262,21 +262,37 @@ class Pack:
         members: Sequence[tuple[int, Mapping[str, Any], Path, Mapping[str, Any] | None, Any]],
         make_optimizer: MakeOptimizer,
     ) -> None:
-        self.ids = [m[0] for m in members]
         cfgs = [m[1] for m in members]
         self.cfg = cfgs[0]
         self.make_optimizer = make_optimizer
         self.device = validate(self.cfg)
         check_memory(self.cfg, self.device, members=len(cfgs), datasets=_distinct_datasets(cfgs))
-        loaded: dict[int | None, Any] = {}
+        self.ids: list[int] = []  # the original index of each member with a session
         self.sessions: list[MemberSession] = []
         self.training: PackedTraining | None = None
-        for _, cfg, run_dir, ckpt, choices in members:
-            key = _data_key(cfg)
-            if key not in loaded:
-                loaded[key] = load_data(cfg, self.device)
-            prep = prepare_or_record_failure(cfg, run_dir, data=loaded[key], check=False)
+        # A member that cannot start (its init refuses the model, ...) is recorded failed and
+        # left out; the others are built first, and their sessions opened only then.
+        self.failed: dict[int, dict[str, Any]] = {}
+        loaded: dict[int | None, Any] = {}
+        prepared, errors = [], []
+        for member in members:
+            i, cfg, run_dir, _, _ = member
+            try:
+                key = _data_key(cfg)
+                if key not in loaded:
+                    loaded[key] = load_data(cfg, self.device)
+                prep = prepare(cfg, data=loaded[key], check=False)
+            except UserError as err:
+                self.failed[i] = record_failure(cfg, run_dir, err)
+                errors.append(err)
+                log.error("%s cannot start: %s", cfg["run_name"], err)
+                continue
             prep.channels_last = False  # a pack's inputs are K x B x C x H x W
+            prepared.append((member, prep))
+        if not prepared:
+            raise errors[0]  # the same for all (missing data): one line
+        for (i, cfg, run_dir, ckpt, choices), prep in prepared:
+            self.ids.append(i)
             self.sessions.append(
                 MemberSession(self, cfg, run_dir, prep, make_optimizer, ckpt, choices)
             )
@@ -291,7 +307,7 @@ class Pack:
     def run(self, received_signal: Callable[[], int | None]) -> dict[int, dict[str, Any]]:
         """Train; every member's outcome recorded as its own run's would be. Whatever ends
         the pack early is recorded in every unfinished member's summary.json first."""
-        self.summaries: dict[int, dict[str, Any]] = {}
+        self.summaries: dict[int, dict[str, Any]] = dict(self.failed)
         self.open = list(range(len(self.sessions)))  # members not finished
         try:
             self._train(received_signal)
