@@ -27,7 +27,7 @@ from initbench.config import CONF_DIR, check_pack_config
 from initbench.errors import Interrupted, RunFailed, UserError
 from initbench.io import safe_name, write_json_atomic
 from initbench.run_pack import run_pack
-from initbench.telemetry import WandbSink
+from initbench.telemetry.sinks import log_agent_run as log_agent_run_in_child
 
 # The pack's own fields, never passed on to its members.
 OWN = ("pack", "run_name", "hydra")
@@ -176,21 +176,16 @@ def log_agent_run(cfg: dict, pack_dir: Path, members: Sequence[Mapping[str, Any]
     node = (cfg.get("logger") or {}).get("wandb")
     if node is None:
         return
-    sink = WandbSink(
-        run_dir=pack_dir, project=node["project"], entity=node["entity"], mode=node["mode"],
-        group=node["group"] or cfg["experiment_name"], tags=[*node["tags"], "pack"],
-        name=cfg["run_name"], config={k: v for k, v in cfg.items() if k != "pack"},
-        run_id=os.environ["WANDB_RUN_ID"],
-    )  # fmt: skip
     columns = ["run_name", "status", "best_val_acc", "run_dir"]
-    sink.log_table("pack/members", columns, [[m.get(c) for c in columns] for m in members], 0)
     accs = [m["best_val_acc"] for m in members if isinstance(m.get("best_val_acc"), float)]
-    sink.log_summary({
+    summary = {
         "pack/members": len(members),
         "pack/finished": sum(m.get("status") == "finished" for m in members),
         "pack/best_val_acc": max(accs) if accs else None,
-    })  # fmt: skip
-    sink.finish()
+    }
+    rows = [[m.get(c) for c in columns] for m in members]
+    config = {k: v for k, v in cfg.items() if k != "pack"}
+    log_agent_run_in_child(pack_dir, node, cfg["run_name"], config, (columns, rows), summary)
 
 
 def format_outcomes(members: Sequence[Mapping[str, Any]]) -> str:

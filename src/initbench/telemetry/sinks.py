@@ -9,16 +9,21 @@ finite edges, at most 512 bins: W&B's limit), so no sink bins raw tensors itself
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
 import string
+import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+
+from initbench.io import dumps_strict
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +133,46 @@ class TensorBoardSink:
         self.writer.close()
 
 
+AGENT_ENV = ("WANDB_RUN_ID", "WANDB_SWEEP_ID")  # what a W&B sweep agent gives its runs
+
+
+def log_agent_run(
+    run_dir: Path,
+    node: Mapping[str, Any],
+    name: str,
+    config: Mapping[str, Any],
+    table: tuple[list[str], list[list[Any]]],
+    summary: Mapping[str, Any],
+) -> int:
+    """Log one W&B run as the sweep agent's own run (``$WANDB_RUN_ID``, in its sweep) with
+    ``table`` and ``summary``, in a child process: in this one W&B's setup may already hold
+    other runs' ids (a pack's members). Returns the child's exit code (0: logged)."""
+    payload = {"dir": str(run_dir), "project": node["project"], "entity": node.get("entity"),
+               "mode": node.get("mode"), "group": node.get("group"), "name": name,
+               "config": dict(config), "columns": table[0], "rows": table[1],
+               "summary": dict(summary)}  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", "from initbench.telemetry.sinks import _agent_run; _agent_run()"],
+        input=dumps_strict(payload), text=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        log.warning("could not log the agent's W&B run: %s", proc.stderr.strip()[-500:])
+    return proc.returncode
+
+
+def _agent_run() -> None:
+    """The child of :func:`log_agent_run`: the payload on stdin."""
+    payload = json.loads(sys.stdin.read())
+    sink = WandbSink(
+        run_dir=payload["dir"], project=payload["project"], entity=payload["entity"],
+        mode=payload["mode"], group=payload["group"], name=payload["name"],
+        tags=["pack"], config=payload["config"],
+    )  # fmt: skip
+    sink.log_table("pack/members", payload["columns"], payload["rows"], 0)
+    sink.log_summary(payload["summary"])
+    sink.finish()
+
+
 class WandbSink:
     """A W&B run. The mode comes from ``mode`` or, when that is None, from ``WANDB_MODE``.
 
@@ -160,6 +205,12 @@ class WandbSink:
             )
 
         self._wandb = wandb
+        # Under a sweep agent W&B takes the agent's run ($WANDB_RUN_ID, $WANDB_SWEEP_ID) over
+        # any id given, from the process's first W&B call: a pack's members hide both (each is
+        # its own run, tagged with the sweep) and the agent's run is logged apart (log_agent_run).
+        agent = {k: os.environ.pop(k) for k in AGENT_ENV if k in os.environ} if packed else {}
+        if agent.get("WANDB_SWEEP_ID"):
+            tags = [*(tags or []), f"sweep-{agent['WANDB_SWEEP_ID']}"]
         if "WANDB_SILENT" not in os.environ:  # W&B's warnings go through its global settings
             wandb.setup(wandb.Settings(silent=True))
         kwargs = dict(
@@ -187,6 +238,8 @@ class WandbSink:
         except wandb.errors.Error as err:
             self.run = wandb.init(mode="offline", **kwargs)
             why = str(err).splitlines()[0]
+        finally:
+            os.environ.update(agent)
         self._announce(why)
         # Plot every metric against the training step we pass explicitly.
         self.run.define_metric("*", step_metric="trainer/step")
