@@ -147,7 +147,9 @@ def test_grid_covers_every_scheme_architecture_and_activation():
     sweep = load_sweep(ROOT / "sweeps" / "grid.yaml")
     params = {p.key: p.grid_values() for p in sweep.params}
     assert sweep.metric == {"name": "val/acc", "goal": "maximize"}
-    assert sorted(params["init"]) == sorted(list_inits())
+    # mean_field is a point of the (sigma_w2, sigma_b2) plane that sweeps/edge_of_chaos.yaml
+    # walks, not a fixed scheme: its default is tanh's critical point
+    assert sorted(params["init"]) == sorted(set(list_inits()) - {"mean_field"})
     assert {"fashion_mlp", "cifar_cnn", "cifar_cnn30"} <= set(params["experiment"])
     assert {"relu", "leaky_relu", "tanh", "sigmoid", "selu", "gelu"} <= set(params["activation"])
     assert len(params["seed"]) == 3
