@@ -54,7 +54,7 @@ def run_dirs(run_dir: Path) -> list[Path]:
     """The run's directory, or a pack's members' directories (those holding a config.yaml)."""
     if not PACKED:
         return [run_dir]
-    return sorted(p.parent for p in run_dir.glob("*/config.yaml"))
+    return sorted(p.parent for p in run_dir.glob("[!.]*/config.yaml"))  # not Hydra's .hydra/
 
 
 def run_to_end(run_dir: Path, overrides: list[str]) -> tuple[float, float]:
@@ -92,7 +92,7 @@ def outcome(run_dir: Path) -> dict:
     for folder in run_dirs(run_dir):
         summary = json.loads((folder / "summary.json").read_text())
         metrics = (folder / "metrics.jsonl").read_text()
-        result[folder.name] = {
+        result[folder.name if PACKED else "run"] = {
             "status": summary["status"], "final": summary["final"], "metrics": metrics,
         }  # fmt: skip
     return result
