@@ -15,6 +15,7 @@ import yaml
 
 from helpers import CONF_DIR, ROOT, compose_dict, finish, run_cli, run_train_cli, start
 from initbench.build import validate
+from initbench.progress import hms
 from initbench.config import check_pack_config
 from initbench.inits import list_inits, resolve
 from initbench.sweep import (
@@ -467,6 +468,18 @@ def test_dry_run_warns_about_missing_data_and_estimates_the_wall_time(tmp_path):
     missing = run_script(str(path), "--dry-run", "--out", str(out), "--bench", str(tmp_path / "x"))
     assert "wall time: not estimated (no results in" in missing.stdout
     assert "python scripts/bench.py" in missing.stdout
+    # --pack: each preset's epochs at its measured pack speedup (the CNNs at cnn30's)
+    no_pack = run_script(str(path), "--dry-run", "--pack", "--out", str(out), "--bench", str(bench))
+    assert "(no packed_speedup in" in no_pack.stdout
+    bench.write_text(json.dumps({**results, "packed_speedup": {"ratio": 4.0, "cnn30_ratio": 2.0}}))
+    packed = run_script(str(path), "--dry-run", "--pack", "--out", str(out), "--bench", str(bench))
+    (line,) = [ln for ln in packed.stdout.splitlines() if ln.startswith("estimated wall time")]
+    seconds = 2 * 1.07 * (epochs["cifar_cnn"] * epoch_s["cifar_cnn"] / 2
+                          + epochs["fashion_mlp"] * epoch_s["fashion_mlp"] / 4)  # fmt: skip
+    assert (
+        f"{hms(seconds)} ({seconds / 3600:.1f} h) for 4 of the 6 combinations to run, packed"
+        in line
+    )
     assert not out.exists()
 
 

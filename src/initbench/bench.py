@@ -44,7 +44,7 @@ from initbench.io import dumps_strict
 from initbench.models import build_model
 from initbench.sweep import compose_by, grid_combinations, load_sweep
 from initbench.telemetry import TensorBoardSink, build_telemetry
-from initbench.walltime import estimate_wall_time, preset_epoch_seconds
+from initbench.walltime import estimate_wall_time, packed_epoch_seconds, preset_epoch_seconds
 
 TARGETS = {"cpu": 1.10, "cuda": 1.05}  # telemetry on/off step-time ratio we aim for
 # The tutorials' DataLoader loop that mlp_epoch_speedup_vs_dataloader compares against: a
@@ -489,14 +489,9 @@ def grid_estimate(results: Mapping[str, Any], sweep_path: Path) -> dict[str, Any
         "epochs": epochs,
         "not_estimated": sorted(est["not_estimated"]),
     }
-    packed = results.get("packed_speedup")
-    if packed and packed.get("ratio") is not None:
-        # Packed (src/pack.py, local_sweep --pack): each architecture's runs take its measured
-        # pack speedup less time; the 10-layer CNN is taken at the 30-layer one's speedup.
-        speedup = {"fashion_mlp": packed["ratio"], "cifar_cnn": packed["cnn30_ratio"],
-                   "cifar_cnn30": packed["cnn30_ratio"]}  # fmt: skip
-        per_epoch = {p: t / speedup[p] for p, t in epoch_s.items() if p in speedup}
-        estimate["hours_packed"] = estimate_wall_time(runs, per_epoch)["hours"]
+    packed = packed_epoch_seconds(results, epoch_s)
+    if packed is not None:
+        estimate["hours_packed"] = estimate_wall_time(runs, packed)["hours"]
     return estimate
 
 

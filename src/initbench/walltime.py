@@ -37,6 +37,20 @@ def preset_epoch_seconds(results: Mapping[str, Any]) -> dict[str, float] | None:
     }
 
 
+def packed_epoch_seconds(
+    results: Mapping[str, Any], epoch_s: Mapping[str, float]
+) -> dict[str, float] | None:
+    """``epoch_s`` when runs train as packs (src/pack.py, ``local_sweep --pack``): each preset's
+    epoch divided by its measured pack speedup (``packed_speedup``: the MLP's ratio for
+    ``fashion_mlp``, the 30-layer CNN's for both CNN presets); None without that measurement."""
+    packed = results.get("packed_speedup")
+    if not packed or packed.get("ratio") is None or packed.get("cnn30_ratio") is None:
+        return None
+    speedup = {"fashion_mlp": packed["ratio"], "cifar_cnn": packed["cnn30_ratio"],
+               "cifar_cnn30": packed["cnn30_ratio"]}  # fmt: skip
+    return {p: t / speedup[p] for p, t in epoch_s.items() if p in speedup}
+
+
 def estimate_wall_time(
     runs: Iterable[tuple[str | None, int]], epoch_s: Mapping[str, float]
 ) -> dict[str, Any]:

@@ -33,7 +33,13 @@ from initbench.sweep.combinations import Combination, combinations, varying_keys
 from initbench.sweep.commands import compose_by, compose_combinations
 from initbench.sweep.jobs import Job, pack_jobs, single_jobs
 from initbench.sweep.spec import Sweep, SweepError, load_sweep
-from initbench.walltime import BENCH_JSON, estimate_wall_time, preset_epoch_seconds, read_bench
+from initbench.walltime import (
+    BENCH_JSON,
+    estimate_wall_time,
+    packed_epoch_seconds,
+    preset_epoch_seconds,
+    read_bench,
+)
 
 DONE = ("finished", "diverged")  # a combination in one of these states is not run again
 RECORD = "local_sweep.json"  # per combination: command, exit code, status, wall time
@@ -470,11 +476,15 @@ def _sets_data_or_budget(key: str) -> bool:
 
 
 def plan_notes(
-    sweep: Sweep, combos: Sequence[Combination], bench: str | Path = BENCH_JSON
+    sweep: Sweep,
+    combos: Sequence[Combination],
+    bench: str | Path = BENCH_JSON,
+    packed: bool = False,
 ) -> list[str]:
     """What a dry run says about ``combos`` (those still to run) before anything runs: which
     need data that is not on disk (how many, the dataset, the folder, the fix), and their wall
-    time on the device ``bench`` measured, one at a time (:mod:`initbench.walltime`).
+    time on the device ``bench`` measured, one at a time, or ``packed`` at the bench's pack
+    speedups (:mod:`initbench.walltime`).
     Composes one config per distinct experiment/dataset/epochs setting, not per combination."""
     cfgs = compose_by(sweep, combos, _sets_data_or_budget)
     notes, missing = [], {}
@@ -513,12 +523,19 @@ def plan_notes(
         for combo, cfg in zip(combos, cfgs, strict=True)
         if not isinstance(cfg, Exception) and "trainer" in cfg
     ]
+    how = "one at a time"
+    if packed:
+        packed_s = packed_epoch_seconds(results, epoch_s)
+        if packed_s is None:
+            how += f" (no packed_speedup in {bench}: the packs' gain is not counted)"
+        else:
+            epoch_s, how = packed_s, "packed, at the measured pack speedups"
     est = estimate_wall_time(runs, epoch_s)
     meta = results.get("meta", {})
     where = f"{meta.get('device', '?')} ({meta.get('device_name', '?')}, measured in {bench})"
     line = (
         f"estimated wall time on {where}: {hms(est['seconds'])} ({est['hours']:.1f} h) for "
-        f"{est['runs']} of the {len(combos)} combinations to run, one at a time"
+        f"{est['runs']} of the {len(combos)} combinations to run, {how}"
     )
     if est["not_estimated"]:
         unknown = ", ".join(f"{n} x {p}" for p, n in sorted(est["not_estimated"].items()))
@@ -590,7 +607,7 @@ def local_sweep(
         if jobs:
             echo("first command: " + " ".join(jobs[0].cmd))
         if todo:
-            for line in plan_notes(sweep, todo, bench):
+            for line in plan_notes(sweep, todo, bench, packed=pack is not None):
                 echo(line)
         return 0
     outcomes = run_local_sweep(
