@@ -15,9 +15,9 @@ import yaml
 
 from helpers import CONF_DIR, ROOT, compose_dict, finish, run_cli, run_train_cli, start
 from initbench.build import validate
-from initbench.progress import hms
 from initbench.config import check_pack_config
 from initbench.inits import list_inits, resolve
+from initbench.progress import hms
 from initbench.sweep import (
     Combination,
     SweepError,
