@@ -27,6 +27,7 @@ from initbench.inits import (
     register,
     resolve,
 )
+from initbench.inits.variance import variance_scaling_
 from initbench.models.activations import activation_gain
 
 torch.set_num_threads(2)
@@ -536,6 +537,10 @@ BAD_INPUTS = [
     ("normal", {"std": -0.1}, "std must be >= 0"),
     ("normal", {"std": "big"}, "std must be a finite number"),
     ("uniform", {"a": 1.0, "b": 0.0}, "a must be <= b"),
+    # the message names the field that is wrong
+    ("uniform", {"a": "low"}, "': a must be a finite number"),
+    ("uniform", {"b": float("nan")}, "': b must be a finite number"),
+    ("normal", {"mean": float("inf")}, "': mean must be a finite number"),
     ("kaiming_normal", {"mode": "fan_avg"}, "mode must be one of fan_in, fan_out"),
     ("variance_scaling", {"mode": "avg"}, "mode must be one of fan_in, fan_out, fan_avg"),
     ("variance_scaling", {"distribution": "gamma"}, "distribution must be one of normal, trunc"),
@@ -562,6 +567,20 @@ def test_bad_input_raises_before_any_change(scheme: str, kwargs: dict, match: st
     with pytest.raises(ValueError, match=match):
         init_module(model, scheme, generator=gen(), **kwargs)
     assert_same(before, snapshot(model))
+
+
+def test_uniform_with_a_equal_to_b_is_the_constant() -> None:
+    model = nn.Linear(3, 4)
+    init_module(model, "uniform", a=0.5, b=0.5, generator=gen())
+    assert torch.equal(model.weight, torch.full((4, 3), 0.5))
+
+
+def test_variance_scaling_of_a_fan_of_one_is_scale() -> None:
+    """A layer with one input (fan_in = 1): Var(W) = scale / 1 (n is floored at 1, no more)."""
+    weight = torch.empty(20000, 1)
+    variance_scaling_(weight, scale=2.0, mode="fan_in", distribution="normal", generator=gen())
+    std = weight.std().item()
+    assert abs(std - math.sqrt(2.0)) < 0.05  # n floored at 2 instead: std 1.0
 
 
 @pytest.mark.parametrize("name", list_inits())

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -28,6 +30,7 @@ from initbench.sweep import (
     default_out_dir,
     load_sweep,
     read_outcome,
+    varying_keys,
 )
 
 SWEEP_FILES = sorted((ROOT / "sweeps").glob("*.yaml"))
@@ -308,6 +311,51 @@ def test_grid_is_the_product_in_file_order_and_names_are_safe(tmp_path):
     assert odd.startswith("x-a_b_c-") and odd != combination_name({"x": "a_b_c"})
 
 
+def test_long_or_unsafe_names_get_a_hash_of_the_values_and_stay_short():
+    long = combination_name({"k": "v" * 148})  # "k-" + 148: exactly 150, kept as it is
+    assert long == "k-" + "v" * 148
+    longer = combination_name({"k": "v" * 149})  # 151: cut to 140 characters + "-" + 8 hex
+    assert len(longer) == 149 and longer.startswith("k-" + "v" * 138 + "-")
+    assert re.fullmatch(r"[0-9a-f]{8}", longer[-8:])
+    assert longer != combination_name({"k": "v" * 149 + "w"})  # the hash is of the values
+    assert combination_name({"x": "a/b"}) != combination_name({"x": "a b"})  # both "x-a_b"
+    # YAML reads 2024-01-02 as a date: the hash takes any value (str), not only JSON's types
+    dated = combination_name({"day": datetime.date(2024, 1, 2), "x": "a/b"})
+    assert dated.startswith("day-2024-01-02__x-a_b-")
+
+
+def test_grid_keeps_every_value_after_a_duplicate_and_count_takes_its_head(tmp_path):
+    sweep = load_sweep(
+        write_sweep(
+            tmp_path / "s.yaml",
+            {"init": {"values": ["zeros", "zeros", "xavier"]}, "seed": {"values": [0, 1]}},
+        )
+    )
+    combos = combinations(sweep)
+    assert [(c.params["init"], c.params["seed"]) for c in combos] == [
+        ("zeros", 0),
+        ("zeros", 1),
+        ("xavier", 0),
+        ("xavier", 1),
+    ]
+    assert [c.index for c in combos] == [0, 1, 2, 3]
+    assert [c.params for c in combinations(sweep, count=3)] == [c.params for c in combos[:3]]
+    assert len(combinations(sweep, count=100)) == 4
+    for bad in (0, -1, True, 2.5, "3"):
+        with pytest.raises(SweepError, match="integer >= 1"):
+            combinations(sweep, count=bad)
+
+
+def test_varying_keys_and_labels_show_what_differs():
+    a = Combination(0, {"init": "zeros", "seed": 0, "lr": 0.1}, "a")
+    b = Combination(1, {"init": "zeros", "seed": 1, "lr": 0.2}, "b")
+    assert varying_keys([a, b]) == ["seed", "lr"]  # in file order
+    assert varying_keys([a]) == ["init", "seed", "lr"]  # nothing varies: all of them
+    assert varying_keys([]) == []
+    assert a.label() == "init=zeros seed=0 lr=0.1"
+    assert b.label(["lr", "missing", "seed"]) == "lr=0.2 seed=1"
+
+
 @pytest.mark.parametrize(
     "name, folder",
     [("../../x", "x"), ("/tmp/x", "tmp_x"), ("..", "unnamed"), (".a/../../x", "a_.._.._x")],
@@ -365,6 +413,14 @@ def test_random_draws_are_reproducible_bounded_and_extendable(tmp_path):
         combinations(sweep)  # a random sweep needs a count (or run_cap) to end
     capped = load_sweep(write_sweep(tmp_path / "c.yaml", params, method="random", run_cap=7))
     assert len(combinations(capped)) == 7
+    assert [c.index for c in draws[:3]] == [0, 1, 2]
+    assert [c.params for c in combinations(sweep, count=3)] == [
+        c.params for c in combinations(sweep, count=3, seed=0)
+    ]  # the default seed is 0, so a run without --seed draws what a --seed 0 run did
+    # draws that repeat a point still get a folder each: the draw's number starts the name
+    same = load_sweep(write_sweep(tmp_path / "s.yaml", {"seed": {"value": 1}}, method="random"))
+    names = [c.name for c in combinations(same, count=3)]
+    assert names == ["0000__seed-1", "0001__seed-1", "0002__seed-1"]
 
 
 @pytest.mark.parametrize(
