@@ -168,6 +168,13 @@ def test_probes_pair_layers_with_their_activations():
     assert probes[-1].output is cnn.head
 
 
+def test_a_bare_layer_is_its_own_probe_and_a_model_without_layers_is_refused():
+    (probe,) = find_probes(torch.nn.Linear(3, 2))  # no module name: named after its type
+    assert (probe.name, probe.kind, probe.activation) == ("linear", "linear", None)
+    with pytest.raises(ValueError, match="^Sequential has no Linear or Conv layers to observe$"):
+        find_probes(torch.nn.Sequential(torch.nn.ReLU()))
+
+
 # ----------------------------------------------------------------------------- during training
 
 
