@@ -664,9 +664,14 @@ def test_the_wandb_report_page_is_built_offline_with_every_panel(runs_folder):
         assert (runs.entity, runs.project, runs.filters) == (
             "team",
             "initbench",
-            "Sweep = 'abc123'",
+            "Sweep = 'abc123' or Tags() in ['sweep-abc123']",  # packed members: the tag
         )
         assert runs.order[0].name.name == "val/acc" and runs.order[0].ascending is False
+    from wandb_workspaces.expr import expr_to_filters  # W&B's own parser of the expression
+
+    parsed = expr_to_filters(runs.filters)
+    assert parsed.op == "OR" and [(f.key.name, f.op, f.value) for f in parsed.filters] == [
+        ("sweep", "=", "abc123"), ("tags", "IN", ["sweep-abc123"])]  # fmt: skip
     # the leaderboard: the report's own tables, best scheme per cell first
     board = next(b for b in page.blocks if type(b).__name__ == "MarkdownBlock").text
     assert "Best scheme per architecture × activation" in board

@@ -108,7 +108,8 @@ def wandb_report(
             entity=entity,
             project=project,
             name=name,
-            filters=f"Sweep = '{sweep}'",
+            # the sweep's runs, and a packed sweep's members (their own runs, tagged with it)
+            filters=f"Sweep = '{sweep}' or Tags() in ['sweep-{sweep}']",
             groupby=list(groupby),
             order=[wr.OrderBy(wr.SummaryMetric("val/acc"), ascending=False)],
         )
