@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import pickle
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -111,22 +111,26 @@ def restore_rng(ckpt: Mapping[str, Any], device: torch.device, data_generator: t
         torch.cuda.set_rng_state_all(ckpt["cuda_rng"])
 
 
-def _flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def _flatten(cfg: Mapping[str, Any], leaves: Sequence[str], prefix: str = "") -> dict[str, Any]:
+    """Dotted keys -> values; a node named in ``leaves`` stays whole."""
     flat = {}
     for key, value in cfg.items():
         name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and not any(name == k for k in RESUMABLE_CHANGES):
-            flat.update(_flatten(value, name + "."))
+        if isinstance(value, Mapping) and name not in leaves:
+            flat.update(_flatten(value, leaves, name + "."))
         else:
             flat[name] = value
     return flat
 
 
-def config_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    """Differences that make a checkpoint unusable (anything but RESUMABLE_CHANGES)."""
-    a, b = _flatten(old), _flatten(new)
+def config_changes(
+    old: Mapping[str, Any], new: Mapping[str, Any], allowed: Sequence[str] = RESUMABLE_CHANGES
+) -> list[str]:
+    """Differences between two configs other than in the keys (or whole nodes) ``allowed``:
+    by default those that make a checkpoint unusable (anything but RESUMABLE_CHANGES)."""
+    a, b = _flatten(old, allowed), _flatten(new, allowed)
     return [
         f"{k}: {a.get(k)!r} -> {b.get(k)!r}"
         for k in sorted(set(a) | set(b))
-        if k not in RESUMABLE_CHANGES and a.get(k) != b.get(k)
+        if k not in allowed and a.get(k) != b.get(k)
     ]

@@ -319,6 +319,16 @@ def check_config(cfg: Mapping[str, Any]) -> None:
         )
 
 
+# What the members of a pack may differ in (with what follows from them: the run name): the
+# command line's init/init.*/seed, a sweep's packable parameters, run_pack's check.
+PACK_MEMBER_KEYS = ("init", "seed")
+
+
+def is_pack_member_key(key: str) -> bool:
+    """Whether an override of ``key`` (``init``, ``init.std``, ``seed``) may differ in a pack."""
+    return key.lstrip("+~").split(".")[0] in PACK_MEMBER_KEYS
+
+
 # The pack node of conf/pack.yaml (initbench.cli.pack): the members, and how many at once.
 PACK_SCHEMA: dict[str, Any] = {
     "inits": Field("str_list"),

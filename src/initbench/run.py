@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -72,7 +72,7 @@ def run(
     with (
         hold_run_dir(run_dir),
         stop_on_signals() as received_signal,
-        interrupted_before_training(cfg, run_dir),
+        interrupted_before_training([cfg], [run_dir]),
     ):
         done = already_done(cfg, run_dir)
         if done is not None:
@@ -87,14 +87,20 @@ def run(
 
 
 @contextmanager
-def interrupted_before_training(cfg: Mapping[str, Any], run_dir: Path) -> Iterator[None]:
+def interrupted_before_training(
+    cfgs: Sequence[Mapping[str, Any]], run_dirs: Sequence[Path]
+) -> Iterator[None]:
     """A signal before training started (:class:`StopNow`) is recorded as ``interrupted`` in
-    summary.json, and goes up as :class:`Interrupted` saying that nothing was saved."""
+    the summary.json of each run (one, or a pack's members), and goes up as
+    :class:`Interrupted` saying that nothing was saved."""
     try:
         yield
     except StopNow as stop:
-        message = record_stop_before_training(cfg, run_dir, stop.signum)
-        raise Interrupted(stop.signum, run_dir, message=message) from None
+        messages = [
+            record_stop_before_training(cfg, run_dir, stop.signum)
+            for cfg, run_dir in zip(cfgs, run_dirs, strict=True)
+        ]
+        raise Interrupted(stop.signum, run_dirs[0], message=messages[-1]) from None
 
 
 def record_stop_before_training(cfg: Mapping[str, Any], run_dir: Path, signum: int) -> str:

@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from initbench.build import check_memory, load_data, max_pack_members, prepare, validate
-from initbench.checkpoint import load_previous_checkpoint
+from initbench.checkpoint import config_changes, load_previous_checkpoint
+from initbench.config import PACK_MEMBER_KEYS
 from initbench.data import is_seeded
 from initbench.errors import Interrupted, RunFailed, UserError
 from initbench.io import atomic_write
@@ -42,8 +43,8 @@ from initbench.run import (
     already_done,
     check_optimizer,
     check_writable,
+    interrupted_before_training,
     record_failure,
-    record_stop_before_training,
     resumable_checkpoint,
 )
 from initbench.signals import StopNow, stop_on_signals
@@ -52,7 +53,7 @@ from initbench.telemetry import build_telemetry
 log = logging.getLogger(__name__)
 
 # What may differ between the members of a pack (with what follows from them: the run name).
-PACK_VARIES = ("init", "seed", "run_name")
+PACK_VARIES = (*PACK_MEMBER_KEYS, "run_name")
 
 
 def check_pack(cfgs: Sequence[Mapping[str, Any]]) -> None:
@@ -68,12 +69,7 @@ def check_pack(cfgs: Sequence[Mapping[str, Any]]) -> None:
         raise UserError("a pack needs at least one member (got none)")
     first = cfgs[0]
     for i, cfg in enumerate(cfgs[1:], start=2):
-        a, b = _flatten(first), _flatten(cfg)
-        changed = [
-            f"{k}: {a.get(k)!r} -> {b.get(k)!r}"
-            for k in sorted(set(a) | set(b))
-            if k.split(".")[0] not in PACK_VARIES and a.get(k) != b.get(k)
-        ]
+        changed = config_changes(first, cfg, allowed=PACK_VARIES)
         if changed:
             raise UserError(
                 f"the members of a pack may differ only in init and seed; member {i} "
@@ -87,16 +83,6 @@ def check_pack(cfgs: Sequence[Mapping[str, Any]]) -> None:
         )
     if first["trainer"]["compile"]:
         raise UserError("trainer.compile must be false in a pack (got true); run it unpacked")
-
-
-def _flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in cfg.items():
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def run_pack(
@@ -134,7 +120,7 @@ def run_pack(
             stack.enter_context(hold_run_dir(run_dir))
         received = stack.enter_context(stop_on_signals())
         todo: list[tuple[int, Mapping[str, Any] | None]] = []
-        with stopped_before_training(cfgs, run_dirs):
+        with interrupted_before_training(cfgs, run_dirs):
             for i, (cfg, run_dir) in enumerate(zip(cfgs, run_dirs, strict=True)):
                 done = already_done(cfg, run_dir)
                 if done is not None:
@@ -153,7 +139,7 @@ def run_pack(
         )  # fmt: skip
         for group in groups:
             members = [(i, cfgs[i], run_dirs[i], ckpt, choices[i]) for i, ckpt in group]
-            with stopped_before_training([m[1] for m in members], [m[2] for m in members]):
+            with interrupted_before_training([m[1] for m in members], [m[2] for m in members]):
                 pack = Pack(members, make_optimizer)
             for i, summary in pack.run(received).items():
                 summaries[i] = summary
@@ -216,21 +202,6 @@ def _data_key(cfg: Mapping[str, Any]) -> int | None:
 
 def _distinct_datasets(cfgs: Sequence[Mapping[str, Any]]) -> int:
     return len({_data_key(c) for c in cfgs})
-
-
-@contextmanager
-def stopped_before_training(
-    cfgs: Sequence[Mapping[str, Any]], run_dirs: Sequence[Path]
-) -> Iterator[None]:
-    """A signal before training (:class:`StopNow`) is recorded in every member's summary.json
-    and goes up as :class:`Interrupted`."""
-    try:
-        yield
-    except StopNow as stop:
-        message = ""
-        for cfg, run_dir in zip(cfgs, run_dirs, strict=True):
-            message = record_stop_before_training(cfg, run_dir, stop.signum)
-        raise Interrupted(stop.signum, run_dirs[0], message=message) from None
 
 
 class MemberSession(Session):

@@ -23,7 +23,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from initbench.cli.common import fail, hydra_app
-from initbench.config import CONF_DIR, check_pack_config
+from initbench.config import CONF_DIR, PACK_MEMBER_KEYS, check_pack_config, is_pack_member_key
 from initbench.errors import Interrupted, RunFailed, UserError
 from initbench.io import safe_name, write_json_atomic
 from initbench.run_pack import run_pack
@@ -31,8 +31,6 @@ from initbench.telemetry.sinks import log_agent_run as log_agent_run_in_child
 
 # The pack's own fields, never passed on to its members.
 OWN = ("pack", "run_name", "hydra")
-# What a member's overrides may set: what PACK_VARIES allows to differ.
-MEMBER_KEYS = ("init", "seed")
 
 
 def member_overrides(pack: Mapping[str, Any]) -> list[list[str]]:
@@ -51,7 +49,7 @@ def member_overrides(pack: Mapping[str, Any]) -> list[list[str]]:
     for n, overrides in enumerate(members, start=1):
         for o in overrides:
             key, _, value = o.lstrip("+~").partition("=")
-            if key.split(".")[0] not in MEMBER_KEYS:
+            if not is_pack_member_key(key):
                 raise UserError(
                     f"pack member {n} ({' '.join(overrides)}): {key} cannot differ between "
                     f"members; a member may set only init, init.* and seed (set {key} for "
@@ -75,7 +73,7 @@ def shared_overrides(task: Sequence[str]) -> list[str]:
         key = o.lstrip("+~").split("=", 1)[0]
         if key.split(".")[0] in OWN:
             continue
-        if key.split(".")[0] in MEMBER_KEYS:
+        if is_pack_member_key(key):
             raise UserError(
                 f"{key} is chosen per member in a pack: use pack.inits / pack.seeds or "
                 f"pack.members (got {o})"
@@ -90,7 +88,8 @@ def member_dirs(pack_dir: Path, names: Sequence[str], overrides: Sequence[list[s
     dirs = []
     for name, member in zip(names, overrides, strict=True):
         if names.count(name) > 1:
-            extra = [o.replace("=", "-") for o in member if o.split("=")[0] not in MEMBER_KEYS]
+            # the option and seed are in the run name already; their hparams (init.std) are not
+            extra = [o.replace("=", "-") for o in member if o.split("=")[0] not in PACK_MEMBER_KEYS]
             name = "__".join([name, *extra])
         dirs.append(pack_dir / safe_name(name))
     if len(set(dirs)) < len(dirs):

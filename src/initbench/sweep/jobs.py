@@ -12,12 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from initbench.config import is_pack_member_key
 from initbench.sweep.combinations import Combination, combination_name
 from initbench.sweep.commands import build_command, fill_command
 from initbench.sweep.spec import Sweep, SweepError
 
-# The parameters that may differ within a pack (initbench.run_pack.PACK_VARIES).
-MEMBER_KEYS = ("init", "seed")
 PACKS = "packs"  # <out>/packs/<pack name>: a pack's log and pack.json
 
 
@@ -41,10 +40,6 @@ def single_jobs(sweep: Sweep, combos: Sequence[Combination], out_dir: Path) -> l
         Job(c.name, out_dir / c.name, (c,), build_command(sweep, c, out_dir / c.name))
         for c in combos
     ]
-
-
-def is_member_key(key: str) -> bool:
-    return key.split(".")[0] in MEMBER_KEYS
 
 
 def pack_program(program: str) -> str:
@@ -82,7 +77,7 @@ def pack_jobs(
         raise SweepError(f"--pack must be >= 1 (got {max_members})")
     groups: dict[tuple, list[Combination]] = {}
     for combo in combos:
-        shared = tuple((k, str(v)) for k, v in combo.params.items() if not is_member_key(k))
+        shared = tuple((k, str(v)) for k, v in combo.params.items() if not is_pack_member_key(k))
         groups.setdefault(shared, []).append(combo)
     jobs = []
     for shared, members in groups.items():
@@ -95,9 +90,9 @@ def pack_jobs(
             name = "pack__" + (combination_name(dict(shared)) or "all")
             name += f"__{n + 1}" if len(chunks) > 1 else ""
             folder = out_dir / PACKS / name
-            args = [a for a in chunk[0].args if not is_member_key(a.split("=", 1)[0])]
+            args = [a for a in chunk[0].args if not is_pack_member_key(a.split("=", 1)[0])]
             members_arg = ",".join(
-                hydra_quote(" ".join(a for a in c.args if is_member_key(a.split("=", 1)[0])))
+                hydra_quote(" ".join(a for a in c.args if is_pack_member_key(a.split("=", 1)[0])))
                 for c in chunk
             )
             dirs_arg = ",".join(hydra_quote(str(out_dir / c.name)) for c in chunk)

@@ -25,6 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
+from initbench.config import is_pack_member_key
 from initbench.data import missing_data
 from initbench.io import dumps_strict, read_json, safe_name
 from initbench.progress import Progress, hms
@@ -313,7 +314,7 @@ class _LocalRun:
         self.running[job.name] = _Child(proc, job, time.perf_counter(), log)
         started = self.ended + sum(len(c.job.combos) for c in self.running.values())
         if job.packed:
-            shared = [k for k in self.keys if k.split(".")[0] not in ("init", "seed")]
+            shared = [k for k in self.keys if not is_pack_member_key(k)]
             what = f"pack of {len(job.combos)}: {job.combos[0].label(shared)}".rstrip(": ")
         else:
             what = job.combos[0].label(self.keys)
