@@ -203,6 +203,41 @@ def record_failure(cfg: Mapping[str, Any], run_dir: Path, err: UserError) -> dic
     return summary
 
 
+@contextmanager
+def recording_early_ends(
+    open_sessions: Callable[[], Sequence[Session]], run_dir: Path, failed: str
+) -> Iterator[None]:
+    """Whatever ends training early is recorded in the summary.json of each session still open
+    (one run, or a pack's unfinished members) before it goes up: a stop before the first step
+    (:class:`StopNow`, recorded by interrupted_before_training; SIGTERM marks W&B preempting,
+    as a stop in training does, so the run is requeued), a second Ctrl-C as ``interrupted``
+    (no checkpoint of that moment), a failed write (a full disk) as ``failed`` with the reason
+    (``RunFailed``: the reason + ``failed``), any other error as ``failed``."""
+    try:
+        yield
+    except Interrupted:
+        raise
+    except StopNow as stop:
+        for session in open_sessions():
+            if stop.signum == signal.SIGTERM:
+                session.sink.mark_preempting()
+            session._stop()
+        raise
+    except KeyboardInterrupt:
+        for session in open_sessions():
+            session._stop(status="interrupted", error="stopped at once by a second Ctrl-C")
+        raise Interrupted(signal.SIGINT, run_dir, saved=False) from None
+    except OSError as err:
+        reason = f"{err.strerror or err}" + (f": {err.filename}" if err.filename else "")
+        for session in open_sessions():
+            session._stop(status="failed", error=f"{type(err).__name__}: {reason}")
+        raise RunFailed(f"{reason}{failed}") from None
+    except BaseException as err:
+        for session in open_sessions():
+            session._stop(status="failed", error=f"{type(err).__name__}: {err}")
+        raise
+
+
 class Session:
     """A run between preparation and its end: the optimizer, the data order, the sinks and the
     summary, and the files they write."""
@@ -317,31 +352,12 @@ class Session:
             self.checkpoint(state)
 
     def run(self, received_signal: Callable[[], int | None]) -> dict[str, Any]:
-        """Train and record the outcome. Whatever ends it early is recorded in summary.json
-        first: a second Ctrl-C as ``interrupted`` (no checkpoint of that moment), a failed
-        write (a full disk) as ``failed`` with the reason, any other error as ``failed``."""
-        try:
+        """Train and record the outcome; whatever ends it early is recorded first
+        (:func:`recording_early_ends`)."""
+        failed = f" (in {self.run_dir}); the run is recorded as failed in summary.json"
+        with recording_early_ends(lambda: [self], self.run_dir, failed):
             state = self.train(received_signal)
             return self.finish(state, received_signal())
-        except Interrupted:
-            raise
-        except StopNow as stop:  # before the first step: recorded by interrupted_before_training
-            if stop.signum == signal.SIGTERM:
-                self.sink.mark_preempting()  # as for a stop in training: W&B requeues the run
-            self._stop()
-            raise
-        except KeyboardInterrupt:
-            self._stop(status="interrupted", error="stopped at once by a second Ctrl-C")
-            raise Interrupted(signal.SIGINT, self.run_dir, saved=False) from None
-        except OSError as err:
-            reason = f"{err.strerror or err}" + (f": {err.filename}" if err.filename else "")
-            self._stop(status="failed", error=f"{type(err).__name__}: {reason}")
-            raise RunFailed(
-                f"{reason} (in {self.run_dir}); the run is recorded as failed in summary.json"
-            ) from None
-        except BaseException as err:
-            self._stop(status="failed", error=f"{type(err).__name__}: {err}")
-            raise
 
     def _stop(self, **fields: Any) -> None:
         """Record why the run stopped early, if the disk lets us, and close the sinks."""

@@ -27,7 +27,7 @@ from initbench.build import check_memory, load_data, max_pack_members, prepare, 
 from initbench.checkpoint import config_changes, load_previous_checkpoint
 from initbench.config import PACK_MEMBER_KEYS
 from initbench.data import is_seeded
-from initbench.errors import Interrupted, RunFailed, UserError
+from initbench.errors import Interrupted, UserError
 from initbench.io import atomic_write
 from initbench.lock import hold_run_dir
 from initbench.packing import (
@@ -45,9 +45,10 @@ from initbench.run import (
     check_writable,
     interrupted_before_training,
     record_failure,
+    recording_early_ends,
     resumable_checkpoint,
 )
-from initbench.signals import StopNow, stop_on_signals
+from initbench.signals import stop_on_signals
 from initbench.telemetry import build_telemetry
 
 log = logging.getLogger(__name__)
@@ -280,30 +281,13 @@ class Pack:
         the pack early is recorded in every unfinished member's summary.json first."""
         self.summaries: dict[int, dict[str, Any]] = dict(self.failed)
         self.open = list(range(len(self.sessions)))  # members not finished
-        try:
+        failed = "; the pack's members are recorded as failed"
+        with recording_early_ends(self._open_sessions, self.sessions[0].run_dir, failed):
             self._train(received_signal)
             return self._finish(received_signal())
-        except Interrupted:
-            raise
-        except StopNow:
-            for k in self.open:
-                self.sessions[k]._stop()
-            raise
-        except KeyboardInterrupt:
-            for k in self.open:
-                self.sessions[k]._stop(
-                    status="interrupted", error="stopped at once by a second Ctrl-C"
-                )
-            raise Interrupted(signal.SIGINT, self.sessions[0].run_dir, saved=False) from None
-        except OSError as err:
-            reason = f"{err.strerror or err}" + (f": {err.filename}" if err.filename else "")
-            for k in self.open:
-                self.sessions[k]._stop(status="failed", error=f"{type(err).__name__}: {reason}")
-            raise RunFailed(f"{reason}; the pack's members are recorded as failed") from None
-        except BaseException as err:
-            for k in self.open:
-                self.sessions[k]._stop(status="failed", error=f"{type(err).__name__}: {err}")
-            raise
+
+    def _open_sessions(self) -> list[MemberSession]:
+        return [self.sessions[k] for k in self.open]
 
     def _train(self, received_signal: Callable[[], int | None]) -> None:
         trainer = self.cfg["trainer"]
