@@ -38,7 +38,7 @@ from initbench.errors import Interrupted, RunFailed, UserError
 from initbench.io import atomic_write, dumps_strict, read_json, read_yaml, write_json_atomic
 from initbench.lock import hold_run_dir
 from initbench.signals import StopNow, stop_on_signals
-from initbench.telemetry import MultiSink, build_telemetry
+from initbench.telemetry import MultiSink, Telemetry, build_telemetry
 from initbench.telemetry.weights import record_weights
 
 log = logging.getLogger(__name__)
@@ -373,11 +373,8 @@ class Session:
 
     def train(self, received_signal: Callable[[], int | None]) -> TrainState:
         """The step-0 report on a fresh start, then the training loop."""
-        cfg, prep, trainer = self.cfg, self.prep, self.cfg["trainer"]
-        telemetry = build_telemetry(
-            cfg["telemetry"], prep.model, self.sink,
-            steps_per_epoch=prep.data.num_batches("train", trainer["batch_size"]),
-        )  # fmt: skip
+        prep, trainer = self.prep, self.cfg["trainer"]
+        telemetry = self.telemetry()
         self.step0()
         state = train(
             prep.train_model,
@@ -398,6 +395,13 @@ class Session:
         if state.status == "interrupted":
             self.checkpoint(state)
         return state
+
+    def telemetry(self) -> Telemetry | None:
+        """The observer the config's ``telemetry`` node asks for, on this run's model and sinks."""
+        return build_telemetry(
+            self.cfg["telemetry"], self.prep.model, self.sink,
+            steps_per_epoch=self.prep.data.num_batches("train", self.cfg["trainer"]["batch_size"]),
+        )  # fmt: skip
 
     def step0(self) -> None:
         """The step-0 report, on a fresh start only."""

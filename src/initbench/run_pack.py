@@ -49,7 +49,6 @@ from initbench.run import (
     resumable_checkpoint,
 )
 from initbench.signals import stop_on_signals
-from initbench.telemetry import build_telemetry
 
 log = logging.getLogger(__name__)
 
@@ -294,12 +293,10 @@ class Pack:
         members = []
         for session in self.sessions:
             session.step0()  # on the member's own model, before it joins the pack
-            data = session.prep.data
-            telemetry = build_telemetry(
-                self.cfg["telemetry"], session.prep.model, session.sink,
-                steps_per_epoch=data.num_batches("train", trainer["batch_size"]),
-            )  # fmt: skip
-            members.append(Member(session.state, session.data_gen, data, session.sink, telemetry))
+            telemetry = session.telemetry()
+            members.append(
+                Member(session.state, session.data_gen, session.prep.data, session.sink, telemetry)
+            )
         pack = PackedModel([s.prep.model for s in self.sessions], self.device)
         optimizer = self.make_optimizer(pack.parameters())
         if not self.sessions[0].fresh:
