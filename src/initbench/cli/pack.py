@@ -128,16 +128,15 @@ def _pack(cfg: DictConfig) -> None:
     try:
         pack = OmegaConf.to_container(cfg.pack, resolve=True)
         shared = shared_overrides(list(hydra_cfg.overrides.task))
-        members = [compose_member(shared + m) for m in member_overrides(pack)]
-        dirs = pack["dirs"] or member_dirs(
-            pack_dir, [c["run_name"] for c, _ in members], member_overrides(pack)
-        )
+        overrides = member_overrides(pack)
+        members = [compose_member(shared + m) for m in overrides]
+        dirs = pack["dirs"] or member_dirs(pack_dir, [c["run_name"] for c, _ in members], overrides)
         index = {
             "pack": cfg.run_name,
             "shared_overrides": shared,
             "members": [
                 {"run_name": c["run_name"], "overrides": m, "run_dir": str(d)}
-                for (c, _), m, d in zip(members, member_overrides(pack), dirs, strict=True)
+                for (c, _), m, d in zip(members, overrides, dirs, strict=True)
             ],
         }
         write_json_atomic(pack_dir / "pack.json", index)
