@@ -425,27 +425,7 @@ def help_fields(config_name: str = "train") -> str:
     """The fields of ``conf/<config_name>.yaml`` and of its groups' default options, one line
     each with its default and its comment (which gives the range): what ``--help`` lists
     (``hydra.help.template``: ``${help_fields:}``). ``$`` doubled for Hydra's template."""
-    path = CONF_DIR / f"{config_name}.yaml"
-    raw = OmegaConf.load(path)
-    groups = []
-    for entry in raw.get("defaults", []):
-        if isinstance(entry, str) and entry != "_self_":  # diagnose.yaml: [train, _self_]
-            own = yaml_fields(path)  # and its own fields (pack.yaml: pack.*)
-            width = min(40, max((len(f"{k} = {v}") for k, v, _ in own), default=0))
-            lines = [f"  {f'{k} = {v}':<{width}}  # {c}" for k, v, c in own]
-            title = ["", "", f"{config_name}.yaml's own fields"] if own else []
-            return help_fields(entry) + "\n".join(title + lines).replace("$", "$$")
-        if not OmegaConf.is_dict(entry):
-            continue
-        for group, option in entry.items():
-            for name in option if OmegaConf.is_list(option) else [option]:
-                if name is not None:
-                    groups.append((group, name))
-    sections = [("", yaml_fields(path))] + [
-        (f"{group}={name} (other options: conf/{group}/)",
-         yaml_fields(CONF_DIR / group / f"{name}.yaml", prefix=f"{group}."))
-        for group, name in groups
-    ]  # fmt: skip
+    sections = _help_sections(config_name)
     width = min(40, max(len(f"{k} = {v}") for _, rows in sections for k, v, _ in rows))
     lines = []
     for title, rows in sections:
@@ -453,6 +433,29 @@ def help_fields(config_name: str = "train") -> str:
             lines += ["", title]
         lines += [f"  {f'{k} = {v}':<{width}}  # {c}" if c else f"  {k} = {v}" for k, v, c in rows]
     return "\n".join(lines).replace("$", "$$")
+
+
+def _help_sections(config_name: str) -> list[tuple[str, list[tuple[str, str, str]]]]:
+    """``(title, fields)`` per file :func:`help_fields` lists: the config's own, then its
+    groups' default options; a config that extends another (diagnose.yaml, pack.yaml:
+    ``[train, _self_]``) lists that one's, then its own fields."""
+    path = CONF_DIR / f"{config_name}.yaml"
+    raw = OmegaConf.load(path)
+    groups = []
+    for entry in raw.get("defaults", []):
+        if isinstance(entry, str) and entry != "_self_":
+            return [*_help_sections(entry), (f"{config_name}.yaml's own fields", yaml_fields(path))]
+        if not OmegaConf.is_dict(entry):
+            continue
+        for group, option in entry.items():
+            for name in option if OmegaConf.is_list(option) else [option]:
+                if name is not None:
+                    groups.append((group, name))
+    return [("", yaml_fields(path))] + [
+        (f"{group}={name} (other options: conf/{group}/)",
+         yaml_fields(CONF_DIR / group / f"{name}.yaml", prefix=f"{group}."))
+        for group, name in groups
+    ]  # fmt: skip
 
 
 def register_resolvers() -> None:
