@@ -90,10 +90,10 @@ def test_a_terminal_gets_a_tqdm_bar_with_rate_and_eta():
     assert out.endswith("\r") and p.closed
 
 
-def test_the_training_loop_reports_progress_when_not_on_a_terminal(monkeypatch, caplog):
-    monkeypatch.setenv("INITBENCH_PROGRESS_S", "0")  # a line on every step
+def tiny_data() -> DeviceDataset:
+    """40 training examples: 3 steps an epoch in batches of 16."""
     g = torch.Generator().manual_seed(0)
-    data = DeviceDataset(
+    return DeviceDataset(
         name="tiny",
         train_x=torch.randn(40, 4, generator=g),
         train_y=torch.randint(0, 2, (40,), generator=g),
@@ -102,7 +102,11 @@ def test_the_training_loop_reports_progress_when_not_on_a_terminal(monkeypatch, 
         input_shape=(4,),
         num_classes=2,
     )
-    model = nn.Sequential(nn.Linear(4, 2))
+
+
+def test_the_training_loop_reports_progress_when_not_on_a_terminal(monkeypatch, caplog):
+    monkeypatch.setenv("INITBENCH_PROGRESS_S", "0")  # a line on every step
+    data, model = tiny_data(), nn.Sequential(nn.Linear(4, 2))
     with caplog.at_level(logging.INFO, logger="initbench.engine"):
         state = train(model, data, torch.optim.SGD(model.parameters(), lr=0.1), epochs=2,
                       batch_size=16, generator=torch.Generator().manual_seed(0))  # fmt: skip
@@ -114,17 +118,7 @@ def test_the_training_loop_reports_progress_when_not_on_a_terminal(monkeypatch, 
 
 
 def test_the_training_loop_is_silent_for_short_epochs(caplog):
-    g = torch.Generator().manual_seed(0)
-    data = DeviceDataset(
-        name="tiny",
-        train_x=torch.randn(40, 4, generator=g),
-        train_y=torch.randint(0, 2, (40,), generator=g),
-        test_x=torch.randn(8, 4, generator=g),
-        test_y=torch.randint(0, 2, (8,), generator=g),
-        input_shape=(4,),
-        num_classes=2,
-    )
-    model = nn.Sequential(nn.Linear(4, 2))
+    data, model = tiny_data(), nn.Sequential(nn.Linear(4, 2))
     with caplog.at_level(logging.INFO, logger="initbench.engine"):
         train(model, data, torch.optim.SGD(model.parameters(), lr=0.1), epochs=1,
               batch_size=16, generator=torch.Generator().manual_seed(0))  # fmt: skip
