@@ -71,6 +71,20 @@ def test_defaults_are_the_fashion_mnist_mlp_with_both_loggers():
     assert cfg["optimizer"]["lr"] == pytest.approx(1e-3)
 
 
+@pytest.mark.parametrize("model", ["cnn", "cnn22", "cnn30"])
+def test_the_plain_cnns_bring_their_optimizer_recipe_which_overrides_still_change(model):
+    # SGD momentum 0.9 lr 0.003: Kaiming trains and Xavier stalls at 30 layers (README)
+    for overrides, config_name in [([f"model={model}"], "train"), ([f"model={model}"], "pack"),
+                                   ([f"experiment=cifar_{model}"], "train")]:  # fmt: skip
+        opt = compose_dict(overrides, config_name)["optimizer"]
+        assert (opt["_target_"], opt["lr"], opt["momentum"]) == ("torch.optim.SGD", 0.003, 0.9)
+    assert compose_dict([f"model={model}", "optimizer=adam"])["optimizer"]["lr"] == 1e-3
+    assert compose_dict(["optimizer=adam", f"model={model}"])["optimizer"]["lr"] == 1e-3
+    assert compose_dict([f"model={model}", "optimizer.lr=0.01"])["optimizer"]["lr"] == 0.01
+    assert compose_dict([f"model={model}", "optimizer=sgd"])["optimizer"]["lr"] == 0.01
+    assert compose_dict(["model=mlp"])["optimizer"]["_target_"] == "torch.optim.Adam"
+
+
 def test_presets_set_depth_and_loggers_switch_off():
     assert compose_dict(["model=cnn30"])["model"]["depth"] == 30
     assert compose_dict(["model=cnn22"])["model"]["depth"] == 22

@@ -235,15 +235,19 @@ def test_circles_sweep():
 def test_depth_sweep():
     got = _settings(
         "depth",
-        ["model.depth", "init.name", "activation.name", "dataset.name", "optimizer._target_"],
-    )
+        ["model.depth", "init.name", "activation.name", "dataset.name", "optimizer._target_",
+         "optimizer.lr", "optimizer.momentum"],
+    )  # fmt: skip
     assert {g[:2] for g in got} == {
         (22, "xavier_normal"),
         (22, "kaiming_normal"),
         (30, "xavier_normal"),
         (30, "kaiming_normal"),
     }
-    assert {g[2:] for g in got} == {("relu", "cifar10", "torch.optim.SGD")}
+    # the plain CNNs' own recipe (conf/optimizer/sgd_cnn.yaml), not a second one in the sweep
+    assert {g[2:] for g in got} == {("relu", "cifar10", "torch.optim.SGD", 0.003, 0.9)}
+    keys = [p.key for p in load_sweep(ROOT / "sweeps" / "depth.yaml").params]
+    assert not [k for k in keys if k.startswith("optimizer")]
 
 
 def test_signal_propagation_sweep():
