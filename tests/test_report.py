@@ -519,7 +519,7 @@ def synthetic_runs(scores: dict[str, list[float]], **cfg_overrides: str) -> list
 
 
 def test_bootstrap_interval_matches_the_normal_interval_and_is_reproducible():
-    from initbench.report.tables import bootstrap_ci
+    from initbench.report.ranking import bootstrap_ci
 
     x = np.random.default_rng(3).normal(0.8, 0.02, size=40)
     lo, hi = bootstrap_ci(x)
@@ -533,7 +533,7 @@ def test_bootstrap_interval_matches_the_normal_interval_and_is_reproducible():
 
 
 def test_leaderboards_mark_ties_state_the_rule_and_write_leaderboard_csv(tmp_path):
-    from initbench.report.tables import LEADERBOARD_COLUMNS
+    from initbench.report.ranking import LEADERBOARD_COLUMNS
 
     scores = {
         "kaiming_normal": [0.90, 0.91, 0.92, 0.93, 0.94],

@@ -15,7 +15,9 @@ The report reads only what runs wrote: it never rebuilds a model or loads a chec
 Modules, each importing only those above it:
 
 - ``runset``: the shared types (RunSet, RawRun, WeightPanel, ReportError) and column names;
-- ``tables``: labels, the runs table, leaderboards, the step-0 rows and each figure's table;
+- ``ranking``: scores, the target accuracy, the leaderboards (bootstrap intervals, ties);
+- ``tables``: labels, the runs table, the leaderboards' text, the step-0 rows and each
+  figure's table;
 - ``sources``: reading a local folder, a W&B sweep, and a run's weight samples;
 - ``figures``: matplotlib figures drawn from those tables;
 - ``render``: results.csv, summary.md, index.html and W&B logging (:func:`build_report`);
@@ -28,6 +30,7 @@ Usage::
     files = build_report(runs, "outputs/local-sweeps/circles/report")
 """
 
+from initbench.report.ranking import leaderboards, pick_schemes, set_target
 from initbench.report.render import ReportFiles, build_report
 from initbench.report.runset import COLUMNS, ReportError, RunSet, WeightPanel
 from initbench.report.sources import (
@@ -37,14 +40,7 @@ from initbench.report.sources import (
     start_and_end_weights,
     weight_panels,
 )
-from initbench.report.tables import (
-    architecture_label,
-    leaderboards,
-    natural_key,
-    pick_schemes,
-    scheme_labels,
-    set_target,
-)
+from initbench.report.tables import architecture_label, natural_key, scheme_labels
 from initbench.report.wandb_page import save_wandb_report, split_sweep_path, wandb_report
 
 __all__ = [

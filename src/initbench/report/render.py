@@ -20,22 +20,24 @@ from initbench.report.figures import (
     figure_step0,
     figure_weights,
 )
-from initbench.report.runset import RunSet, WeightPanel
-from initbench.report.sources import WANDB_SWEEP, weight_panels
-from initbench.report.tables import (
+from initbench.report.ranking import (
     BOOTSTRAP_RESAMPLES,
     BOOTSTRAP_SEED,
     FEW_SEEDS,
+    leaderboard_table,
+    leaderboards,
+    pick_schemes,
+    set_target,
+)
+from initbench.report.runset import RunSet, WeightPanel
+from initbench.report.sources import WANDB_SWEEP, weight_panels
+from initbench.report.tables import (
     STALL_MARGIN,
     best_grid,
     board_rows,
     curve_bands,
     edge_of_chaos_tables,
     heatmap_grid,
-    leaderboard_table,
-    leaderboards,
-    pick_schemes,
-    set_target,
     step0_lines,
     step0_rows,
 )

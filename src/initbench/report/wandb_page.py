@@ -18,8 +18,9 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from initbench.report.ranking import leaderboards
 from initbench.report.runset import ReportError, RunSet
-from initbench.report.tables import best_grid, board_rows, leaderboards
+from initbench.report.tables import best_grid, board_rows
 from initbench.telemetry.sinks import markdown_table
 
 WANDB_SWEEP_PATH = r"[\w.-]+/[\w.-]+/\w+"  # entity/project/sweep_id

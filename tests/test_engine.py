@@ -1,0 +1,289 @@
+"""engine.py in-process, against a plain loop written out here: what an epoch records, when a
+divergence is found and what it keeps, stopping and continuing mid-epoch, and the observer's
+calls. (Runs end to end: tests/test_train.py, tests/test_trust.py.)"""
+
+import copy
+import functools
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from initbench.data import DeviceDataset
+from initbench.engine import (
+    DIVERGENCE_CHECK_EVERY,
+    TrainState,
+    autocast_context,
+    evaluate,
+    to_memory_format,
+    train,
+)
+
+N_TRAIN, N_TEST, BATCH = 800, 90, 8  # 100 steps an epoch: two divergence checks in each
+
+
+@functools.cache
+def data() -> DeviceDataset:
+    g = torch.Generator().manual_seed(0)
+    centers = torch.randn(3, 6, generator=g) * 0.6  # overlapping: accuracy ~0.8
+
+    def split(n):
+        y = torch.randint(0, 3, (n,), generator=g)
+        return centers[y] + torch.randn(n, 6, generator=g), y
+
+    (train_x, train_y), (test_x, test_y) = split(N_TRAIN), split(N_TEST)
+    return DeviceDataset("blobs", train_x, train_y, test_x, test_y, (6,), 3)
+
+
+def model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 3))
+
+
+def sgd(m: nn.Module) -> torch.optim.Optimizer:
+    return torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9)
+
+
+def reference(m: nn.Module, epochs: int, seed: int = 1) -> list[dict]:
+    """The loop engine.train must equal: per-example sums over each epoch, then the test split."""
+    opt, g, rows = sgd(m), torch.Generator().manual_seed(seed), []
+    for epoch in range(1, epochs + 1):
+        m.train()
+        loss_sum, correct = 0.0, 0
+        for x, y in data().batches("train", BATCH, g):
+            logits = m(x)
+            loss = F.cross_entropy(logits, y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            loss_sum += float(loss.detach()) * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+        m.eval()
+        with torch.no_grad():
+            logits = m(data().test_x)
+        rows.append({
+            "train/loss": loss_sum / N_TRAIN, "train/acc": correct / N_TRAIN,
+            "val/loss": float(F.cross_entropy(logits, data().test_y)),
+            "val/acc": int((logits.argmax(1) == data().test_y).sum()) / N_TEST, "epoch": epoch,
+        })  # fmt: skip
+    return rows
+
+
+class Sink:
+    def __init__(self):
+        self.logged = []
+
+    def log_scalars(self, metrics, step):
+        self.logged.append((dict(metrics), step))
+
+
+def run(m: nn.Module, epochs: int, seed: int = 1, **kwargs) -> TrainState:
+    generator = torch.Generator().manual_seed(seed)
+    return train(m, data(), sgd(m), epochs=epochs, batch_size=BATCH, generator=generator,
+                 eval_batch_size=32, **kwargs)  # fmt: skip
+
+
+def close(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(math.isclose(a[k], b[k], rel_tol=1e-5) for k in a)
+
+
+def test_each_epoch_is_the_plain_loops_and_is_recorded_everywhere():
+    m, ref_model = model(), model()
+    sink, ends = Sink(), []
+    state = run(m, 3, sink=sink, on_epoch_end=lambda s: ends.append((s.epoch, s.status)))
+    expected = reference(ref_model, 3)
+    steps = N_TRAIN // BATCH
+    assert state.status == "finished" and state.epoch == 3 and state.global_step == 3 * steps
+    assert state.step_in_epoch == 0 and state.diverged_at_step is None
+    assert [row["step"] for row in state.history] == [steps, 2 * steps, 3 * steps]
+    for row, want in zip(state.history, expected, strict=True):
+        assert close({k: v for k, v in row.items() if k != "step"}, want)
+    assert [step for _, step in sink.logged] == [steps, 2 * steps, 3 * steps]
+    assert all(close(got, want) for (got, _), want in zip(sink.logged, expected, strict=True))
+    assert ends == [(1, "running"), (2, "running"), (3, "running")]
+    final = {k.replace("/", "_"): v for k, v in expected[-1].items() if k != "epoch"}
+    assert close(state.final, final)
+    assert state.best_val_acc == max(r["val/acc"] for r in expected)
+    assert expected[0]["train/loss"] > expected[-1]["train/loss"]  # it learns: the sums move
+    for p, q in zip(m.parameters(), ref_model.parameters(), strict=True):
+        torch.testing.assert_close(p, q)
+
+
+def test_best_val_acc_is_the_best_epoch_not_the_last():
+    state = TrainState()
+    from initbench.engine import record_epoch
+
+    for epoch, acc in [(1, 0.5), (2, 0.7), (3, 0.6)]:
+        metrics = {"train/loss": 1.0, "train/acc": 0.5, "val/loss": 1.0, "val/acc": acc}
+        record_epoch(state, {**metrics, "epoch": epoch}, None)
+    assert state.best_val_acc == 0.7 and state.final["val_acc"] == 0.6 and state.epoch == 3
+
+
+def test_evaluate_is_the_mean_over_the_whole_test_split_in_any_batch_size():
+    m = model()
+    with torch.no_grad():
+        logits = m(data().test_x)
+    loss = float(F.cross_entropy(logits, data().test_y))
+    acc = int((logits.argmax(1) == data().test_y).sum()) / N_TEST
+    for batch_size in (7, 32, 1024):  # 90 = 12 x 7 + 6: a short last batch counts by its size
+        got_loss, got_acc = evaluate(m, data(), batch_size)
+        assert math.isclose(got_loss, loss, rel_tol=1e-6) and got_acc == acc
+    m.train()
+    evaluate(m, data(), 32)
+    assert not m.training  # evaluation runs in eval mode (dropout off)
+
+
+class Poison(nn.Module):
+    """From training forward number ``at`` on, the logits become ``value`` (inf or NaN)."""
+
+    def __init__(self, at: int, value: float):
+        super().__init__()
+        self.at, self.value, self.calls = at, value, 0
+
+    def forward(self, x):
+        if self.training:
+            self.calls += 1
+            if self.calls > self.at:
+                return x * self.value
+        return x
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), -float("inf")])
+@pytest.mark.parametrize("bad_step", [130, 149, 150, 199])
+def test_a_divergence_mid_training_is_found_at_the_next_check_and_keeps_the_last_finite_epoch(
+    value, bad_step
+):
+    m = nn.Sequential(model(), Poison(bad_step, value))
+    sink = Sink()
+    state = run(m, 3, sink=sink)
+    assert state.status == "diverged" and state.diverged_at_step == bad_step
+    # found at the first check after it (every DIVERGENCE_CHECK_EVERY steps, or an epoch's end)
+    check = (bad_step // DIVERGENCE_CHECK_EVERY + 1) * DIVERGENCE_CHECK_EVERY
+    assert state.global_step == check
+    # the epoch it happened in is not recorded; the one before is kept, as measured
+    assert state.epoch == 1 and len(state.history) == 1 and len(sink.logged) == 1
+    expected = reference(model(), 1)[0]
+    assert close(state.final, {k.replace("/", "_"): v for k, v in expected.items() if k != "epoch"})
+
+
+def test_a_divergence_in_the_last_steps_of_an_epoch_is_found_at_its_end():
+    steps = N_TRAIN // BATCH
+    # 100 steps an epoch: a check at 50 and at 100; a check every 40 steps would hide this case
+    assert steps % DIVERGENCE_CHECK_EVERY == 0
+    m = nn.Sequential(model(), Poison(2 * steps - 1, float("nan")))  # the epoch's last step
+    state = run(m, 3)
+    assert (state.status, state.diverged_at_step, state.global_step) == (
+        "diverged", 2 * steps - 1, 2 * steps,
+    )  # fmt: skip
+    assert state.epoch == 1 and len(state.history) == 1
+
+
+def test_a_divergence_at_step_0_leaves_no_epoch_and_no_final_metrics():
+    state = run(nn.Sequential(model(), Poison(0, float("nan"))), 2)
+    assert state.status == "diverged" and state.diverged_at_step == 0
+    assert state.global_step == DIVERGENCE_CHECK_EVERY and state.final == {}
+    assert state.history == [] and state.best_val_acc is None
+
+
+def stop_after(n: int):
+    calls = []
+
+    def should_stop():
+        calls.append(None)
+        return len(calls) >= n
+
+    return should_stop
+
+
+@pytest.mark.parametrize(
+    "polls, step, step_in_epoch, epoch",
+    [(37, 37, 37, 0), (100, 100, 100, 0), (101, 100, 0, 1), (163, 162, 62, 1)],
+)  # 100: after epoch 1's last batch, before its evaluation; 101: after its evaluation
+def test_a_stop_mid_run_continues_to_the_same_result(polls, step, step_in_epoch, epoch):
+    uninterrupted = model()
+    whole = run(uninterrupted, 3)
+    m, generator = model(), torch.Generator().manual_seed(1)
+    opt, stop = sgd(m), stop_after(polls)
+    state = train(m, data(), opt, epochs=3, batch_size=BATCH, eval_batch_size=32,
+                  generator=generator, should_stop=stop)  # fmt: skip
+    assert state.status == "interrupted" and state.global_step == step
+    assert (state.step_in_epoch, state.epoch) == (step_in_epoch, epoch)
+    if state.step_in_epoch:  # the partial epoch's sums are kept for the rest of it
+        assert state.partial_loss_sum > 0
+        assert 0 < state.partial_correct <= state.step_in_epoch * BATCH
+        # a mid-epoch resume replays the epoch's draws from the state, whatever the generator
+        generator = torch.Generator().manual_seed(99)
+    state = TrainState.from_state_dict(copy.deepcopy(state.state_dict()))
+    done = train(m, data(), opt, epochs=3, batch_size=BATCH, eval_batch_size=32,
+                 generator=generator, state=state)  # fmt: skip
+    assert done.status == "finished" and done.global_step == whole.global_step
+    for got, want in zip(done.history, whole.history, strict=True):
+        assert close(got, want)
+    for p, q in zip(m.parameters(), uninterrupted.parameters(), strict=True):
+        torch.testing.assert_close(p, q)
+
+
+def test_a_stop_at_the_last_epochs_end_is_a_finished_run():
+    m = model()
+    steps = N_TRAIN // BATCH
+    # polled after every step and once more after each epoch: 2 x (steps + 1) polls in all
+    state = run(m, 2, should_stop=stop_after(2 * (steps + 1)))
+    assert state.status == "finished" and state.epoch == 2
+    state = run(model(), 2, should_stop=stop_after(steps + 1))
+    assert state.status == "interrupted" and state.epoch == 1 and state.step_in_epoch == 0
+
+
+def test_a_stop_after_a_divergence_reports_the_divergence_not_a_stop():
+    state = run(nn.Sequential(model(), Poison(10, float("inf"))), 2, should_stop=stop_after(20))
+    assert (state.status, state.diverged_at_step, state.global_step) == ("diverged", 10, 20)
+
+
+class Observer:
+    def __init__(self):
+        self.calls = []
+
+    def before_step(self, step):
+        self.calls.append(("before", step))
+
+    def after_backward(self, step):
+        self.calls.append(("backward", step))
+
+    def after_step(self, step):
+        self.calls.append(("after", step))
+
+
+def test_the_observer_sees_every_step_in_order():
+    observer = Observer()
+    run(model(), 1, observer=observer)
+    steps = N_TRAIN // BATCH
+    want = [(what, s) for s in range(steps) for what in ("before", "backward", "after")]
+    assert observer.calls == want
+
+
+def test_the_state_round_trips_through_a_plain_dict():
+    state = run(model(), 2, should_stop=stop_after(131))
+    again = TrainState.from_state_dict(state.state_dict())
+    assert again.state_dict().keys() == state.state_dict().keys()
+    assert (again.global_step, again.step_in_epoch, again.epoch) == (130, 30, 1)
+    assert again.history == state.history and torch.equal(again.epoch_rng, state.epoch_rng)
+
+
+def test_bf16_autocast_is_cuda_only_and_channels_last_only_for_images():
+    with autocast_context(torch.device("cpu"), "bf16"):
+        assert not torch.is_autocast_enabled("cpu")
+        assert torch.mm(torch.ones(2, 2), torch.ones(2, 2)).dtype == torch.float32
+    images, vectors = torch.randn(2, 3, 4, 4), torch.randn(2, 5)
+    assert to_memory_format(images, True).is_contiguous(memory_format=torch.channels_last)
+    assert not images.is_contiguous(memory_format=torch.channels_last)
+    assert to_memory_format(images, False) is images and to_memory_format(vectors, True) is vectors
+    assert torch.equal(to_memory_format(images, True), images)
+
+
+def test_bf16_on_cuda_is_a_bf16_autocast_and_fp32_is_none(recwarn):
+    cuda = torch.device("cuda", 0)
+    ctx = autocast_context(cuda, "bf16")  # built only: on a machine without CUDA it warns
+    assert isinstance(ctx, torch.autocast) and ctx.device == "cuda"
+    assert ctx.fast_dtype == torch.bfloat16
+    assert not isinstance(autocast_context(cuda, "fp32"), torch.autocast)
