@@ -605,3 +605,54 @@ def test_a_pack_whose_data_is_missing_is_one_error_recorded_in_every_member(tmp_
         run_pack(cfgs, dirs, optimizer(cfgs[0]))
     for d in dirs:
         assert json.loads((d / "summary.json").read_text())["status"] == "failed"
+
+
+# ------------------------------------------------------------------- scripts/cnn_recipe.py
+
+
+def test_cnn_recipe_trains_both_inits_once_and_tables_what_the_runs_recorded(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from helpers import write_cifar
+
+    write_cifar(tmp_path / "data" / "cifar-10-batches-py", n_per_batch=8, n_test=8)
+    out = tmp_path / "recipe"
+    args = ["scripts/cnn_recipe.py", "--models", "cnn", "--seeds", "0", "--epochs", "1",
+            "--out", str(out), "dataset=cifar10", f"data_dir={tmp_path / 'data'}",
+            "model.depth=3", "model.channels=4", "trainer.batch_size=10",
+            "telemetry.every_n_steps=2", "trainer.device=cpu"]  # fmt: skip
+    proc = run_cli(*args, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table = (out / "cnn_recipe.md").read_text()
+    assert table in proc.stdout
+    header, _, *rows = table.splitlines()
+    assert header.split(" | ")[:5] == ["| model", "init", "seed", "status", "val acc per epoch"]
+    assert [r.split(" | ")[:4] for r in rows] == [
+        ["| cnn", "kaiming", "0", "finished"], ["| cnn", "xavier", "0", "finished"],
+    ]  # fmt: skip
+    for row, init in zip(rows, ["kaiming", "xavier"], strict=True):
+        run_dir = out / "cnn" / f"{init}-relu-cnn-s0"
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert cells[4] == f"{summary['final']['val_acc']:.3f}"  # one epoch: its accuracy
+        step0 = json.loads((run_dir / "diagnose.json").read_text())["layers"]
+        convs = [layer for layer in step0 if layer["kind"] == "conv2d"]
+        assert (
+            cells[6] == f"{convs[-1]['act_std']:.3g}" and cells[7] == f"{convs[0]['grad_std']:.3g}"
+        )
+        events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
+        events.Reload()
+        dead = {
+            n: events.Scalars(f"stats/dead_frac/{n}")[-1].value for n in ("conv1", "conv2", "conv3")
+        }
+        assert [float(c) for c in cells[8:11]] == pytest.approx(
+            [dead["conv1"], dead["conv2"], dead["conv3"]], abs=5e-3
+        )
+        assert float(cells[11]) == pytest.approx(sum(dead.values()) / 3, abs=5e-3)
+        config = (run_dir / "config.yaml").read_text()
+        assert "torch.optim.SGD" in config and "lr: 0.003" in config  # the model's recipe
+    # a second call trains nothing and prints the same table
+    again = run_cli(*args, timeout=300)
+    assert again.returncode == 0 and "0 already done" not in again.stderr
+    assert (out / "cnn_recipe.md").read_text() == table
+    assert "2 already done, 0 to train" in again.stderr + again.stdout
