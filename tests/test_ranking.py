@@ -34,7 +34,8 @@ def test_the_score_is_the_best_accuracy_else_chance_else_zero():
 def runset(runs: list[dict], curves: dict[str, list[float]]) -> RunSet:
     rows = [{"run_id": r, "epoch": e, "val/acc": a} for r, accs in curves.items()
             for e, a in enumerate(accs, 1)]  # fmt: skip
-    return RunSet("test", pd.DataFrame(runs), pd.DataFrame(rows), pd.DataFrame())
+    table = pd.DataFrame(runs).assign(target_acc=NAN, epochs_to_target=NAN)  # as assemble has them
+    return RunSet("test", table, pd.DataFrame(rows), pd.DataFrame())
 
 
 def test_the_target_defaults_to_nine_tenths_of_each_architectures_best():
@@ -132,6 +133,9 @@ def test_leaderboards_rank_by_mean_then_spread_then_name():
     assert by.loc["g", "best_val_acc_mean"] == 0.0
     assert list(by["runs"]) == [2, 2, 2, 1, 1] and list(by["diverged"]) == [0, 0, 0, 1, 1]
     assert board.columns.get_loc("tied_with_best") == board.columns.get_loc("ci_high") + 1
+    assert list(board["tied_with_best"]) == _tied(board.drop(columns="tied_with_best"))
+    # c [0.8, 0.8] and a [0.7, 0.9] reach b's lower end (0.8); one run: no interval, unknown
+    assert list(board["tied_with_best"]) == [True, True, True, None, None]
     assert list(board.columns[:2]) == ["rank", "scheme"]
 
 
@@ -166,6 +170,7 @@ def test_the_leaderboard_table_holds_every_board_in_its_columns():
     assert list(zip(table["architecture"], table["activation"], table["scheme"], table["rank"],
                     strict=True)) == [("cnn", "tanh", "x", 1), ("cnn", "tanh", "y", 2),
                                       ("mlp", "relu", "x", 1)]  # fmt: skip
+    assert list(table.index) == [0, 1, 2]  # one table, not the boards' indexes side by side
     empty = leaderboard_table({})
     assert empty.empty and list(empty.columns) == LEADERBOARD_COLUMNS
 
