@@ -3,7 +3,8 @@
 For each plain CNN (cnn, cnn22, cnn30) this trains init=kaiming and init=xavier x seeds on
 FashionMNIST as one pack (src/pack.py, with the model's default optimizer: conf/optimizer/
 sgd_cnn.yaml) and prints the evidence as a markdown table: validation accuracy per epoch, the
-final training loss, the step-0 signal (diagnose.json) and the fraction of dead ReLU channels per
+final training loss, the step-0 signal (diagnose.json: the activations' RMS after the first and
+the last conv layer, the gradient at the first) and the fraction of dead ReLU channels per
 layer at the last telemetry snapshot (TensorBoard ``stats/dead_frac/<layer>``). Members already
 done are kept, so a second call only prints the table (README: "The plain CNNs' recipe").
 
@@ -69,8 +70,10 @@ def evidence(folder: Path) -> pd.DataFrame:
                 "status": run.status,
                 "val acc per epoch": " / ".join(f"{a:.3f}" for a in curve["val/acc"]),
                 "final train loss": run.final_train_loss,
-                "step-0 act std (last conv)": convs.act_std.iloc[-1] if names else None,
-                "step-0 grad std (conv1)": convs.grad_std.iloc[0] if names else None,
+                "step-0 act RMS, conv1 → last conv": (
+                    f"{convs.act_rms.iloc[0]:.2g} → {convs.act_rms.iloc[-1]:.2g}" if names else None
+                ),
+                "step-0 grad std at conv1": convs.grad_std.iloc[0] if names else None,
                 "dead at end: conv1": dead.get(names[0]) if names else None,
                 "middle": dead.get(middle),
                 "last conv": dead.get(names[-1]) if names else None,

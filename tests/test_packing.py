@@ -637,9 +637,8 @@ def test_cnn_recipe_trains_both_inits_once_and_tables_what_the_runs_recorded(tmp
         assert cells[4] == f"{summary['final']['val_acc']:.3f}"  # one epoch: its accuracy
         step0 = json.loads((run_dir / "diagnose.json").read_text())["layers"]
         convs = [layer for layer in step0 if layer["kind"] == "conv2d"]
-        assert (
-            cells[6] == f"{convs[-1]['act_std']:.3g}" and cells[7] == f"{convs[0]['grad_std']:.3g}"
-        )
+        assert cells[6] == f"{convs[0]['act_rms']:.2g} → {convs[-1]['act_rms']:.2g}"
+        assert cells[7] == f"{convs[0]['grad_std']:.3g}"
         events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
         events.Reload()
         dead = {
