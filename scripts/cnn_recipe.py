@@ -25,6 +25,7 @@ import pandas as pd
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from initbench.report.sources import load_local
+from initbench.telemetry.sinks import markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 INITS = ("kaiming", "xavier")
@@ -89,9 +90,8 @@ def markdown(table: pd.DataFrame) -> str:
             return f"{value:.3g}" if value == value else "–"
         return "–" if value is None else str(value)
 
-    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(False)]
-    return "\n".join(lines)
+    rows = [[cell(v) for v in row] for row in table.itertuples(False)]
+    return markdown_table(list(table.columns), rows)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,7 @@ from initbench.engine import (
     TrainState,
     autocast_context,
     evaluate,
+    record_epoch,
     to_memory_format,
     train,
 )
@@ -113,8 +114,6 @@ def test_each_epoch_is_the_plain_loops_and_is_recorded_everywhere():
 
 def test_best_val_acc_is_the_best_epoch_not_the_last():
     state = TrainState()
-    from initbench.engine import record_epoch
-
     for epoch, acc in [(1, 0.5), (2, 0.7), (3, 0.6)]:
         metrics = {"train/loss": 1.0, "train/acc": 0.5, "val/loss": 1.0, "val/acc": acc}
         record_epoch(state, {**metrics, "epoch": epoch}, None)
