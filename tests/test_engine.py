@@ -4,7 +4,10 @@ calls. (Runs end to end: tests/test_train.py, tests/test_trust.py.)"""
 
 import copy
 import functools
+import logging
 import math
+import re
+import time
 
 import pytest
 import torch
@@ -86,6 +89,11 @@ def run(m: nn.Module, epochs: int, seed: int = 1, **kwargs) -> TrainState:
                  eval_batch_size=32, **kwargs)  # fmt: skip
 
 
+def engine_messages(caplog, level: int) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "initbench.engine"
+            and r.levelno == level]  # fmt: skip
+
+
 def close(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(math.isclose(a[k], b[k], rel_tol=1e-5) for k in a)
 
@@ -101,6 +109,9 @@ def test_each_epoch_is_the_plain_loops_and_is_recorded_everywhere():
     assert [row["step"] for row in state.history] == [steps, 2 * steps, 3 * steps]
     for row, want in zip(state.history, expected, strict=True):
         assert close({k: v for k, v in row.items() if k != "step"}, want)
+        # per-example losses (batch mean x batch size) summed in float64 in batch order, as the
+        # plain loop does in Python floats: equal to the last bit (a float32 sum is not)
+        assert row["train/loss"] == want["train/loss"]
     assert [step for _, step in sink.logged] == [steps, 2 * steps, 3 * steps]
     assert all(close(got, want) for (got, _), want in zip(sink.logged, expected, strict=True))
     assert ends == [(1, "running"), (2, "running"), (3, "running")]
@@ -110,6 +121,89 @@ def test_each_epoch_is_the_plain_loops_and_is_recorded_everywhere():
     assert expected[0]["train/loss"] > expected[-1]["train/loss"]  # it learns: the sums move
     for p, q in zip(m.parameters(), ref_model.parameters(), strict=True):
         torch.testing.assert_close(p, q)
+
+
+def test_each_epoch_is_logged_in_one_line_with_its_metrics_and_time(caplog):
+    caplog.set_level(logging.INFO, logger="initbench.engine")
+    start = time.perf_counter()
+    state = run(model(), 2)
+    took = time.perf_counter() - start
+    lines = [m for m in engine_messages(caplog, logging.INFO) if "  train loss " in m]
+    assert len(lines) == 2
+    for line, row in zip(lines, state.history, strict=True):
+        want = (
+            f"epoch {row['epoch']}/2  train loss {row['train/loss']:.4f} acc "
+            f"{row['train/acc']:.4f}  val loss {row['val/loss']:.4f} acc {row['val/acc']:.4f}"
+        )
+        assert line.startswith(want + "  (")
+        seconds = float(re.fullmatch(r".*\((\d+\.\d) s\)", line).group(1))
+        assert 0 <= seconds <= took + 0.05
+
+
+def test_an_epochs_progress_lines_name_it_and_a_resumed_epoch_counts_on(caplog, monkeypatch):
+    monkeypatch.setenv("INITBENCH_PROGRESS_S", "0")  # a line after every step (not a terminal)
+    caplog.set_level(logging.INFO, logger="initbench.engine")
+    steps = N_TRAIN // BATCH
+    state = run(model(), 2, should_stop=stop_after(37))
+    lines = [m for m in engine_messages(caplog, logging.INFO) if m.startswith("epoch 1/2: ")]
+    assert lines[0].startswith(f"epoch 1/2: 1/{steps} steps (1%), ")
+    caplog.clear()
+    m = model()
+    train(m, data(), sgd(m), epochs=2, batch_size=BATCH, eval_batch_size=32,
+          generator=torch.Generator().manual_seed(1), state=state)  # fmt: skip
+    lines = [m for m in engine_messages(caplog, logging.INFO) if ": " in m and " steps (" in m]
+    assert lines[0].startswith(f"epoch 1/2: 38/{steps} steps (38%), ")
+    assert lines[-1].startswith(f"epoch 2/2: {steps}/{steps} steps (100%), ")
+
+
+def test_an_epoch_with_a_metric_not_finite_says_so_and_keeps_the_earlier_final(caplog):
+    state = TrainState()
+    good = {"train/loss": 1.0, "train/acc": 0.5, "val/loss": 1.0, "val/acc": 0.5, "epoch": 1}
+    record_epoch(state, good, None)
+    record_epoch(state, {**good, "val/loss": float("nan"), "epoch": 2}, None)
+    assert engine_messages(caplog, logging.WARNING) == [
+        "epoch 2: a metric is not finite; final keeps the last finite epoch"
+    ]
+    assert state.final["val_loss"] == 1.0 and state.epoch == 2 and len(state.history) == 2
+
+
+class Layouts(nn.Module):
+    """A linear classifier of 2x3x3 images that notes the memory layout of what it is fed."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear, self.seen = nn.Linear(18, 3), set()
+
+    def forward(self, x):
+        layout = "channels_last" if not x.is_contiguous() else "contiguous"
+        self.seen.add(("train" if self.training else "eval", layout))
+        return self.linear(x.flatten(1))
+
+
+@functools.cache
+def images() -> DeviceDataset:
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 2, 3, 3, generator=g), torch.randint(0, 3, (64,), generator=g)
+    return DeviceDataset("tiny-images", x[:48], y[:48], x[48:], y[48:], (2, 3, 3), 3)
+
+
+@pytest.mark.parametrize("channels_last", [None, False, True])
+def test_channels_last_feeds_training_and_evaluation_in_that_layout_and_only_when_asked(
+    channels_last,
+):
+    m = Layouts()
+    kwargs = {} if channels_last is None else {"channels_last": channels_last}
+    train(m, images(), sgd(m), epochs=1, batch_size=16, generator=torch.Generator(), **kwargs)
+    layout = "channels_last" if channels_last else "contiguous"
+    assert m.seen == {("train", layout), ("eval", layout)}
+
+
+def test_bf16_on_a_cpu_trains_exactly_as_fp32():
+    a, b = model(), model()
+    fp32, bf16 = run(a, 1), run(b, 1, precision="bf16")
+    assert bf16.history == fp32.history
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(p, q)
 
 
 def test_best_val_acc_is_the_best_epoch_not_the_last():
@@ -152,11 +246,14 @@ class Poison(nn.Module):
 @pytest.mark.parametrize("value", [float("inf"), float("nan"), -float("inf")])
 @pytest.mark.parametrize("bad_step", [130, 149, 150, 199])
 def test_a_divergence_mid_training_is_found_at_the_next_check_and_keeps_the_last_finite_epoch(
-    value, bad_step
+    value, bad_step, caplog
 ):
     m = nn.Sequential(model(), Poison(bad_step, value))
     sink = Sink()
     state = run(m, 3, sink=sink)
+    assert engine_messages(caplog, logging.WARNING) == [
+        f"step {bad_step}: the training loss is not finite; the run diverged"
+    ]
     assert state.status == "diverged" and state.diverged_at_step == bad_step
     # found at the first check after it (every DIVERGENCE_CHECK_EVERY steps, or an epoch's end)
     check = (bad_step // DIVERGENCE_CHECK_EVERY + 1) * DIVERGENCE_CHECK_EVERY
@@ -167,16 +264,17 @@ def test_a_divergence_mid_training_is_found_at_the_next_check_and_keeps_the_last
     assert close(state.final, {k.replace("/", "_"): v for k, v in expected.items() if k != "epoch"})
 
 
-def test_a_divergence_in_the_last_steps_of_an_epoch_is_found_at_its_end():
-    steps = N_TRAIN // BATCH
-    # 100 steps an epoch: a check at 50 and at 100; a check every 40 steps would hide this case
-    assert steps % DIVERGENCE_CHECK_EVERY == 0
-    m = nn.Sequential(model(), Poison(2 * steps - 1, float("nan")))  # the epoch's last step
-    state = run(m, 3)
-    assert (state.status, state.diverged_at_step, state.global_step) == (
-        "diverged", 2 * steps - 1, 2 * steps,
-    )  # fmt: skip
-    assert state.epoch == 1 and len(state.history) == 1
+def test_a_divergence_after_an_epochs_last_check_is_found_at_its_end():
+    batch = 10
+    steps = N_TRAIN // batch  # 80 steps an epoch: checks at steps 50, 100, 150, 200, ...
+    assert steps % DIVERGENCE_CHECK_EVERY != 0  # so epoch 2 ends (step 160) between two checks
+    bad = 2 * steps - 3  # step 157: after epoch 2's last periodic check
+    m, sink = nn.Sequential(model(), Poison(bad, float("nan"))), Sink()
+    state = train(m, data(), sgd(m), epochs=3, batch_size=batch, eval_batch_size=32,
+                  generator=torch.Generator().manual_seed(1), sink=sink)  # fmt: skip
+    assert (state.status, state.diverged_at_step, state.global_step) == ("diverged", bad, 2 * steps)
+    # found before epoch 2 is evaluated or recorded, not at the next periodic check (step 200)
+    assert state.epoch == 1 and len(state.history) == 1 and len(sink.logged) == 1
 
 
 def test_a_divergence_at_step_0_leaves_no_epoch_and_no_final_metrics():
@@ -232,6 +330,7 @@ def test_a_stop_at_the_last_epochs_end_is_a_finished_run():
     assert state.status == "finished" and state.epoch == 2
     state = run(model(), 2, should_stop=stop_after(steps + 1))
     assert state.status == "interrupted" and state.epoch == 1 and state.step_in_epoch == 0
+    assert state.epoch_rng is None  # between epochs: the next one starts from the generator
 
 
 def test_a_stop_after_a_divergence_reports_the_divergence_not_a_stop():
