@@ -23,7 +23,7 @@ from initbench.telemetry import (
     stack,
     summarize,
 )
-from initbench.telemetry.stats import COL, row_norms
+from initbench.telemetry.stats import COL, MAX_BINS, _bin_counts, _histc_counts, row_norms
 from initbench.telemetry.weights import (
     SAMPLE_SIZE,
     WEIGHTS_FILE,
@@ -116,6 +116,80 @@ def test_summarize_matches_numpy_and_leaves_out_nonfinite_values():
         reference, _ = np.histogram(finite, bins=bins, range=(row[COL["lo"]], row[COL["hi"]]))
         assert np.abs(counts - reference).sum() <= 2  # at most a value on a bin edge moves
     assert out[2, COL["std"]] == 0 and out[2, COL["mean"]] == pytest.approx(0.1)
+    c = float(tensors[2][0])  # a constant c spans exactly c +- |c|/2
+    assert (out[2, COL["lo"]], out[2, COL["hi"]]) == (c - c / 2, c + c / 2)
+    zeros = summarize(stack([torch.zeros(5)]), 1)[0]  # ... and 0 spans +-0.5
+    assert (float(zeros[COL["lo"]]), float(zeros[COL["hi"]])) == (-0.5, 0.5)
+
+
+def test_rows_with_nonfinite_values_in_one_group_keep_their_own_statistics_and_bins():
+    nan = float("nan")
+    # One group (same shape): the zeros standing in for NaN put 0 at the range's lower edge, at
+    # its upper edge, and inside it; a row with one finite value; every row's mean differs.
+    tensors = [
+        torch.tensor([1.0, 2.0, 3.0, nan]),  # range [0, 3]: 0 falls in the first bin
+        torch.tensor([-3.0, -2.0, -1.0, nan]),  # range [-3, 0]: 0 falls in the last bin
+        torch.tensor([5.0, nan, nan, nan]),  # one finite value: its mean, std 0
+        torch.tensor([-1.0, nan, 2.0, 3.0]),
+    ]
+    out = summarize(stack(tensors), len(tensors), bins=4).numpy()
+    for t, row in zip(tensors, out, strict=True):
+        finite = t[t.isfinite()].double().numpy()
+        assert (row[COL["count"]], row[COL["nonfinite"]]) == (finite.size, 4 - finite.size)
+        # to float32 rounding: each tensor is divided by its largest magnitude first
+        assert row[COL["mean"]] == pytest.approx(finite.mean(), rel=1e-7)
+        assert row[COL["std"]] == pytest.approx(finite.std(), rel=1e-7, abs=1e-12)
+    hist = out[:, len(FIELDS) :]
+    assert hist[0].tolist() == [0, 1, 1, 1]  # 1 -> 1.33, 2 -> 2.67, 3 -> the last bin
+    assert hist[1].tolist() == [1, 1, 1, 0]
+    assert hist[2].tolist() == [0, 0, 0, 1]
+    assert hist[3].tolist() == [1, 0, 0, 2]  # range [-1, 3], unit bins: -1; 2 and 3 in [2, 3]
+
+
+def test_summarize_bins_default_to_none_and_are_bounded_and_empty_input_is_all_nan():
+    t = torch.randn(3, 5)
+    assert summarize(stack([t]), 1).shape == (1, len(FIELDS))  # no histogram unless asked
+    assert summarize(stack([t]), 1, bins=MAX_BINS)[0, len(FIELDS) :].sum() == 15
+    for bins in (-1, MAX_BINS + 1):
+        with pytest.raises(ValueError, match=rf"bins must be in \[0, 512\] \(got {bins}\)"):
+            summarize(stack([t]), 1, bins=bins)
+    empty = summarize([], 3, bins=4)  # no tensor observed: every row stays NaN, on the CPU
+    assert (
+        empty.shape == (3, len(FIELDS) + 4) and empty.isnan().all() and empty.device.type == "cpu"
+    )
+    norms = row_norms([], 2)
+    assert norms.shape == (2,) and norms.isnan().all() and norms.dtype == torch.float64
+
+
+def test_each_stacked_tensor_gets_its_own_norm():
+    g = torch.Generator().manual_seed(0)
+    tensors = [torch.randn(4, 3, generator=g), torch.randn(4, 3, generator=g), torch.randn(7)]
+    norms = row_norms(stack(tensors), 3)
+    assert norms.tolist() == pytest.approx([float(t.double().norm()) for t in tensors], rel=1e-7)
+
+
+def test_stack_reduces_low_precision_tensors_in_float32_and_keeps_float64():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 5, generator=g)
+    tensors = [x.bfloat16(), x.half(), x, x.double()]
+    groups = stack(tensors)
+    assert [group.data.dtype for group in groups] == [torch.float32] * 3 + [torch.float64]
+    out = summarize(groups, 4)
+    for row, t in zip(out, tensors, strict=True):  # each as exact as its values allow
+        ref = t.double()
+        assert float(row[COL["std"]]) == pytest.approx(float(ref.std(unbiased=False)), rel=1e-6)
+
+
+def test_the_cuda_bin_counting_counts_as_the_cpus():
+    # _bin_counts uses histc on CUDA (bincount would read its input's max back to the host);
+    # both count floor(position) for positions in [0, n), including each row's clamped end.
+    g = torch.Generator().manual_seed(0)
+    n = 3 * 64
+    positions = torch.rand(50_000, generator=g) * n
+    positions = torch.cat([positions, torch.arange(n).float(), torch.arange(1, 4) * 64 - 0.5])
+    cpu = _bin_counts(positions, n)
+    assert cpu.sum() == len(positions) and cpu.dtype == torch.int64
+    assert torch.equal(_histc_counts(positions, n).long(), cpu)
 
 
 def test_statistics_of_a_large_offset_tensor_match_a_float64_reference():
@@ -155,6 +229,14 @@ def test_dead_and_saturated_fractions():
     assert out[2, COL["saturated_frac"]] == pytest.approx(0.5)
     assert out[3, COL["saturated_frac"]] == pytest.approx(0.5)
     assert np.isnan(out[0, COL["saturated_frac"]]) and np.isnan(out[2, COL["dead_frac"]])
+
+
+def test_unit_fractions_are_per_unit_and_exact():
+    relu_out = torch.ones(6, 3)  # 6 examples, 3 units: unit 0 never fires
+    relu_out[:, 0] = -1.0
+    sigmoid_out = torch.tensor([[0.003, 0.5, 0.6, 0.997, 0.2, 0.4]])  # 2 of 6 within 0.005
+    out = summarize(stack([relu_out, sigmoid_out], ["relu", "sigmoid"]), 2).numpy()
+    assert out[0, COL["dead_frac"]] == 1 / 3 and out[1, COL["saturated_frac"]] == 1 / 3
 
 
 def test_probes_pair_layers_with_their_activations():

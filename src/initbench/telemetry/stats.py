@@ -230,6 +230,11 @@ def _bin_counts(positions: Tensor, n_bins: int) -> Tensor:
     """
     if positions.device.type == "cpu":
         return torch.bincount(positions.view(-1).int(), minlength=n_bins)
+    return _histc_counts(positions, n_bins)
+
+
+def _histc_counts(positions: Tensor, n_bins: int) -> Tensor:
+    """:func:`_bin_counts` on CUDA (float counts), on any device: histc with unit-wide bins."""
     return torch.histc(positions, bins=n_bins, min=0, max=n_bins)
 
 
