@@ -13,7 +13,9 @@ from helpers import compose_dict, kill_leftovers
 # Tests never talk to a W&B server.
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
-torch.set_num_threads(2)
+# 2 torch threads for 2 cores; INITBENCH_TEST_THREADS=1 where two test processes share them
+# (scripts/mutation.sh).
+torch.set_num_threads(int(os.environ.get("INITBENCH_TEST_THREADS", "2")))
 
 
 @pytest.fixture
