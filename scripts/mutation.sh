@@ -35,10 +35,10 @@ import sys
 
 path, module, *tests = sys.argv[1:]
 text = open(path).read()
-text, n1 = re.subn(r"only_mutate = \[.*?\]", f"only_mutate = {json.dumps([module])}", text,
-                   flags=re.S)
-text, n2 = re.subn(r"pytest_add_cli_args_test_selection = \[.*?\]",
-                   f"pytest_add_cli_args_test_selection = {json.dumps(tests)}", text, flags=re.S)
+toml_list = r'\[(?:[^\[\]"]|"[^"]*")*\]'  # a list of strings (which may hold brackets)
+text, n1 = re.subn(r"only_mutate = " + toml_list, f"only_mutate = {json.dumps([module])}", text)
+text, n2 = re.subn(r"pytest_add_cli_args_test_selection = " + toml_list,
+                   f"pytest_add_cli_args_test_selection = {json.dumps(tests)}", text)
 if (n1, n2) != (1, 1):
     sys.exit(f"{path}: [tool.mutmut] has no only_mutate or test selection list to narrow")
 open(path, "w").write(text)
