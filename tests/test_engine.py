@@ -4,9 +4,11 @@ calls. (Runs end to end: tests/test_train.py, tests/test_trust.py.)"""
 
 import copy
 import functools
+import io
 import logging
 import math
 import re
+import sys
 import time
 
 import pytest
@@ -141,7 +143,8 @@ def test_each_epoch_is_logged_in_one_line_with_its_metrics_and_time(caplog):
 
 
 def test_an_epochs_progress_lines_name_it_and_a_resumed_epoch_counts_on(caplog, monkeypatch):
-    monkeypatch.setenv("INITBENCH_PROGRESS_S", "0")  # a line after every step (not a terminal)
+    monkeypatch.setenv("INITBENCH_PROGRESS_S", "0")  # a line after every step ...
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # ... when not on a terminal (pytest -s)
     caplog.set_level(logging.INFO, logger="initbench.engine")
     steps = N_TRAIN // BATCH
     state = run(model(), 2, should_stop=stop_after(37))
