@@ -15,8 +15,9 @@ Conventions:
 - Statistics are over the finite elements; NaN and +-Inf are counted in ``nonfinite`` and left
   out of the histogram. (The histogram range of a tensor with non-finite elements also spans 0.)
 - ``std`` is the population standard deviation; ``rms = sqrt(mean^2 + std^2)``.
-- Each tensor is divided by its largest finite magnitude before it is reduced, so values up
-  to the float32 maximum neither overflow nor lose the mean-centred variance.
+- Each tensor is scaled by the power of two at or above its largest finite magnitude before it
+  is reduced (exact), so values up to the float32 maximum neither overflow nor lose the
+  mean-centred variance.
 - Histograms have ``bins`` equal-width bins between the finite minimum and maximum (a constant
   tensor ``c`` gets ``c +- |c|/2``, or ``+-0.5`` around 0).
 - ``dead_frac`` (ReLU family): the fraction of units (features; channels for convs) never
@@ -28,6 +29,7 @@ Conventions:
 from __future__ import annotations
 
 import functools
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -148,10 +150,18 @@ def _summarize_group(group: Group, bins: int) -> Tensor:
     dead, saturated = _unit_fractions(x, group)
     x.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
     lo_raw, hi_raw = x.amin(1), x.amax(1)
-    scale = torch.maximum(lo_raw.abs(), hi_raw.abs())
-    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    x.div_(scale[:, None])  # |x| <= 1 from here on: no overflow in the sums below
-    lo, hi = lo_raw / scale, hi_raw / scale
+    # Scale by the power of two at or above the largest magnitude: |x| <= 1 from here on (no
+    # overflow in the sums below), and a power of two scales every element exactly, so a small
+    # spread far from zero keeps all its digits (an arbitrary scale rounds each element).
+    peak = torch.maximum(lo_raw.abs(), hi_raw.abs())
+    _, exponent = torch.frexp(peak)  # peak < 2**exponent
+    # 2**-exponent in the buffer's type, which holds it for exponents in [min normal, max]
+    # (float32: [-126, 128]); subnormal inputs get 2**126, which still leaves them below 1
+    finfo = torch.finfo(x.dtype)
+    lowest, highest = math.frexp(finfo.tiny)[1] - 1, math.frexp(finfo.max)[1]
+    inv_scale = torch.ldexp(torch.ones_like(lo_raw), -exponent.clamp(lowest, highest))
+    x.mul_(inv_scale[:, None])
+    lo, hi = lo_raw * inv_scale, hi_raw * inv_scale
     # The sums are accumulated in float64 (the buffer stays float32, read as float64 inside
     # the reduction): a float32 sum of squares over millions of elements (a CNN activation
     # holds ~8M) is off by 1e-4..1e-3 relative, float64 by ~1e-15. It costs a few reductions
@@ -167,10 +177,13 @@ def _summarize_group(group: Group, bins: int) -> Tensor:
     d_sq = (torch.linalg.vector_norm(x, dim=1, dtype=f64) ** 2 - nonfinite * s0**2) / n_fin
     var = (d_sq - d_mean**2).clamp_min(0)
     mean = shift0  # the histogram below bins x - shift0
-    degenerate = hi <= lo  # a constant tensor (or no finite element): give it a unit-wide range
-    lo, hi = torch.where(degenerate, lo - 0.5, lo), torch.where(degenerate, hi + 0.5, hi)
-    s64 = scale.to(f64)
-    pad = degenerate.to(f64) * 0.5 * s64  # the edges in the tensor's units, from the exact extremes
+    # A constant c (or no finite element) gets the range c +- |c|/2, or +-0.5 around 0.
+    degenerate = hi <= lo
+    half = torch.where(peak > 0, peak, torch.ones_like(peak)) * 0.5
+    lo = torch.where(degenerate, lo - half * inv_scale, lo)  # exact: by a power of two
+    hi = torch.where(degenerate, hi + half * inv_scale, hi)
+    s64 = inv_scale.to(f64).reciprocal()  # the scale, exactly: a power of two
+    pad = degenerate.to(f64) * half.to(f64)  # the edges in the tensor's units, from the extremes
     none = count == 0  # no finite element: no mean, std or rms
     mean64 = torch.where(none, float("nan"), (s0 + d_mean) * s64)
     std64 = torch.where(none, float("nan"), var.sqrt() * s64)
