@@ -229,6 +229,19 @@ def test_a_small_spread_far_from_zero_keeps_its_digits(spread):
         assert rel(row[COL["std"]], ref.std(unbiased=False)) < 1e-9
 
 
+def test_subnormal_values_are_scaled_without_overflow():
+    # float32 below 1.2e-38 (e.g. an init with std 1e-40): the power of two that would bring
+    # them to 1 overflows float32, so they are scaled by 2**126 and stay exact
+    x = torch.tensor([1e-40, -3e-41, 2e-42, 7e-45, 0.0])
+    assert x.abs().max() < torch.finfo(torch.float32).tiny and (x != 0).sum() == 4
+    row = summarize(stack([x]), 1, bins=4)[0]
+    ref = x.double()
+    assert rel(row[COL["mean"]], ref.mean()) < 1e-12
+    assert rel(row[COL["std"]], ref.std(unbiased=False)) < 1e-12
+    assert (float(row[COL["lo"]]), float(row[COL["hi"]])) == (float(ref.min()), float(ref.max()))
+    assert row[len(FIELDS) :].sum() == 5
+
+
 def test_dead_and_saturated_fractions():
     relu_out = torch.zeros(BATCH, 4)
     relu_out[3, 0] = 1.0  # unit 0 fires once: alive; units 1-3 never fire: dead
