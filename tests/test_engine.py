@@ -85,9 +85,9 @@ class Sink:
         self.logged.append((dict(metrics), step))
 
 
-def run(m: nn.Module, epochs: int, seed: int = 1, **kwargs) -> TrainState:
+def run(m: nn.Module, epochs: int, seed: int = 1, batch_size: int = BATCH, **kwargs) -> TrainState:
     generator = torch.Generator().manual_seed(seed)
-    return train(m, data(), sgd(m), epochs=epochs, batch_size=BATCH, generator=generator,
+    return train(m, data(), sgd(m), epochs=epochs, batch_size=batch_size, generator=generator,
                  eval_batch_size=32, **kwargs)  # fmt: skip
 
 
@@ -130,7 +130,7 @@ def test_each_epoch_is_logged_in_one_line_with_its_metrics_and_time(caplog):
     start = time.perf_counter()
     state = run(model(), 2)
     took = time.perf_counter() - start
-    lines = [m for m in engine_messages(caplog, logging.INFO) if "  train loss " in m]
+    lines = [s for s in engine_messages(caplog, logging.INFO) if "  train loss " in s]
     assert len(lines) == 2
     for line, row in zip(lines, state.history, strict=True):
         want = (
@@ -148,13 +148,11 @@ def test_an_epochs_progress_lines_name_it_and_a_resumed_epoch_counts_on(caplog, 
     caplog.set_level(logging.INFO, logger="initbench.engine")
     steps = N_TRAIN // BATCH
     state = run(model(), 2, should_stop=stop_after(37))
-    lines = [m for m in engine_messages(caplog, logging.INFO) if m.startswith("epoch 1/2: ")]
+    lines = [s for s in engine_messages(caplog, logging.INFO) if s.startswith("epoch 1/2: ")]
     assert lines[0].startswith(f"epoch 1/2: 1/{steps} steps (1%), ")
     caplog.clear()
-    m = model()
-    train(m, data(), sgd(m), epochs=2, batch_size=BATCH, eval_batch_size=32,
-          generator=torch.Generator().manual_seed(1), state=state)  # fmt: skip
-    lines = [m for m in engine_messages(caplog, logging.INFO) if ": " in m and " steps (" in m]
+    run(model(), 2, state=state)
+    lines = [s for s in engine_messages(caplog, logging.INFO) if ": " in s and " steps (" in s]
     assert lines[0].startswith(f"epoch 1/2: 38/{steps} steps (38%), ")
     assert lines[-1].startswith(f"epoch 2/2: {steps}/{steps} steps (100%), ")
 
@@ -272,9 +270,8 @@ def test_a_divergence_after_an_epochs_last_check_is_found_at_its_end():
     steps = N_TRAIN // batch  # 80 steps an epoch: checks at steps 50, 100, 150, 200, ...
     assert steps % DIVERGENCE_CHECK_EVERY != 0  # so epoch 2 ends (step 160) between two checks
     bad = 2 * steps - 3  # step 157: after epoch 2's last periodic check
-    m, sink = nn.Sequential(model(), Poison(bad, float("nan"))), Sink()
-    state = train(m, data(), sgd(m), epochs=3, batch_size=batch, eval_batch_size=32,
-                  generator=torch.Generator().manual_seed(1), sink=sink)  # fmt: skip
+    sink = Sink()
+    state = run(nn.Sequential(model(), Poison(bad, float("nan"))), 3, batch_size=batch, sink=sink)
     assert (state.status, state.diverged_at_step, state.global_step) == ("diverged", bad, 2 * steps)
     # found before epoch 2 is evaluated or recorded, not at the next periodic check (step 200)
     assert state.epoch == 1 and len(state.history) == 1 and len(sink.logged) == 1
