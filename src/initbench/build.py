@@ -97,8 +97,8 @@ class Prepared:
     activation: nn.Module
     init_name: str
     init_params: dict[str, Any]  # the init group's hparams
-    init_batch: torch.Tensor  # the CPU batch handed to data-dependent inits (LSUV)
-    init_report: Any
+    init_batch: tuple[torch.Tensor, torch.Tensor]  # the batch data-dependent inits get (on device)
+    init_report: list[dict[str, Any]] | None  # what a data-dependent init logged (ctx.log)
     channels_last: bool = False  # resolved: feed image batches in channels_last layout
     train_model: nn.Module | None = None  # what the loop calls: ``model``, or its compiled form
 
@@ -238,7 +238,8 @@ def prepare(
     """Validate ``cfg``, check that the run fits in memory, load its dataset onto the device,
     build the model and initialize it.
 
-    Weights are drawn on the CPU from the run's seed, so they are the same on every device.
+    Weights are drawn on the CPU from the run's seed, so they are the same on every device; a
+    data-dependent init then runs on the device, on a training batch with its labels.
     ``data``: the config's dataset, already loaded (a pack's members share it); ``check=False``
     skips the memory check (a pack checks its members together).
 
@@ -273,13 +274,14 @@ def prepare(
         activation = make_activation(act_name, **act_params)
         init_batch = data.sample_batch(
             min(INIT_BATCH, len(data.train_y)), generator=torch.Generator().manual_seed(seed)
-        )[0].cpu()
+        )
         init_report = inits.init_module(
             model,
             init_name,
             activation=activation,
             data=init_batch,
             generator=torch.Generator().manual_seed(seed),
+            device=device,
             **init_params,
         )
     except (ValueError, FileNotFoundError) as err:

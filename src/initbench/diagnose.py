@@ -40,7 +40,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -198,6 +198,7 @@ def report_for(cfg: Mapping[str, Any], prep: Prepared) -> dict[str, Any]:
                 activation=prep.activation,
                 data=prep.init_batch,
                 generator=torch.Generator().manual_seed(seed + k),
+                device=prep.device,
                 **prep.init_params,
             )
         model = model.to(device=prep.device, dtype=dtype)
@@ -221,6 +222,8 @@ def report_for(cfg: Mapping[str, Any], prep: Prepared) -> dict[str, Any]:
     }
     if jacobian is not None:
         report["jacobian"] = jacobian
+    if prep.init_report:  # what a data-dependent init measured (draw 0's)
+        report["init"] = prep.init_report
     return report
 
 
@@ -395,6 +398,18 @@ def log_report(
         sink.log_scalars(jacobian_scalars(jacobian), step)
 
 
+INIT_TAG = "init/log"
+
+
+def log_init(rows: Sequence[Mapping[str, Any]] | None, sink: Sink, step: int = 0) -> None:
+    """What a data-dependent init logged (``InitContext.log``), as one table ``init/log``
+    whose columns are the rows' keys in order of first appearance; nothing when it logged none."""
+    if not rows:
+        return
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    sink.log_table(INIT_TAG, columns, [[row.get(c) for c in columns] for row in rows], step)
+
+
 def step0_report(
     cfg: Mapping[str, Any], prep: Prepared, run_dir: str | Path, sink: Sink
 ) -> dict[str, Any] | None:
@@ -435,6 +450,7 @@ def run_diagnose(cfg: Mapping[str, Any], run_dir: str | Path) -> dict[str, Any]:
         # The same sinks as a training run, so a W&B sweep of diagnose runs gets one W&B run each.
         sink = make_sinks(cfg, run_dir)
         try:
+            log_init(report.get("init"), sink)
             log_report(report, sink, image=image)
             sink.save_file(json_path)
             last = report["layers"][-1]

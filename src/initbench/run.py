@@ -32,7 +32,7 @@ from initbench.checkpoint import (
     rng_state,
     save_checkpoint,
 )
-from initbench.diagnose import step0_report
+from initbench.diagnose import log_init, step0_report
 from initbench.engine import TrainState, train
 from initbench.errors import Interrupted, RunFailed, UserError
 from initbench.io import atomic_write, dumps_strict, read_json, read_yaml, write_json_atomic
@@ -404,8 +404,9 @@ class Session:
         )  # fmt: skip
 
     def step0(self) -> None:
-        """The step-0 report, on a fresh start only."""
+        """What the init logged and the step-0 report, on a fresh start only."""
         if self.fresh:
+            log_init(self.prep.init_report, self.sink)
             step0_report(self.cfg, self.prep, self.run_dir, self.sink)
 
     def finish(self, state: TrainState, signum: int | None) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from .registry import (
     list_inits,
     register,
     resolve,
+    unregister,
 )
 from .variance import variance_scaling_
 
@@ -34,6 +35,7 @@ __all__ = [
     "fan_in_and_fan_out",
     "get_init",
     "init_module",
+    "unregister",
     "list_aliases",
     "list_inits",
     "register",

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import torch
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from initbench.models.activations import activation_gain
 
 from .registry import (
     SCHEME_BIAS,
     InitContext,
+    LossFn,
     Scheme,
     check_bias,
     fan_in_and_fan_out,
@@ -30,23 +33,30 @@ def init_module(
     activation: str | nn.Module = "relu",
     data: Any = None,
     generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    loss_fn: LossFn = F.cross_entropy,
     **hparams: Any,
-) -> Any:
-    """Initialize, in place, the weight and bias of every Linear and Conv1d/2d/3d in ``module``.
+) -> list[dict[str, Any]] | None:
+    """Initialize, in place, the weight and bias of every Linear and Conv1d/2d/3d in ``module``,
+    in ``named_modules`` order.
 
     Args:
-        module: the model (or a single layer).
+        module: the model (or a single layer), on the CPU where the weights are drawn.
         scheme: a name from ``list_inits()`` or an alias from ``list_aliases()``.
         activation: the model's activation, a registry name or module (``nn.LeakyReLU(0.2)``
             gives its slope); sets the gain of kaiming and of ``gain: auto``.
-        data: a training batch (a tensor or an (inputs, targets) pair) for data-dependent
-            schemes (lsuv); ignored by the others.
+        data: a training batch, ``(inputs, targets)`` (or inputs alone where the scheme needs no
+            labels), for data-dependent schemes; ignored by the others.
         generator: every random draw goes through it, so one seed gives one set of weights.
+        device: where the model will train. A data-dependent scheme runs there, after its base
+            draw: ``module`` and the batch are moved to it first (the others ignore it).
+        loss_fn: the training loss ``loss_fn(logits, targets)`` (data-dependent schemes).
         **hparams: the scheme's hparams (see ``get_init(scheme).hparams``), ``bias`` included:
             zeros | default (torch's U(+-1/sqrt(fan_in))) | a constant.
 
     Returns:
-        What the scheme measured (lsuv: a list of {layer, iterations, final_var}), or None.
+        A data-dependent scheme's log (the rows it recorded with ``ctx.log``: lsuv's
+        {layer, iterations, final_var} per layer); None for the others.
 
     Raises:
         ValueError: unknown scheme, hparam or activation, an out-of-range hparam, missing
@@ -67,26 +77,69 @@ def init_module(
             except ValueError as err:
                 raise ValueError(f"init {scheme!r}, layer {name or '<root>'!r}: {err}") from None
 
-    ctx = InitContext(activation_gain=gain, generator=generator, data=data)
+    ctx = InitContext(gain, generator, module, num_layers=len(layers), loss_fn=loss_fn)
     bias = hp.pop("bias")
     params = [p for _, layer in layers for p in (layer.weight, layer.bias) if p is not None]
     backup = [p.detach().clone() for p in params]
+    draw = entry.base if entry.needs_data else entry.fn
     try:
         with torch.no_grad():
-            if entry.needs_data:  # the scheme runs the model, so biases are set first
-                for _, layer in layers:
-                    _init_bias(layer, bias, ctx, entry, hp)
-                return entry.fn(module, layers, ctx, **hp)
-            for _, layer in layers:  # weight then bias, the draw order of nn.Linear
-                entry.fn(layer.weight, ctx, **hp)
-                _init_bias(layer, bias, ctx, entry, hp)
+            for index, (name, layer) in enumerate(layers):  # weight then bias: nn.Linear's order
+                if draw is not None:
+                    draw(layer.weight, ctx.layer(index, name), **hp)
+                _init_bias(layer, bias, ctx.layer(index, name), entry, hp)
+        if not entry.needs_data:
             return None
+        return _run_data_dependent(entry, module, ctx, data, device, hp)
     except Exception:
         # A failure part-way (e.g. a batch the model cannot run) leaves the model as it was.
         with torch.no_grad():
             for p, saved in zip(params, backup, strict=True):
                 p.copy_(saved)
         raise
+
+
+def _run_data_dependent(
+    entry: Scheme,
+    module: nn.Module,
+    ctx: InitContext,
+    data: Any,
+    device: torch.device | str | None,
+    hp: Mapping[str, Any],
+) -> list[dict[str, Any]]:
+    """Move the model and the batch to ``device`` and run the scheme there, autograd on; the
+    model's train/eval modes and ``requires_grad`` flags are as they were afterwards, and no
+    gradient is left behind."""
+    inputs, targets = data if isinstance(data, (tuple, list)) else (data, None)
+    if not isinstance(inputs, Tensor) or not (targets is None or isinstance(targets, Tensor)):
+        raise ValueError(
+            f"init {entry.name!r} needs a tensor batch or an (inputs, targets) pair of tensors, "
+            f"got {type(data).__name__}"
+        )
+    target = torch.device(device) if device is not None else _device_of(module)
+    module.to(target)
+    ctx = replace(
+        ctx, device=target, inputs=inputs.to(target),
+        targets=None if targets is None else targets.to(target),
+    )  # fmt: skip
+    modes = {m: m.training for m in module.modules()}
+    flags = {p: p.requires_grad for p in module.parameters()}
+    try:
+        with torch.enable_grad():
+            entry.fn(module, [(n, m) for n, m in module.named_modules()
+                              if isinstance(m, LAYER_TYPES)], ctx, **hp)  # fmt: skip
+    finally:
+        for m, training in modes.items():
+            m.training = training
+        for p, flag in flags.items():
+            p.requires_grad_(flag)
+            p.grad = None
+    return ctx.records
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    param = next(module.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
 
 
 def check_init_params(scheme: str, **hparams: Any) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from .registry import InitContext, check_int, check_real, register
@@ -16,12 +17,9 @@ def _check_lsuv(hp: Mapping[str, Any]) -> None:
     check_int("max_iters", hp["max_iters"], low=1)
 
 
-def _batch_input(data: Any) -> Tensor:
-    # The training loop may hand over an (inputs, targets) batch; LSUV only needs the inputs.
-    x = data[0] if isinstance(data, (tuple, list)) else data
-    if not isinstance(x, Tensor):
-        raise ValueError(f"lsuv needs a tensor batch (or an (inputs, targets) pair), got {data!r}")
-    return x
+def _orthogonal(weight: Tensor, ctx: InitContext, **_: Any) -> None:
+    """LSUV's pre-init: orthogonal, gain 1 (drawn on the CPU, like every closed-form scheme)."""
+    nn.init.orthogonal_(weight, generator=ctx.generator)
 
 
 @register(
@@ -29,7 +27,9 @@ def _batch_input(data: Any) -> Tensor:
     hparams={"tol": 0.1, "max_iters": 10},
     needs_data=True,
     validate=_check_lsuv,
+    base=_orthogonal,
 )
+@torch.no_grad()
 def lsuv(
     module: nn.Module,
     layers: list[tuple[str, nn.Module]],
@@ -37,17 +37,13 @@ def lsuv(
     *,
     tol: float,
     max_iters: int,
-) -> list[dict[str, Any]]:
+) -> None:
     """Orthogonal pre-init (gain 1), then layer by layer, in forward order, W <- W/sqrt(Var(out))
     on the batch until |Var(out) - 1| < tol or max_iters rescalings. Defaults tol = 0.1,
-    max_iters = 10. Returns [{layer, iterations, final_var}] per layer. Mishkin & Matas 2016,
+    max_iters = 10. Logs {layer, iterations, final_var} per layer. Mishkin & Matas 2016,
     "All you need is a good init"."""
-    for _, layer in layers:
-        nn.init.orthogonal_(layer.weight, generator=ctx.generator)
-    param = next(module.parameters())
-    x = _batch_input(ctx.data).to(device=param.device)
+    x = ctx.inputs
     names = {layer: name or type(layer).__name__ for name, layer in layers}
-
     outputs: dict[nn.Module, Tensor] = {}  # insertion order = forward order of first calls
 
     def record(layer: nn.Module, _inputs: Any, output: Tensor) -> None:
@@ -58,7 +54,6 @@ def lsuv(
         module(x)
         return float(outputs[layer].float().var())
 
-    modes = {m: m.training for m in module.modules()}
     handles = [layer.register_forward_hook(record) for _, layer in layers]
     try:
         module.eval()
@@ -66,7 +61,6 @@ def lsuv(
         missing = [names[layer] for _, layer in layers if layer not in outputs]
         if missing:
             raise ValueError(f"lsuv: layers {missing} were not called in the forward pass")
-        results = []
         for layer in list(outputs):
             var = float(outputs[layer].float().var())
             iterations = 0
@@ -79,10 +73,7 @@ def lsuv(
                 layer.weight.div_(math.sqrt(var))
                 iterations += 1
                 var = output_var(layer)
-            results.append({"layer": names[layer], "iterations": iterations, "final_var": var})
-        return results
+            ctx.log(layer=names[layer], iterations=iterations, final_var=var)
     finally:
         for handle in handles:
             handle.remove()
-        for m, training in modes.items():
-            m.training = training

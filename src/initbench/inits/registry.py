@@ -6,10 +6,19 @@ hparams, and ``register`` records their defaults::
     @register("xavier_uniform", aliases=("xavier",), hparams={"gain": 1.0}, validate=...)
     def xavier_uniform(weight: Tensor, ctx: InitContext, *, gain: float | str) -> None: ...
 
-A data-dependent scheme (``needs_data=True``) is called once with the whole module instead,
-as ``fn(module, layers, ctx, **hparams)``, and may return what it measured. Every scheme also
-takes ``bias`` (``zeros`` | ``default`` | a constant), which ``init_module`` applies. Adding a
-scheme is that function plus ``conf/init/<name>.yaml``; the tests loop over ``list_inits()``.
+Each call gets an :class:`InitContext`: the activation's gain, the generator, the model, and
+the layer's qualified name and index (Fixup and SkipInit scale a layer by where it sits).
+
+A data-dependent scheme (``needs_data=True``: LSUV, GradInit, MetaInit) is called once with
+the whole model instead, as ``fn(module, layers, ctx, **hparams)``, after every layer was drawn
+by its ``base`` (``base(weight, ctx, **hparams)``, on the CPU, like every closed-form draw) and
+the model was moved to the device it will train on. Its context then also holds a training
+batch with labels (``ctx.inputs``, ``ctx.targets``, on that device), the loss function
+(``ctx.loss(model)``) and a logger (``ctx.log(...)``: one row of what it measured, which goes
+to summary.json, diagnose.json and the sinks). It runs with autograd on, so it may take
+gradient steps; wrap what needs none in ``torch.no_grad()``. Every scheme also takes ``bias``
+(``zeros`` | ``default`` | a constant), which ``init_module`` applies. Adding a scheme is that
+function plus ``conf/init/<name>.yaml``; the tests loop over ``list_inits()``.
 """
 
 from __future__ import annotations
@@ -18,28 +27,62 @@ import inspect
 import math
 import numbers
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 BIAS_POLICIES = ("zeros", "default")
 SCHEME_BIAS = "normal"  # the scheme's own bias draw (Scheme.draw_bias), where it has one
 
 
+LossFn = Callable[[Tensor, Tensor], Tensor]
+
+
 @dataclass(frozen=True)
 class InitContext:
-    """What a scheme may use besides its hparams."""
+    """What a scheme may use besides its hparams.
+
+    Per layer (closed-form schemes, and a data-dependent scheme's ``base``): ``name`` and
+    ``index`` say which layer is drawn. A data-dependent scheme gets the whole model's context,
+    ``name == ""``, with the batch, the loss and the logger.
+    """
 
     activation_gain: float  # gain of the model's activation (initbench.models.activation_gain)
-    generator: torch.Generator | None = None  # every random draw goes through it
-    data: Any = None  # a training batch, for data-dependent schemes
+    generator: torch.Generator | None = None  # every random draw goes through it (a CPU one)
+    model: nn.Module | None = None  # the model being initialized
+    name: str = ""  # the layer's qualified name in model.named_modules() ("" for the model)
+    index: int = 0  # position among the model's Linear/Conv layers, in named_modules order
+    num_layers: int = 0  # how many Linear/Conv layers the model has
+    # Data-dependent schemes only: a training batch and its labels, on ``device``.
+    inputs: Tensor | None = None
+    targets: Tensor | None = None
+    device: torch.device | None = None  # where the model trains (and is, when the scheme runs)
+    loss_fn: LossFn = F.cross_entropy  # the training loss: loss_fn(logits, targets)
+    records: list[dict[str, Any]] = field(default_factory=list)  # what ``log`` collected
 
     def gain(self, gain: float | str) -> float:
         """Resolve a ``gain`` hparam: a number, or ``"auto"`` for the activation's gain."""
         return self.activation_gain if gain == "auto" else float(gain)
+
+    def layer(self, index: int, name: str) -> InitContext:
+        """This context for one layer (it shares ``records``)."""
+        return replace(self, index=index, name=name, records=self.records)
+
+    def loss(self, model: nn.Module | None = None) -> Tensor:
+        """The training loss of ``model`` (default: the model being initialized) on the batch."""
+        if self.inputs is None or self.targets is None:
+            raise ValueError("this scheme needs a training batch with labels (inputs, targets)")
+        model = self.model if model is None else model
+        return self.loss_fn(model(self.inputs).float(), self.targets)
+
+    def log(self, **values: Any) -> None:
+        """Record one row of what the scheme measured (numbers or short strings): it goes to
+        summary.json's ``init_report``, diagnose.json's ``init`` and the sinks' ``init/log``."""
+        self.records.append(values)
 
 
 @dataclass(frozen=True)
@@ -56,6 +99,9 @@ class Scheme:
     # The scheme's own bias draw, ``draw_bias(bias, ctx, **hparams)``: what bias "normal" means
     # for it (mean_field: N(0, sigma_b2)). Schemes without one refuse bias "normal".
     draw_bias: Callable[..., None] | None = None
+    # A data-dependent scheme's per-layer draw before it runs, ``base(weight, ctx, **hparams)``
+    # (LSUV: orthogonal); None keeps the layers' weights as they are.
+    base: Callable[..., None] | None = None
 
     @property
     def doc(self) -> str:
@@ -78,8 +124,12 @@ def register(
     validate: Callable[[Mapping[str, Any]], None] | None = None,
     check_weight: Callable[[Tensor], None] | None = None,
     draw_bias: Callable[..., None] | None = None,
+    base: Callable[..., None] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator adding a scheme to the registry; ``hparams`` maps each hparam to its default."""
+    """Decorator adding a scheme to the registry; ``hparams`` maps each hparam to its default.
+    ``base`` (data-dependent schemes only) draws each layer before the scheme runs."""
+    if base is not None and not needs_data:
+        raise ValueError(f"init {name!r}: only a data-dependent scheme (needs_data) has a base")
     hparams = dict(hparams or {})
 
     def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -95,12 +145,20 @@ def register(
             )
         defaults = MappingProxyType({**hparams, "bias": bias})
         _SCHEMES[name] = Scheme(
-            name, fn, defaults, tuple(aliases), needs_data, validate, check_weight, draw_bias
-        )
+            name, fn, defaults, tuple(aliases), needs_data, validate, check_weight, draw_bias,
+            base,
+        )  # fmt: skip
         _ALIASES.update(dict.fromkeys(aliases, name))
         return fn
 
     return decorator
+
+
+def unregister(name: str) -> None:
+    """Remove a scheme and its aliases (a scheme registered for one test or notebook cell)."""
+    scheme = _SCHEMES.pop(resolve(name))
+    for alias in scheme.aliases:
+        _ALIASES.pop(alias, None)
 
 
 def list_inits() -> list[str]:
