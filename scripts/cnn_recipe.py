@@ -6,7 +6,8 @@ sgd_cnn.yaml) and prints the evidence as a markdown table: validation accuracy p
 final training loss, the step-0 signal (diagnose.json: the activations' RMS after the first and
 the last conv layer, the gradient at the first) and the fraction of dead ReLU channels per
 layer at the last telemetry snapshot (TensorBoard ``stats/dead_frac/<layer>``). Members already
-done are kept, so a second call only prints the table (README: "The plain CNNs' recipe").
+done are kept, so a second call only prints the table (docs/results.md; the recipe:
+docs/models-and-data.md, "The plain CNNs' recipe").
 
     python scripts/cnn_recipe.py                              # cnn, cnn22, cnn30 x seeds 0 1 2
     python scripts/cnn_recipe.py --models cnn30 --seeds 0     # one model, one seed

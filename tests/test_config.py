@@ -30,6 +30,10 @@ def test_every_group_option_composes_and_validates(group, option):
     if group == "experiment":  # a preset names its experiment and chooses model + data + budget
         assert cfg["experiment_name"] == option
         assert cfg["init"] == compose_dict()["init"], f"{option} chooses the init"
+    if (group, option) == ("model", "custom"):  # a template: the user names their network
+        with pytest.raises(UserError, match=r"model\._target_ must be the dotted path"):
+            validate(cfg)
+        cfg["model"]["_target_"] = "initbench.models.MLP"
     validate(cfg)  # every shipped option is valid as composed
 
 
@@ -73,7 +77,7 @@ def test_defaults_are_the_fashion_mnist_mlp_with_both_loggers():
 
 @pytest.mark.parametrize("model", ["cnn", "cnn22", "cnn30"])
 def test_the_plain_cnns_bring_their_optimizer_recipe_which_overrides_still_change(model):
-    # SGD momentum 0.9 lr 0.003: Kaiming trains and Xavier stalls at 30 layers (README)
+    # SGD momentum 0.9 lr 0.003: Kaiming trains and Xavier stalls at 30 layers (docs/results.md)
     for overrides, config_name in [([f"model={model}"], "train"), ([f"model={model}"], "pack"),
                                    ([f"experiment=cifar_{model}"], "train")]:  # fmt: skip
         opt = compose_dict(overrides, config_name)["optimizer"]
@@ -134,7 +138,13 @@ def test_bad_values_name_the_field(override, field):
 
 def test_cli_help_lists_groups_and_options():
     out = run_train_cli("--help").stdout
-    for text in ("model: cnn, cnn22, cnn30, mlp", "experiment:", "init:", "activation:", "logger:"):
+    for text in (
+        "model: cnn, cnn22, cnn30, custom, mlp",
+        "experiment:",
+        "init:",
+        "activation:",
+        "logger:",
+    ):
         assert text in out
 
 
@@ -254,7 +264,10 @@ def test_a_bad_value_leaves_no_run_directory(tmp_path):
             "trainer.memory_limit_gb must be a finite number > 0 or null",
         ),
         (lambda c: c["optimizer"].update(lr=float("nan")), "optimizer.lr must be a finite number"),
-        (lambda c: c["model"].update(arch="rnn"), "model.arch must be one of mlp, cnn"),
+        (
+            lambda c: c["model"].update(_target_="nowhere.Net"),
+            "model._target_=nowhere.Net cannot be imported",
+        ),
         (lambda c: c["activation"].update(name="swish"), "activation.name must be one of relu"),
         (
             lambda c: c["telemetry"].update(every_n_steps=None, every_n_epochs=None),

@@ -678,9 +678,9 @@ def test_variant_inherits_its_scheme_and_pins_only_hparams(variant: str) -> None
     init_module(model, name, activation=nn.ReLU(), data=TINY_BATCH, generator=gen(), **hp)
 
 
-def test_readme_table_lists_every_scheme_and_alias():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    rows = [line for line in readme.splitlines() if line.startswith("| `")]
+def test_docs_inits_table_lists_every_scheme_and_alias():
+    page = (Path(__file__).resolve().parents[1] / "docs" / "inits.md").read_text()
+    rows = [line for line in page.splitlines() if line.startswith("| `")]
     for name in list_inits():
         assert any(line.startswith(f"| `{name}`") for line in rows), name
     for alias in list_aliases():

@@ -713,7 +713,7 @@ def test_check_names_a_combination_that_does_not_compose(tmp_path):
 
 
 def test_slurm_launcher_has_the_documented_values():
-    """README, SLURM: one GPU, 8 CPUs, 32 GB, 4 h, requeued up to 3 times; partition and
+    """docs/sweeps.md, SLURM: one GPU, 8 CPUs, 32 GB, 4 h, requeued up to 3 times; partition and
     account on the command line; one job per folder multirun/<date>/<time>/<n>-<run name>."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     from hydra import compose, initialize_config_dir

@@ -137,7 +137,9 @@ def telemetry_overhead(ctx: BenchContext) -> dict[str, Any]:
         sink = TensorBoardSink(Path(tempfile.mkdtemp(dir=ctx.workdir)))
         observer = None
         if telemetry_on:
-            observer = build_telemetry(node, prep.model, sink, steps_per_epoch=n_steps)
+            observer = build_telemetry(
+                node, prep.model, sink, steps_per_epoch=n_steps, example=prep.data.train_x[:1]
+            )
         _sync(device)
         start, cpu_start = time.perf_counter(), time.process_time()
         train(
@@ -248,9 +250,10 @@ def mlp_epoch_speedup_vs_dataloader(ctx: BenchContext) -> dict[str, Any]:
 
     def model() -> torch.nn.Module:
         torch.manual_seed(0)
+        target, params = model_params(cfg["model"])
         m = build_model(
-            "mlp", input_shape=(1, 28, 28), num_classes=10,
-            activation=cfg["activation"]["name"], **model_params(cfg["model"]),
+            target, input_shape=(1, 28, 28), num_classes=10,
+            activation=cfg["activation"]["name"], **params,
         )  # fmt: skip
         return m.to(device)
 

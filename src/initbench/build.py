@@ -75,9 +75,10 @@ def group_params(node: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     return params.pop("name"), params
 
 
-def model_params(model: Mapping[str, Any]) -> dict[str, Any]:
-    """The model group's builder parameters (everything but its label and arch)."""
-    return {k: v for k, v in model.items() if k not in ("name", "arch")}
+def model_params(model: Mapping[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The model group's ``(target, builder arguments)``: everything but its label."""
+    params = {k: v for k, v in model.items() if k not in ("name", "_target_")}
+    return model["_target_"], params
 
 
 def seed_everything(seed: int) -> None:
@@ -103,8 +104,11 @@ class Prepared:
     train_model: nn.Module | None = None  # what the loop calls: ``model``, or its compiled form
 
 
-def _fast_path(trainer: Mapping[str, Any], device: torch.device, arch: str) -> tuple[str, bool]:
-    """The resolved precision and memory layout: bf16 autocast and channels_last on CUDA."""
+def _fast_path(
+    trainer: Mapping[str, Any], device: torch.device, model: nn.Module
+) -> tuple[str, bool]:
+    """The resolved precision and memory layout: bf16 autocast on CUDA, and channels_last for
+    a model with 2-d convolutions on CUDA."""
     precision = trainer["precision"]
     if precision == "auto":
         precision = "bf16" if device.type == "cuda" else "fp32"
@@ -113,7 +117,8 @@ def _fast_path(trainer: Mapping[str, Any], device: torch.device, arch: str) -> t
         precision = "fp32"
     channels_last = trainer["channels_last"]
     if channels_last == "auto":
-        channels_last = device.type == "cuda" and arch == "cnn"
+        convs = any(isinstance(m, nn.Conv2d) for m in model.modules())
+        channels_last = device.type == "cuda" and convs
     return precision, channels_last
 
 
@@ -124,15 +129,36 @@ BATCH_FIELDS = {"train": "trainer.batch_size", "eval": "trainer.eval_batch_size"
 
 def memory_hint(estimate: MemoryEstimate, limit: float, model_cfg: Mapping[str, Any]) -> str:
     """What to change so that the run fits: the part that alone is over ``limit`` first."""
-    if model_cfg["arch"] == "cnn":
-        model = "model.depth/model.channels"
-    else:
-        model = "model.widths" if model_cfg.get("widths") else "model.depth/model.width"
+    sizes = [k for k in ("depth", "width", "channels") if k in model_cfg]
+    if model_cfg.get("widths"):
+        sizes = ["widths"]
+    model = "/".join(f"model.{k}" for k in sizes) or "the model"
     if estimate.data > limit:
         return "use a smaller dataset"
     if estimate.model + estimate.data > limit:
         return f"reduce {model}"
     return f"reduce {BATCH_FIELDS[estimate.batch]} or {model}"
+
+
+def meta_model(cfg: Mapping[str, Any]) -> nn.Module:
+    """The config's model built on the ``meta`` device (no memory, no data loaded): its
+    structure, for checks before anything real is built.
+
+    Raises:
+        UserError: bad dataset parameters, or a model that cannot be built for the data.
+    """
+    ds_name, ds_params = group_params(cfg["dataset"])
+    act_name, act_params = group_params(cfg["activation"])
+    target, params = model_params(cfg["model"])
+    try:
+        shape = datasets.dataset_shape(ds_name, **ds_params)
+        with torch.device("meta"):
+            return build_model(
+                target, input_shape=shape.input_shape, num_classes=shape.num_classes,
+                activation=act_name, activation_params=act_params, **params,
+            )  # fmt: skip
+    except ValueError as err:
+        raise UserError(str(err)) from None
 
 
 def estimate_run_memory(cfg: Mapping[str, Any]) -> MemoryEstimate:
@@ -144,13 +170,8 @@ def estimate_run_memory(cfg: Mapping[str, Any]) -> MemoryEstimate:
     """
     ds_name, ds_params = group_params(cfg["dataset"])
     data = datasets.dataset_shape(ds_name, **ds_params)
-    model = cfg["model"]
-    size = model_size(
-        model["arch"],
-        input_shape=data.input_shape,
-        num_classes=data.num_classes,
-        **model_params(model),
-    )
+    target, params = model_params(cfg["model"])
+    size = model_size(target, input_shape=data.input_shape, num_classes=data.num_classes, **params)
     trainer, report = cfg["trainer"], cfg["diagnose"]
     return estimate_memory(
         size,
@@ -253,7 +274,6 @@ def prepare(
     trainer = cfg["trainer"]
     if trainer["num_threads"]:
         torch.set_num_threads(trainer["num_threads"])
-    precision, channels_last = _fast_path(trainer, device, cfg["model"]["arch"])
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
     seed = cfg["seed"]
@@ -263,13 +283,14 @@ def prepare(
     if data is None:
         data = load_data(cfg, device)
     try:
+        target, params = model_params(cfg["model"])
         model = build_model(
-            cfg["model"]["arch"],
+            target,
             input_shape=data.input_shape,
             num_classes=data.num_classes,
             activation=act_name,
             activation_params=act_params,
-            **model_params(cfg["model"]),
+            **params,
         )
         activation = make_activation(act_name, **act_params)
         init_batch = data.sample_batch(
@@ -287,6 +308,7 @@ def prepare(
     except (ValueError, FileNotFoundError) as err:
         raise UserError(str(err)) from None
     model = model.to(device)
+    precision, channels_last = _fast_path(trainer, device, model)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     train_model = torch.compile(model) if trainer["compile"] else model

@@ -14,7 +14,7 @@ both before any data is loaded, and refuses:
 always as one line, ``<field> must be ... (got ...)``, raised as :class:`UserError`.
 
 Why a schema checked after composition rather than dataclasses in Hydra's ConfigStore: the
-group options (17 schemes with their own hparams, four datasets, two architectures) differ in
+group options (17 schemes with their own hparams, four datasets, any model) differ in
 their fields, so a structured config would need one dataclass per option, repeating what the
 registries already declare; and Hydra adds ``+key`` overrides even to structured configs. One
 check of the composed dict covers both, and a notebook calling :func:`initbench.run.run` with a
@@ -26,10 +26,8 @@ from __future__ import annotations
 import difflib
 import inspect
 import math
-import numbers
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,79 +38,11 @@ from omegaconf import OmegaConf
 from initbench import data as datasets
 from initbench import inits
 from initbench.errors import UserError
+from initbench.fields import BOOL, POSITIVE, STR, Field, Int
 from initbench.io import safe_name
+from initbench.models import check_model_params
 from initbench.models.activations import get_activation, list_activations
-from initbench.models.cnn import NORMS
 from initbench.telemetry.stats import MAX_BINS
-
-
-@dataclass(frozen=True)
-class Field:
-    """One config field: its type, its valid range, whether null is allowed."""
-
-    kind: str  # int | real | bool | str | choice | int_list | str_list
-    low: float | None = None  # lower bound, exclusive when ``low_open``
-    low_open: bool = False
-    high: float | None = None  # upper bound, exclusive when ``high_open``
-    high_open: bool = False
-    choices: tuple[Any, ...] = ()
-    nullable: bool = False
-
-    def describe(self) -> str:
-        """The valid values in words: ``an integer >= 1``, ``one of fp32, bf16``, ..."""
-        if self.kind == "choice":
-            names = (str(c).lower() if isinstance(c, bool) else str(c) for c in self.choices)
-            text = f"one of {', '.join(names)}"
-        else:
-            text = {
-                "int": "an integer",
-                "real": "a finite number",
-                "bool": "true or false",
-                "str": "a string",
-                "int_list": "a non-empty list of integers",
-                "str_list": "a list of strings",
-            }[self.kind]
-            if self.low is not None and self.high is not None:
-                text += f" in [{self.low}, {self.high}{')' if self.high_open else ']'}"
-            elif self.low is not None:
-                text += f" {'>' if self.low_open else '>='} {self.low}"
-        return text + (" or null" if self.nullable else "")
-
-    def accepts(self, value: Any) -> bool:
-        """Whether ``value`` has the right type and lies in range."""
-        if value is None:
-            return self.nullable
-        if self.kind == "choice":
-            return any(value == c and type(value) is type(c) for c in self.choices)
-        if self.kind == "bool":
-            return isinstance(value, bool)
-        if self.kind == "str":
-            return isinstance(value, str)
-        if self.kind == "int_list":
-            item = Field("int", low=self.low)
-            return isinstance(value, list | tuple) and value and all(map(item.accepts, value))
-        if self.kind == "str_list":
-            return isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            return False
-        if self.kind == "int" and not isinstance(value, numbers.Integral):
-            return False
-        if not math.isfinite(value):
-            return False
-        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
-            return False
-        if self.high is not None and (value >= self.high if self.high_open else value > self.high):
-            return False
-        return True
-
-
-def Int(low: int | None = None, *, nullable: bool = False) -> Field:  # noqa: N802
-    return Field("int", low=low, nullable=nullable)
-
-
-BOOL = Field("bool")
-STR = Field("str")
-POSITIVE = Int(1)
 
 # The fixed part of the config. A nested mapping is a node; ``None`` marks a group node whose
 # fields come from a registry (see GROUP_CHECKS).
@@ -169,23 +99,6 @@ SCHEMA: dict[str, Any] = {
 # Nodes that may be absent, as may each of their keys: logger=[] (no sinks) leaves no logger node.
 OPTIONAL_NODES = {"logger"}
 
-# The model group: its builder's fields per architecture.
-MODEL_FIELDS: dict[str, dict[str, Field]] = {
-    "mlp": {
-        "depth": POSITIVE,
-        "width": POSITIVE,
-        "widths": Field("int_list", low=1, nullable=True),
-        "dropout": Field("real", low=0, high=1, high_open=True),
-        "bias": BOOL,
-    },
-    "cnn": {
-        "depth": POSITIVE,
-        "channels": POSITIVE,
-        "norm": Field("choice", choices=NORMS),
-        "bias": BOOL,
-    },
-}
-
 
 def _fail(field: str, spec: str, value: Any) -> UserError:
     return UserError(f"{field} must be {spec} (got {value!r})")
@@ -241,12 +154,18 @@ def _split(group: str, node: Any, names: Sequence[str]) -> tuple[str, dict[str, 
 
 
 def _check_model(node: Any) -> None:
-    if not isinstance(node, Mapping):
-        raise _fail("model", "a mapping with an arch", node)
-    arch = node.get("arch")
-    if arch not in MODEL_FIELDS:
-        raise _fail("model.arch", f"one of {', '.join(MODEL_FIELDS)}", arch)
-    _check_node("model", node, {"name": STR, "arch": STR, **MODEL_FIELDS[arch]})
+    """``_target_`` (an importable nn.Module class or factory), ``name`` (its label), and the
+    builder's own arguments (:func:`initbench.models.check_model_params`)."""
+    if not isinstance(node, Mapping) or "_target_" not in node:
+        raise _fail("model", "a mapping with _target_ (an nn.Module class or factory)", node)
+    if not STR.accepts(node.get("name")):
+        raise _fail("model.name", "a string (the model's label in run names and reports)",
+                    node.get("name"))  # fmt: skip
+    params = {k: v for k, v in node.items() if k not in ("_target_", "name")}
+    try:
+        check_model_params(node["_target_"], params)
+    except ValueError as err:
+        raise UserError(str(err)) from None
 
 
 def _check_init(node: Any) -> None:

@@ -83,7 +83,7 @@ def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[list[di
 
     ``model`` is run in training mode with its dropout off; its ``.grad`` fields are overwritten.
     """
-    probes = find_probes(model)
+    probes = find_probes(model, x[:1])
     n = len(probes)
     acts: list[torch.Tensor | None] = [None] * n
     out_grads: list[torch.Tensor | None] = [None] * n

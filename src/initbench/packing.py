@@ -51,6 +51,44 @@ log = logging.getLogger(__name__)
 MakeOptimizer = Callable[..., torch.optim.Optimizer]
 
 
+ALONE = "train its members as separate runs (src/train.py, or a sweep without packs)"
+
+
+def refuse_batch_norm(model: nn.Module) -> None:
+    """ValueError naming the first batch-norm layer: its running statistics are buffers that
+    change in training, which a pack's stacked forward pass cannot update per member."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            raise ValueError(
+                f"this model cannot be packed: it has batch norm ({name}: "
+                f"{type(module).__name__}), whose running statistics a pack cannot keep per "
+                f"member; {ALONE}"
+            )
+
+
+def check_packable(model: nn.Module, example: Tensor) -> None:
+    """Refuse, with one line, a model a pack cannot train: batch norm, or a forward pass that
+    ``torch.vmap`` cannot run (data-dependent control flow such as ``if x.sum() > 0``, or
+    ``.item()``). Runs two stacked copies of ``model`` on ``example`` (a batch of 1-2 inputs);
+    ``model`` is left as it was."""
+    refuse_batch_norm(model)
+    base = copy.deepcopy(model)
+    params, buffers = stack_module_state([base, base])
+
+    def one(p: dict[str, Tensor], b: dict[str, Tensor], x: Tensor) -> Tensor:
+        return functional_call(base, (p, b), (x,))
+
+    try:
+        with torch.no_grad():
+            torch.vmap(one, in_dims=(0, 0, None), randomness="different")(params, buffers, example)
+    except Exception as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"this model cannot be packed: torch.vmap cannot run its forward pass ({reason}); "
+            f"{ALONE}"
+        ) from None
+
+
 class PackedModel:
     """K copies of one architecture with their own weights, run as one batched model.
 
@@ -64,8 +102,7 @@ class PackedModel:
     def __init__(self, members: Sequence[nn.Module], device: torch.device) -> None:
         if not members:
             raise ValueError("a pack needs at least one member")
-        if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in members[0].modules()):
-            raise ValueError("packed training does not support batch norm (model.norm=batch)")
+        refuse_batch_norm(members[0])
         self.base = copy.deepcopy(members[0]).to("meta")  # the structure functional_call runs
         params, buffers = stack_module_state(list(members))
         self.params = {n: nn.Parameter(p.detach().to(device)) for n, p in params.items()}

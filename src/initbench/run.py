@@ -398,9 +398,11 @@ class Session:
 
     def telemetry(self) -> Telemetry | None:
         """The observer the config's ``telemetry`` node asks for, on this run's model and sinks."""
+        data = self.prep.data
         return build_telemetry(
             self.cfg["telemetry"], self.prep.model, self.sink,
-            steps_per_epoch=self.prep.data.num_batches("train", self.cfg["trainer"]["batch_size"]),
+            steps_per_epoch=data.num_batches("train", self.cfg["trainer"]["batch_size"]),
+            example=data.train_x[:1],
         )  # fmt: skip
 
     def step0(self) -> None:

@@ -23,7 +23,14 @@ from typing import Any
 
 import yaml
 
-from initbench.build import check_memory, load_data, max_pack_members, prepare, validate
+from initbench.build import (
+    check_memory,
+    load_data,
+    max_pack_members,
+    meta_model,
+    prepare,
+    validate,
+)
 from initbench.checkpoint import config_changes, load_previous_checkpoint
 from initbench.config import PACK_MEMBER_KEYS
 from initbench.data import is_seeded
@@ -34,7 +41,9 @@ from initbench.packing import (
     Member,
     PackedModel,
     PackedTraining,
+    check_packable,
     member_optimizer_state,
+    refuse_batch_norm,
     stacked_optimizer_state,
 )
 from initbench.run import (
@@ -76,11 +85,10 @@ def check_pack(cfgs: Sequence[Mapping[str, Any]]) -> None:
                 f"({cfg['run_name']}) differs from member 1 ({first['run_name']}) in "
                 f"{'; '.join(changed)}"
             )
-    if first["model"].get("norm", "none") != "none":
-        raise UserError(
-            f"model.norm must be none in a pack (got {first['model']['norm']!r}): batch norm's "
-            "running statistics are not packed; run these unpacked"
-        )
+    try:
+        refuse_batch_norm(meta_model(first))  # the model's structure, before anything is built
+    except ValueError as err:
+        raise UserError(str(err)) from None
     if first["trainer"]["compile"]:
         raise UserError("trainer.compile must be false in a pack (got true); run it unpacked")
 
@@ -224,6 +232,13 @@ class MemberSession(Session):
         return member_optimizer_state(training.optimizer, training.pack.parameters(), position)
 
 
+def _check_packable(prep: Any) -> None:
+    try:
+        check_packable(prep.model, prep.data.train_x[:2])
+    except ValueError as err:
+        raise UserError(str(err)) from None
+
+
 class Pack:
     """Members prepared together: their data loaded once, their models built and initialized
     as their own runs would be, their sessions opened (sinks, summaries)."""
@@ -253,6 +268,8 @@ class Pack:
                 if key not in loaded:
                     loaded[key] = load_data(cfg, self.device)
                 prep = prepare(cfg, data=loaded[key], check=False)
+                if not prepared:  # the first member: can this model be packed at all?
+                    _check_packable(prep)
             except UserError as err:
                 self.failed[i] = record_failure(cfg, run_dir, err)
                 errors.append(err)

@@ -31,7 +31,7 @@ from initbench.report import (
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], epilog="Docs: README.md (Reports)."
+        description=__doc__.split("\n\n")[0], epilog="Docs: docs/reports.md."
     )
     parser.add_argument(
         "source",

@@ -32,7 +32,7 @@ def echo(line: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], epilog="Docs: README.md (Sweeps)."
+        description=__doc__.split("\n\n")[0], epilog="Docs: docs/sweeps.md."
     )
     parser.add_argument("sweep", help="a W&B sweep file, e.g. sweeps/grid.yaml")
     parser.add_argument(

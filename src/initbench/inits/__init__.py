@@ -8,7 +8,7 @@ Usage::
     init_module(model, "kaiming_normal", activation="relu", generator=g)
     stats = init_module(model, "lsuv", data=batch, generator=g)  # per-layer iterations, variance
 
-Schemes and their formulas: the README's Initializers table; Hydra group: conf/init/<name>.yaml.
+Schemes and their formulas: docs/inits.md; Hydra group: conf/init/<name>.yaml.
 """
 
 # Importing the scheme modules registers their schemes.

@@ -9,13 +9,12 @@ would hide what the initialization does. Layers are named ``conv1 .. convN``,
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Sequence
 
 from torch import nn
 
-from initbench.models.activations import make_activation
-from initbench.models.size import ModelSize
+from initbench.fields import BOOL, POSITIVE, Field
+from initbench.models.mlp import ActivationFactory, activation_factory
 
 NORMS = ("none", "batch")
 
@@ -58,72 +57,45 @@ class PlainCNN(nn.Sequential):
         num_classes: width of the output layer (logits).
         depth: number of 3x3 conv layers (1 and up; 22 and 30 are the He et al. presets).
         channels: filters in the first stage (doubled at each later stage).
-        activation: registry name of the non-linearity.
+        activation: registry name of the non-linearity, or a zero-argument callable returning
+            a fresh activation module.
         norm: ``"none"`` (default) or ``"batch"``.
         bias: whether conv and head layers have a bias.
         activation_params: extra parameters of the activation (e.g. ``negative_slope``).
     """
 
+    config_fields = {
+        "depth": POSITIVE,
+        "channels": POSITIVE,
+        "norm": Field("choice", choices=NORMS),
+        "bias": BOOL,
+    }
+
     def __init__(
         self,
         input_shape: Sequence[int],
         num_classes: int,
-        depth: int,
+        depth: int = 10,
         channels: int = 16,
-        activation: str = "relu",
+        activation: str | ActivationFactory = "relu",
         norm: str = "none",
         bias: bool = True,
         activation_params: dict | None = None,
     ) -> None:
         check_cnn_args(input_shape, depth, channels, norm)
-        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        act = activation_factory(activation, activation_params)
+        super().__init__()  # layers registered one by one, as the MLP's (MAX_MODULES)
         c_in, i = input_shape[0], 0
         for stage, n_layers in enumerate(stage_depths(depth)):
             c_out = channels * 2**stage
             for j in range(n_layers):
                 i += 1
                 stride = 2 if stage > 0 and j == 0 else 1
-                layers[f"conv{i}"] = nn.Conv2d(c_in, c_out, 3, stride, padding=1, bias=bias)
+                self.add_module(f"conv{i}", nn.Conv2d(c_in, c_out, 3, stride, padding=1, bias=bias))
                 if norm == "batch":
-                    layers[f"bn{i}"] = nn.BatchNorm2d(c_out)
-                layers[f"act{i}"] = make_activation(activation, **(activation_params or {}))
+                    self.add_module(f"bn{i}", nn.BatchNorm2d(c_out))
+                self.add_module(f"act{i}", act())
                 c_in = c_out
-        layers["pool"] = nn.AdaptiveAvgPool2d(1)
-        layers["flatten"] = nn.Flatten()
-        layers["head"] = nn.Linear(c_in, num_classes, bias=bias)
-        super().__init__(layers)
-
-
-def cnn_size(
-    input_shape: Sequence[int],
-    num_classes: int,
-    depth: int,
-    channels: int = 16,
-    *,
-    norm: str = "none",
-    bias: bool = True,
-) -> ModelSize:
-    """The size of ``PlainCNN(input_shape, num_classes, depth, channels, ...)`` without
-    building it: a few products per stage, whatever ``depth``.
-
-    Raises:
-        ValueError: the arguments :class:`PlainCNN` refuses (vector input, too many stages).
-    """
-    check_cnn_args(input_shape, depth, channels, norm)
-    c_in, h, w = input_shape
-    per_layer = 3 if norm == "batch" else 2  # conv, (batch norm,) activation outputs
-    norm_params = 2 if norm == "batch" else 0  # BatchNorm2d's weight and bias per channel
-    params = 0
-    activations = widest = c_in * h * w  # the input batch
-    for stage, n_layers in enumerate(stage_depths(depth)):
-        c_out = channels * 2**stage
-        if stage > 0:  # its first conv has stride 2: 3x3, padding 1
-            h, w = (h - 1) // 2 + 1, (w - 1) // 2 + 1
-        params += c_out * c_in * 9 + (n_layers - 1) * c_out * c_out * 9
-        params += n_layers * (bias * c_out + norm_params * c_out)
-        activations += n_layers * per_layer * c_out * h * w
-        widest = max(widest, c_out * h * w)
-        c_in = c_out
-    params += c_in * num_classes + bias * num_classes  # the head, after global average pooling
-    activations += c_in + num_classes  # pooled features, logits
-    return ModelSize(params, activations, max(widest, num_classes))
+        self.add_module("pool", nn.AdaptiveAvgPool2d(1))
+        self.add_module("flatten", nn.Flatten())
+        self.add_module("head", nn.Linear(c_in, num_classes, bias=bias))

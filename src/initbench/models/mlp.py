@@ -7,14 +7,17 @@ fcN``, ``act1 .. actN`` and ``head`` so logs and reports can refer to them.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
-from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from torch import nn
 
+from initbench.fields import BOOL, POSITIVE, Field
 from initbench.models.activations import make_activation
-from initbench.models.size import ModelSize
+
+ActivationFactory = Callable[[], nn.Module]
 
 
 class MLP(nn.Sequential):
@@ -23,34 +26,64 @@ class MLP(nn.Sequential):
     Args:
         input_shape: shape of one example, e.g. ``(1, 28, 28)`` or ``(2,)``; it is flattened.
         num_classes: width of the output layer (logits).
-        widths: hidden-layer widths, input side first.
-        activation: registry name of the non-linearity (see ``list_activations()``).
+        depth: hidden layers (>= 1), each ``width`` wide; ignored when ``widths`` is given.
+        width: units per hidden layer (>= 1).
+        widths: explicit hidden-layer widths, input side first.
+        activation: registry name of the non-linearity (see ``list_activations()``), or a
+            zero-argument callable returning a fresh activation module.
         dropout: dropout probability after each hidden activation, in [0, 1).
         bias: whether Linear layers have a bias.
-        activation_params: extra parameters of the activation (e.g. ``negative_slope``).
+        activation_params: extra parameters of a named activation (e.g. ``negative_slope``).
     """
+
+    config_fields = {
+        "depth": POSITIVE,
+        "width": POSITIVE,
+        "widths": Field("int_list", low=1, nullable=True),
+        "dropout": Field("real", low=0, high=1, high_open=True),
+        "bias": BOOL,
+    }
 
     def __init__(
         self,
         input_shape: Sequence[int],
         num_classes: int,
-        widths: Sequence[int],
-        activation: str = "relu",
+        depth: int = 2,
+        width: int = 256,
+        widths: Sequence[int] | None = None,
+        activation: str | ActivationFactory = "relu",
         dropout: float = 0.0,
         bias: bool = True,
         activation_params: dict | None = None,
     ) -> None:
-        check_mlp_args(widths=widths, dropout=dropout)
-        layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
+        if widths is not None:
+            check_mlp_args(widths=widths, dropout=dropout)
+        else:  # mlp_widths's checks, without its list of depth widths
+            check_mlp_args(widths=mlp_widths(min(depth, 1), width), dropout=dropout)
+        act = activation_factory(activation, activation_params)
+        # Layers are registered one by one (not collected first), so that measuring the size
+        # of an absurd depth on the meta device stops early (initbench.models.MAX_MODULES).
+        super().__init__()
+        self.add_module("flatten", nn.Flatten())
         fan_in = math.prod(input_shape)
-        for i, width in enumerate(widths, start=1):
-            layers[f"fc{i}"] = nn.Linear(fan_in, width, bias=bias)
-            layers[f"act{i}"] = make_activation(activation, **(activation_params or {}))
+        hidden = widths if widths is not None else itertools.repeat(width, depth)
+        for i, w in enumerate(hidden, start=1):
+            self.add_module(f"fc{i}", nn.Linear(fan_in, int(w), bias=bias))
+            self.add_module(f"act{i}", act())
             if dropout > 0:
-                layers[f"drop{i}"] = nn.Dropout(dropout)
-            fan_in = width
-        layers["head"] = nn.Linear(fan_in, num_classes, bias=bias)
-        super().__init__(layers)
+                self.add_module(f"drop{i}", nn.Dropout(dropout))
+            fan_in = int(w)
+        self.add_module("head", nn.Linear(fan_in, num_classes, bias=bias))
+
+
+def activation_factory(
+    activation: str | ActivationFactory, params: dict | None = None
+) -> ActivationFactory:
+    """A zero-argument callable making the activation: ``activation`` itself, or the registry's
+    ``make_activation(name, **params)``."""
+    if callable(activation):
+        return activation
+    return functools.partial(make_activation, activation, **(params or {}))
 
 
 def mlp_widths(depth: int, width: int, widths: Sequence[int] | None = None) -> list[int]:
@@ -73,37 +106,3 @@ def check_mlp_args(widths: Sequence[int], dropout: float) -> None:
         raise ValueError(f"model.widths must all be >= 1 (got {list(widths)})")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"model.dropout must be in [0, 1) (got {dropout})")
-
-
-def mlp_size(
-    input_shape: Sequence[int],
-    num_classes: int,
-    depth: int,
-    width: int,
-    widths: Sequence[int] | None = None,
-    *,
-    dropout: float = 0.0,
-    bias: bool = True,
-) -> ModelSize:
-    """The size of ``MLP(input_shape, num_classes, mlp_widths(depth, width, widths), ...)``
-    without building it, nor the list of ``depth`` widths (``depth`` may be 10**8).
-
-    Raises:
-        ValueError: the arguments :class:`MLP` refuses.
-    """
-    if widths is not None:
-        check_mlp_args(widths, dropout)
-        layers = [(int(w), 1) for w in widths]  # (width, how many layers in a row have it)
-    else:  # mlp_widths's checks, without its list of depth widths
-        check_mlp_args(mlp_widths(min(depth, 1), width), dropout)
-        layers = [(width, depth)]
-    per_layer = 3 if dropout > 0 else 2  # Linear, activation (and Dropout) outputs
-    fan_in = math.prod(input_shape)
-    params, activations, widest = 0, fan_in, fan_in  # the input batch
-    for w, count in layers:
-        params += (fan_in * w + bias * w) + (count - 1) * (w * w + bias * w)
-        activations += count * per_layer * w
-        widest = max(widest, w)
-        fan_in = w
-    params += fan_in * num_classes + bias * num_classes  # the head
-    return ModelSize(params, activations + num_classes, max(widest, num_classes))

@@ -1,8 +1,8 @@
-"""How big a model is, from its builder's arguments alone (nothing is built or allocated).
+"""How big a model is, measured on the ``meta`` device (nothing is allocated).
 
 The memory estimate (:mod:`initbench.memory`) uses it to refuse a run that cannot fit before
-the model exists; each architecture's module has its function (``mlp_size``, ``cnn_size``), and
-a test checks both against built models, exactly.
+the model exists; :func:`initbench.models.model_size` measures it for any model, and a test
+checks it against built models, exactly.
 """
 
 from __future__ import annotations

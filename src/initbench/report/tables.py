@@ -37,12 +37,18 @@ STEP0_PANELS = ("act_std", "grad_std")  # the step-0 figure's panels
 # ----------------------------------------------------------------------------- labels
 
 
+# The shipped models' targets, labelled by their shape (mlp2x256, cnn30).
+SHIPPED_LABELS = {"initbench.models.MLP": "mlp", "initbench.models.PlainCNN": "cnn"}
+
+
 def architecture_label(cfg: Mapping[str, Any]) -> str:
     """Model shape and dataset: ``mlp2x256/fashion_mnist``, ``mlp10-5/circles``,
-    ``cnn30/cifar10`` (``-bn`` with batch norm)."""
+    ``cnn30/cifar10`` (``-bn`` with batch norm); any other model is its name with its own
+    arguments, ``tinyconv(width=32)/cifar10``."""
     model = cfg.get("model") or {}
     dataset = (cfg.get("dataset") or {}).get("name", "?")
-    if model.get("arch") == "mlp":
+    kind = SHIPPED_LABELS.get(model.get("_target_"), model.get("arch"))  # arch: older runs
+    if kind == "mlp":
         widths = model.get("widths")
         if not widths:  # depth x width, without a list of depth widths (a refused run's 10**8)
             shape = f"mlp{model.get('depth')}x{model.get('width')}"
@@ -50,10 +56,13 @@ def architecture_label(cfg: Mapping[str, Any]) -> str:
             shape = f"mlp{len(widths)}x{widths[0]}"
         else:
             shape = "mlp" + "-".join(str(w) for w in widths)
-    elif model.get("arch") == "cnn":
+    elif kind == "cnn":
         shape = f"cnn{model.get('depth')}" + ("-bn" if model.get("norm") == "batch" else "")
     else:
+        args = {k: v for k, v in model.items() if k not in ("_target_", "name", "arch")}
         shape = str(model.get("name", "?"))
+        if args:
+            shape += "(" + ",".join(f"{k}={_fmt(v)}" for k, v in sorted(args.items())) + ")"
     return f"{shape}/{dataset}"
 
 

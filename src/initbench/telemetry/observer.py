@@ -60,6 +60,8 @@ class Telemetry:
         steps_per_epoch: optimizer steps per epoch (needed with ``every_n_epochs``).
         histograms: log histograms (False: scalar statistics only).
         bins: histogram bins (<= 512).
+        example: an input the model takes (one example is enough): pairs every layer with the
+            activation the forward pass calls after it (:func:`find_probes`).
     """
 
     def __init__(
@@ -72,6 +74,7 @@ class Telemetry:
         steps_per_epoch: int | None = None,
         histograms: bool = True,
         bins: int = 64,
+        example: torch.Tensor | None = None,
     ) -> None:
         if every_n_steps is None and every_n_epochs is None:
             raise ValueError("Telemetry needs every_n_steps or every_n_epochs")
@@ -85,7 +88,7 @@ class Telemetry:
             self.interval = every_n_steps
         self.sink = sink
         self.bins = bins if histograms else 0
-        self.probes = find_probes(model)
+        self.probes = find_probes(model, example)
         self.names = [p.name for p in self.probes]
         self.activations = [p.activation for p in self.probes]
         self.families = [p.family for p in self.probes]
@@ -193,10 +196,15 @@ def _pad(column: torch.Tensor, width: int) -> torch.Tensor:
 
 
 def build_telemetry(
-    node: Mapping[str, Any], model: nn.Module, sink: Sink, *, steps_per_epoch: int
+    node: Mapping[str, Any],
+    model: nn.Module,
+    sink: Sink,
+    *,
+    steps_per_epoch: int,
+    example: torch.Tensor | None = None,
 ) -> Telemetry | None:
     """The observer a checked ``telemetry`` config node asks for (None when it is disabled)."""
     params = dict(node)
     if not params.pop("enabled"):
         return None
-    return Telemetry(model, sink, steps_per_epoch=steps_per_epoch, **params)
+    return Telemetry(model, sink, steps_per_epoch=steps_per_epoch, example=example, **params)

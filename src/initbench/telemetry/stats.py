@@ -1,8 +1,9 @@
 """Per-layer statistics and histograms computed on the device, batched across layers.
 
 The probes: every Linear/Conv layer of a model (``fc1``, ``conv17``, ``head``, ...) paired with
-the activation module that follows it (``act1``, ``act17``, ...); a layer with no activation
-(the head) is observed through its raw output.
+the activation module that follows it in the forward pass (``act1``, ``act17``, ...; found from
+the call order, not from names); a layer with no activation (the head) is observed through its
+raw output.
 
 :func:`stack` copies a list of tensors into private buffers, one ``(k, n)`` buffer per group of
 same-shaped tensors, and :func:`summarize` reduces every group with a fixed number of kernels,
@@ -30,7 +31,6 @@ from __future__ import annotations
 
 import functools
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -46,8 +46,6 @@ MAX_BINS = 512  # W&B's histogram limit
 SATURATION = 0.99  # |normalized output| above this counts as saturated
 # Asymptotes of the saturating activations (the registry's family "saturating").
 ASYMPTOTES = {"tanh": (-1.0, 1.0), "softsign": (-1.0, 1.0), "sigmoid": (0.0, 1.0)}
-
-_PAIRED = re.compile(r"^(?P<prefix>.*?)(?:fc|conv)(?P<index>\d+)$")
 
 
 @dataclass(frozen=True)
@@ -66,30 +64,72 @@ class Probe:
         return get_activation(self.activation).family if self.activation else "other"
 
 
-def find_probes(model: nn.Module) -> list[Probe]:
-    """Every Linear/Conv layer of ``model`` in definition order, paired with its activation.
+def find_probes(model: nn.Module, example: Tensor | None = None) -> list[Probe]:
+    """Every Linear/Conv layer of ``model`` in ``named_modules`` order, paired with the
+    activation module that follows it.
 
-    Layers named ``fc<i>``/``conv<i>`` are paired with ``act<i>`` in the same parent module (the
-    models' naming); any other layer (``head``) is observed through its own output.
+    "Follows" is in the order the model calls its leaf modules on ``example`` (one forward pass
+    in eval mode, without autograd; the model's modes are restored), or, without an example or
+    where that pass fails, in definition order: the first activation module (the registry's, or
+    any of ``torch.nn``'s activations) after the layer and before the next Linear/Conv layer.
+    Norms, pooling, dropout and reshapes in between are passed over. A layer with no activation
+    after it (a head) is observed through its own output. Names do not matter.
     """
-    modules = dict(model.named_modules())
+    order = _call_order(model, example)
+    position = {m: i for i, m in enumerate(order)}
     probes = []
-    for name, layer in modules.items():
+    for name, layer in model.named_modules():
         if not isinstance(layer, LAYER_TYPES):
             continue
         output, act = layer, None
-        match = _PAIRED.match(name)
-        if match and f"{match['prefix']}act{match['index']}" in modules:
-            output = modules[f"{match['prefix']}act{match['index']}"]
-            try:
-                act = activation_name(output)
-            except ValueError:  # a module the registry does not know: no dead/saturation stats
-                act = None
+        for module in order[position[layer] + 1 :] if layer in position else ():
+            if isinstance(module, LAYER_TYPES):
+                break
+            if _is_activation(module):
+                output = module
+                try:
+                    act = activation_name(module)
+                except ValueError:  # not the registry's: no dead/saturation stats
+                    act = None
+                break
         probes.append(Probe(name or type(layer).__name__.lower(), type(layer).__name__.lower(),
                             layer, output, act))  # fmt: skip
     if not probes:
         raise ValueError(f"{type(model).__name__} has no Linear or Conv layers to observe")
     return probes
+
+
+def _is_activation(module: nn.Module) -> bool:
+    if type(module).__module__ == nn.ReLU.__module__:  # torch.nn.modules.activation
+        return True
+    try:
+        activation_name(module)
+    except ValueError:
+        return False
+    return True
+
+
+def _call_order(model: nn.Module, example: Tensor | None) -> list[nn.Module]:
+    """The model's leaf modules in the order of their first call on ``example``, then those it
+    did not call, in definition order; definition order alone without an example."""
+    leaves = [m for m in model.modules() if not list(m.children())]
+    if example is None:
+        return leaves
+    called: dict[nn.Module, None] = {}
+    handles = [m.register_forward_hook(lambda m, i, o: called.setdefault(m)) for m in leaves]
+    modes = {m: m.training for m in model.modules()}
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(example)
+    except Exception:
+        return leaves
+    finally:
+        for handle in handles:
+            handle.remove()
+        for m, training in modes.items():
+            m.training = training
+    return [*called, *(m for m in leaves if m not in called)]
 
 
 @dataclass
