@@ -118,3 +118,30 @@ def test_cuda_limit_is_the_devices_free_memory():
     cfg = compose_dict(["dataset=circles", "trainer.device=cuda", "model.width=1000000"])
     with pytest.raises(UserError, match="available on cuda"):
         check_memory(cfg, device)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize(
+    "model", [["model=mlp", "model.width=2048", "model.depth=4"], ["model=cnn", "model.depth=6"]]
+)
+def test_the_estimate_bounds_the_real_peak_on_cuda(tmp_path, model):
+    """The estimate (from the meta-device measurement) is at least what a real run allocates:
+    the step-0 report, training and evaluation, whole dataset on the device."""
+    dataset = ["dataset=gaussian", "dataset.dim=3072"] if model[0] == "model=mlp" else []
+    data = ["dataset=cifar10", f"data_dir={tmp_path / 'data'}", "dataset.download=false"]
+    if not dataset:
+        from helpers import write_cifar
+
+        write_cifar(tmp_path / "data" / "cifar-10-batches-py", n_per_batch=200, n_test=100)
+    cfg = compose_dict(
+        [*(dataset or data), *model, "trainer.device=cuda", "trainer.precision=fp32",
+         "trainer.epochs=1", "trainer.batch_size=256", "logger=[]", "telemetry.enabled=false"]
+    )  # fmt: skip
+    estimate = estimate_run_memory(cfg)
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    summary = run(cfg, tmp_path / "run", make_optimizer=instantiate(cfg["optimizer"]))
+    peak = torch.cuda.max_memory_allocated() - before
+    assert summary["status"] == "finished"
+    assert peak <= estimate.total, (peak, estimate)

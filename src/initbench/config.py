@@ -184,7 +184,7 @@ def _check_dataset(node: Any) -> None:
     spec = datasets.get_dataset_params(name)
     _check_keys("dataset", params, list(spec))
     for key, value in params.items():
-        if not spec[key].is_valid(value):
+        if not spec[key].accepts(value):
             raise _fail(f"dataset.{key}", spec[key].describe(), value)
 
 

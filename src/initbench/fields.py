@@ -17,7 +17,7 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Field:
-    """One config field: its type, its valid range, whether null is allowed."""
+    """One value a user sets: its type, its valid range, whether null is allowed, its default."""
 
     kind: str  # int | real | bool | str | choice | int_list | str_list
     low: float | None = None  # lower bound, exclusive when ``low_open``
@@ -26,6 +26,7 @@ class Field:
     high_open: bool = False
     choices: tuple[Any, ...] = ()
     nullable: bool = False
+    default: Any = None  # where the field has a code default (a dataset's parameters)
 
     def describe(self) -> str:
         """The valid values in words: ``an integer >= 1``, ``one of fp32, bf16``, ..."""

@@ -14,7 +14,6 @@ parameters, and its shape without loading: for the memory estimate); the Hydra g
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,12 +27,12 @@ from initbench.data.base import DataNotFoundError, DataShape, DeviceDataset
 from initbench.data.cifar10 import cifar10_shape, load_cifar10
 from initbench.data.fashion_mnist import fashion_mnist_shape, load_fashion_mnist
 from initbench.data.synthetic import circles_shape, gaussian_shape, load_circles, load_gaussian
+from initbench.fields import Field
 
 __all__ = [
     "DataNotFoundError",
     "DataShape",
     "DeviceDataset",
-    "Param",
     "dataset_shape",
     "get_dataset_params",
     "is_seeded",
@@ -46,42 +45,9 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class Param:
-    """One loader parameter: its default, its type and its valid range (bounds inclusive)."""
-
-    default: Any
-    kind: type  # bool, int or float
-    minimum: float | None = None
-    maximum_below: float | None = None  # exclusive upper bound
-
-    def describe(self) -> str:
-        """The valid values in words, for error messages."""
-        text = {bool: "true or false", int: "an integer", float: "a number"}[self.kind]
-        if self.minimum is not None and self.maximum_below is not None:
-            return f"{text} in [{self.minimum}, {self.maximum_below})"
-        if self.minimum is not None:
-            return f"{text} >= {self.minimum}"
-        return text
-
-    def is_valid(self, value: Any) -> bool:
-        """Whether ``value`` has the right type and lies in range."""
-        if self.kind is bool:
-            return isinstance(value, bool)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return False
-        if self.kind is int and not isinstance(value, int):
-            return False
-        if not math.isfinite(value):
-            return False
-        if self.minimum is not None and value < self.minimum:
-            return False
-        return self.maximum_below is None or value < self.maximum_below
-
-
-@dataclass(frozen=True)
 class _Entry:
     load: Callable[..., DeviceDataset]
-    params: dict[str, Param]
+    params: dict[str, Field]
     shape: Callable[..., DataShape]
     seeded: bool  # generated from the seed (synthetic sets); file datasets are fixed
     missing: Callable[[Path], str | None] | None = None  # files absent under root: how to fix
@@ -93,7 +59,7 @@ _REGISTRY: dict[str, _Entry] = {}
 def register_dataset(
     name: str,
     load: Callable[..., DeviceDataset],
-    params: dict[str, Param],
+    params: dict[str, Field],
     shape: Callable[..., DataShape],
     missing: Callable[[Path], str | None] | None = None,
     *,
@@ -117,14 +83,14 @@ def _missing_help(
 register_dataset(
     "fashion_mnist",
     load_fashion_mnist,
-    {"download": Param(True, bool)},
+    {"download": Field("bool", default=True)},
     fashion_mnist_shape,
     _missing_help(fashion_mnist.find_local, fashion_mnist.missing_help),
 )
 register_dataset(
     "cifar10",
     load_cifar10,
-    {"download": Param(True, bool), "augment": Param(True, bool)},
+    {"download": Field("bool", default=True), "augment": Field("bool", default=True)},
     cifar10_shape,
     _missing_help(cifar10.find_local, cifar10.missing_help),
 )
@@ -132,10 +98,10 @@ register_dataset(
     "circles",
     load_circles,
     {
-        "n_train": Param(300, int, minimum=1),
-        "n_test": Param(100, int, minimum=1),
-        "noise": Param(0.05, float, minimum=0),
-        "factor": Param(0.5, float, minimum=0, maximum_below=1),
+        "n_train": Field("int", low=1, default=300),
+        "n_test": Field("int", low=1, default=100),
+        "noise": Field("real", low=0, default=0.05),
+        "factor": Field("real", low=0, high=1, high_open=True, default=0.5),
     },
     circles_shape,
     seeded=True,
@@ -144,10 +110,10 @@ register_dataset(
     "gaussian",
     load_gaussian,
     {
-        "n": Param(1024, int, minimum=1),
-        "n_test": Param(256, int, minimum=1),
-        "dim": Param(512, int, minimum=1),
-        "num_classes": Param(10, int, minimum=2),
+        "n": Field("int", low=1, default=1024),
+        "n_test": Field("int", low=1, default=256),
+        "dim": Field("int", low=1, default=512),
+        "num_classes": Field("int", low=2, default=10),
     },
     gaussian_shape,
     seeded=True,
@@ -173,7 +139,7 @@ def is_seeded(name: str) -> bool:
     return _entry(name).seeded
 
 
-def get_dataset_params(name: str) -> dict[str, Param]:
+def get_dataset_params(name: str) -> dict[str, Field]:
     """The parameters ``load_dataset`` takes for ``name`` (besides root, device and seed)."""
     return dict(_entry(name).params)
 
@@ -197,7 +163,7 @@ def validate_dataset_params(name: str, **params: Any) -> dict[str, Any]:
             f"valid parameters: {', '.join(spec) or 'none'}"
         )
     for field, value in params.items():
-        if not spec[field].is_valid(value):
+        if not spec[field].accepts(value):
             raise ValueError(
                 f"dataset {name!r}: {field} must be {spec[field].describe()} (got {value!r})"
             )
