@@ -25,7 +25,7 @@ from initbench import inits, packing
 from initbench import run_pack as run_pack_module
 from initbench.cli.pack import member_dirs
 from initbench.data import load_dataset
-from initbench.engine import DIVERGENCE_CHECK_EVERY, TrainState, train
+from initbench.engine import DIVERGENCE_CHECK_EVERY, Callback, TrainState, fit, train
 from initbench.errors import Interrupted, UserError
 from initbench.models import build_model
 from initbench.packing import (
@@ -91,7 +91,17 @@ def unpacked(specs, epochs=2, batch_size=50, make=adam, observers=None, data=Non
     return states
 
 
-def packed(specs, epochs=2, batch_size=50, make=adam, observers=None, data=None, **kwargs):
+class Diverged(Callback):
+    """Records the members found diverged (engine.fit's callback)."""
+
+    def __init__(self, found):
+        self.found = found
+
+    def on_diverged(self, member):
+        self.found.append(member)
+
+
+def packed(specs, epochs=2, batch_size=50, make=adam, observers=None, data=None, diverged=None):
     data = data or gaussian()
     models = [member_model(init, seed, data=data) for init, seed in specs]
     members = [
@@ -104,11 +114,9 @@ def packed(specs, epochs=2, batch_size=50, make=adam, observers=None, data=None,
         for n, (_, seed) in enumerate(specs)
     ]
     pack = PackedModel(models, torch.device("cpu"))
-    training = PackedTraining(
-        pack, members, make(pack.parameters()), make, epochs=epochs, batch_size=batch_size,
-        **kwargs,
-    )  # fmt: skip
-    training.run()
+    training = PackedTraining(pack, members, make(pack.parameters()), make, batch_size=batch_size)
+    callbacks = [] if diverged is None else [Diverged(diverged)]
+    fit(training, [m.state for m in members], epochs=epochs, callbacks=callbacks)
     return [m.state for m in members], models
 
 
@@ -147,7 +155,7 @@ def test_each_member_sees_its_own_seeds_data_order():
     data = gaussian()
     pack = PackedModel([member_model("zeros", 0), member_model("zeros", 0)], torch.device("cpu"))
     members = [Member(TrainState(), torch.Generator().manual_seed(s), data) for s in (1, 2)]
-    training = PackedTraining(pack, members, adam(pack.parameters()), adam, epochs=1, batch_size=50)
+    training = PackedTraining(pack, members, adam(pack.parameters()), adam, batch_size=50)
     x, y = training._batch(training._epoch_plans(), 0)
     for k, seed in enumerate((1, 2)):
         ref_x, ref_y = next(iter(data.batches("train", 50, torch.Generator().manual_seed(seed))))
@@ -185,7 +193,7 @@ def test_a_member_that_diverges_is_frozen_and_the_others_go_on(monkeypatch, valu
     ref = unpacked(specs, epochs=3, batch_size=10)
     monkeypatch.setattr(packing, "F", BlowsUpAt(70, 1, 3, 10, value))
     diverged = []
-    got, _ = packed(specs, epochs=3, batch_size=10, on_diverged=diverged.append)
+    got, _ = packed(specs, epochs=3, batch_size=10, diverged=diverged)
     assert diverged == [1]
     assert got[1].status == "diverged" and got[1].diverged_at_step == 70
     # found at the first check after it, as an unpacked run would be

@@ -9,11 +9,13 @@ the members' mean losses, so each member's gradient is exactly its own; SGD and 
 element-wise, so one optimizer over the stacked parameters updates each member as its own
 optimizer would.
 
-Each member keeps its own :class:`~initbench.engine.TrainState` and data-order generator; a
-step gathers every member's batch from its own permutation in one index gather. A member whose
-loss turns non-finite is noticed at the next divergence check (as an unpacked run would), told
-to the caller, and taken out of the pack: its parameters and optimizer state are dropped from
-the stacks, so it is frozen and costs nothing more.
+:class:`PackedTraining` is the pack as an :class:`initbench.engine.Trainable`: the loop is
+:func:`initbench.engine.fit`'s, the one a plain run uses. Each member keeps its own
+:class:`~initbench.engine.TrainState` and data-order generator; a step gathers every member's
+batch from its own permutation in one index gather. A member whose loss turns non-finite is
+found at the next divergence check (as an unpacked run would), told to the callbacks, and
+dropped from the pack: its parameters and optimizer state leave the stacks, so it is frozen and
+costs nothing more.
 
 Each member also has a plain ``nn.Module`` whose parameters are views into the stacks, so
 what works on one model (telemetry hooks, weight samples, state dicts for its checkpoint) works
@@ -24,7 +26,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,15 +37,7 @@ from torch.func import functional_call, stack_module_state
 
 from initbench.data import DeviceDataset
 from initbench.data.base import crop_and_flip
-from initbench.engine import (
-    DIVERGENCE_CHECK_EVERY,
-    StepObserver,
-    TrainState,
-    autocast_context,
-    record_epoch,
-)
-from initbench.progress import Progress
-from initbench.telemetry import Sink
+from initbench.engine import StepObserver, TrainState, autocast_context
 
 log = logging.getLogger(__name__)
 
@@ -225,37 +218,34 @@ def shrink_optimizer(
 
 
 # ------------------------------------------------------------------------------------------
-# The packed training loop
+# The pack as a Trainable of engine.fit
 
 
 @dataclass
 class Member:
-    """What the packed loop keeps per member besides the shared stacks."""
+    """What a pack keeps per member besides the shared stacks."""
 
-    state: TrainState
+    state: TrainState  # its state, which engine.fit is given (fit(pack, [m.state ...]))
     generator: torch.Generator  # its data order (a CPU generator, seeded as its run's)
     data: DeviceDataset  # its dataset (one object for all members when the data are fixed)
-    sink: Sink | None = None
     observer: StepObserver | None = None
 
 
-class PackedTraining:
-    """Train a :class:`PackedModel` until every member finished, diverged or was stopped.
+Plans = tuple[Tensor, Tensor | None, Tensor | None]  # orders K x N, crops K x N x 2, flips K x N
 
-    The loop is :func:`initbench.engine.train`'s, member by member: the same data order per
-    member, the same divergence checks, the same per-epoch metrics, ``final`` and ``history``.
+
+class PackedTraining:
+    """A :class:`PackedModel` and its members as an :class:`initbench.engine.Trainable`:
+    ``fit(PackedTraining(...), [m.state for m in members], epochs=...)`` trains it, member by
+    member as :func:`initbench.engine.train` would: the same data order per member, the same
+    divergence checks, the same per-epoch metrics, ``final`` and ``history``.
 
     Args:
         pack: the members' stacked model.
         members: per member (the pack's order) its state, generator, data, sink, observer.
         optimizer: over ``pack.parameters()``.
         make_optimizer: builds an optimizer like ``optimizer`` (used when the pack shrinks).
-        epochs, batch_size, eval_batch_size, precision: as for ``engine.train``.
-        on_epoch_end: called with the member indices (into the original list) and their
-            states after each completed epoch (checkpoints).
-        on_diverged: called with a member's original index once it is found diverged and
-            before it leaves the pack (its module still holds its last weights).
-        should_stop: polled after every step.
+        batch_size, eval_batch_size, precision: as for ``engine.train``.
     """
 
     def __init__(
@@ -265,33 +255,45 @@ class PackedTraining:
         optimizer: torch.optim.Optimizer,
         make_optimizer: MakeOptimizer,
         *,
-        epochs: int,
         batch_size: int,
         eval_batch_size: int = 1024,
         precision: str = "fp32",
-        on_epoch_end: Callable[[list[int]], None] | None = None,
-        on_diverged: Callable[[int], None] | None = None,
-        should_stop: Callable[[], bool] | None = None,
     ) -> None:
         if len(members) != len(pack):
             raise ValueError(f"{len(members)} members for a pack of {len(pack)}")
-        starts = {(m.state.epoch, m.state.global_step, m.state.step_in_epoch) for m in members}
-        if len(starts) != 1:
-            raise ValueError(f"the members of a pack must start at one step (got {starts})")
         self.pack, self.members, self.optimizer = pack, list(members), optimizer
         self.make_optimizer = make_optimizer
         self.ids = list(range(len(members)))  # original index of each member still packed
-        self.epochs, self.batch_size, self.eval_batch_size = epochs, batch_size, eval_batch_size
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.precision = precision
-        self.on_epoch_end, self.on_diverged, self.should_stop = (
-            on_epoch_end, on_diverged, should_stop,
-        )  # fmt: skip
         self.device = members[0].data.device
         self.shared_data = all(m.data is members[0].data for m in members)
+        self.plans: Plans | None = None
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def num_batches(self) -> int:
+        return self.members[0].data.num_batches("train", self.batch_size)
+
+    def num_train(self) -> int:
+        return len(self.members[0].data.train_y)
+
+    def train(self, mode: bool = True) -> None:
+        self.pack.train(mode)
 
     # -- batches -----------------------------------------------------------------------------
 
-    def _epoch_plans(self) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    def epoch(self, states: Sequence[TrainState]) -> range:
+        for m, state in zip(self.members, states, strict=True):
+            if state.step_in_epoch == 0:
+                state.epoch_rng = m.generator.get_state()
+            else:  # resume mid-epoch: replay this epoch's draws
+                m.generator.set_state(state.epoch_rng)
+        self.plans = self._epoch_plans()
+        return range(states[0].step_in_epoch, self.num_batches())
+
+    def _epoch_plans(self) -> Plans:
         """Every member's epoch draws from its own generator, stacked: orders K x N, crops
         K x N x 2 and flips K x N (augmentation only)."""
         plans = [m.data.epoch_plan(m.generator) for m in self.members]
@@ -300,9 +302,7 @@ class PackedTraining:
             return orders, None, None
         return orders, torch.stack([p[1] for p in plans]), torch.stack([p[2] for p in plans])
 
-    def _batch(
-        self, plans: tuple[Tensor, Tensor | None, Tensor | None], i: int
-    ) -> tuple[Tensor, Tensor]:
+    def _batch(self, plans: Plans, i: int) -> tuple[Tensor, Tensor]:
         """Batch ``i`` of the epoch for every member: inputs K x B x ..., labels K x B."""
         orders, crops, flips = plans
         idx = orders[:, i * self.batch_size : (i + 1) * self.batch_size]
@@ -320,65 +320,10 @@ class PackedTraining:
             x = crop_and_flip(x, crops[:, sl].reshape(-1, 2), flips[:, sl].reshape(-1))
         return x.view(k, b, *x.shape[1:]), y.view(k, b)
 
-    # -- the loop ----------------------------------------------------------------------------
+    # -- the step ----------------------------------------------------------------------------
 
-    def run(self) -> None:
-        """Train; every member's state ends "finished", "diverged" or "interrupted"."""
-        lead = self.members[0].state
-        n_batches = self.members[0].data.num_batches("train", self.batch_size)
-        n_train = len(self.members[0].data.train_y)
-        self.first_bad = torch.full((len(self.members),), -1, device=self.device, dtype=torch.int64)
-        for m in self.members:
-            m.state.status = "running"
-        for epoch in range(lead.epoch + 1, self.epochs + 1):
-            start = time.perf_counter()
-            for m in self.members:
-                if m.state.step_in_epoch == 0:
-                    m.state.epoch_rng = m.generator.get_state()
-                else:  # resume mid-epoch: replay this epoch's draws
-                    m.generator.set_state(m.state.epoch_rng)
-            plans = self._epoch_plans()
-            self.loss_sum = torch.tensor(
-                [m.state.partial_loss_sum for m in self.members], device=self.device,
-                dtype=torch.float64,
-            )  # fmt: skip
-            self.correct = torch.tensor(
-                [m.state.partial_correct for m in self.members], device=self.device,
-                dtype=torch.int64,
-            )  # fmt: skip
-            self.pack.train()
-            progress = Progress(  # a bar on a terminal, else a line every ~10 s (progress.py)
-                n_batches, f"epoch {epoch}/{self.epochs} ({len(self.members)} members)",
-                initial=self.members[0].state.step_in_epoch, write=log.info,
-            )  # fmt: skip
-            for i in progress.wrap(range(self.members[0].state.step_in_epoch, n_batches)):
-                x, y = self._batch(plans, i)
-                self._step(x, y)
-                step = self.members[0].state.global_step
-                if step % DIVERGENCE_CHECK_EVERY == 0:
-                    plans = self._drop_diverged(plans)
-                    if not self.members:
-                        return
-                if self.should_stop is not None and self.should_stop():
-                    plans = self._drop_diverged(plans)
-                    for k, m in enumerate(self.members):
-                        m.state.status = "interrupted"
-                        m.state.partial_loss_sum = float(self.loss_sum[k])
-                        m.state.partial_correct = int(self.correct[k])
-                    return
-            self._drop_diverged(plans)
-            if not self.members:
-                return
-            self._end_epoch(epoch, n_train, time.perf_counter() - start)
-            if self.should_stop is not None and self.should_stop() and epoch < self.epochs:
-                for m in self.members:
-                    m.state.status = "interrupted"
-                return
-        for m in self.members:
-            m.state.status = "finished"
-
-    def _step(self, x: Tensor, y: Tensor) -> None:
-        step = self.members[0].state.global_step
+    def step(self, i: int, step: int) -> tuple[Tensor, Tensor, int]:
+        x, y = self._batch(self.plans, i)
         observers = [m.observer for m in self.members if m.observer is not None]
         for k, m in enumerate(self.members):
             if m.observer is not None:
@@ -401,94 +346,54 @@ class PackedTraining:
         self.optimizer.step()
         for o in observers:
             o.after_step(step)
-        for m in self.members:
-            m.state.global_step += 1
-            m.state.step_in_epoch += 1
-        losses = losses.detach()
-        self.first_bad = torch.where(
-            (self.first_bad < 0) & ~torch.isfinite(losses), step, self.first_bad
-        )
-        self.loss_sum += losses * b
-        self.correct += (logits.detach().argmax(-1) == y).sum(1)
+        return losses.detach(), (logits.detach().argmax(-1) == y).sum(1), b
 
-    def _drop_diverged(
-        self, plans: tuple[Tensor, Tensor | None, Tensor | None]
-    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-        """Find the members whose loss turned non-finite (one host sync), record them
-        diverged, tell the caller, and take them out of the pack."""
-        bad = self.first_bad.tolist()
-        if all(b < 0 for b in bad):
-            return plans
-        keep = [k for k, b in enumerate(bad) if b < 0]
-        for k, b in enumerate(bad):
-            if b >= 0:
-                state = self.members[k].state
-                state.status, state.diverged_at_step = "diverged", b
-                log.warning(
-                    "member %d: step %d: the training loss is not finite; it diverged",
-                    self.ids[k], b,
-                )  # fmt: skip
-                if self.on_diverged is not None:
-                    self.on_diverged(self.ids[k])
-        if keep:
-            old = self.pack.parameters()
-            self.pack.keep(keep)
-            self.optimizer = shrink_optimizer(
-                self.optimizer, self.make_optimizer, old, self.pack.parameters(), keep
-            )
-        index = torch.tensor(keep, device=self.device, dtype=torch.int64)
+    def drop(self, keep: Sequence[int]) -> None:
+        """Take the members not in ``keep`` out of the stacks, the optimizer and the plans."""
+        old = self.pack.parameters()
+        self.pack.keep(keep)
+        self.optimizer = shrink_optimizer(
+            self.optimizer, self.make_optimizer, old, self.pack.parameters(), keep
+        )
         self.members = [self.members[k] for k in keep]
         self.ids = [self.ids[k] for k in keep]
-        self.first_bad = self.first_bad.index_select(0, index)
-        self.loss_sum = self.loss_sum.index_select(0, index)
-        self.correct = self.correct.index_select(0, index)
         self.shared_data = all(m.data is self.members[0].data for m in self.members)
-        return tuple(p.index_select(0, index) if p is not None else None for p in plans)
+        if self.plans is not None:
+            index = torch.tensor(list(keep), device=self.device, dtype=torch.int64)
+            self.plans = tuple(p.index_select(0, index) if p is not None else None
+                               for p in self.plans)  # fmt: skip
 
-    @torch.no_grad()
     def evaluate(self) -> tuple[list[float], list[float]]:
         """Every member's mean cross-entropy and accuracy on its test split."""
-        self.pack.train(False)
-        k = len(self.members)
-        loss_sum = torch.zeros(k, device=self.device, dtype=torch.float64)
-        correct = torch.zeros(k, device=self.device, dtype=torch.int64)
-        data = self.members[0].data
-        n = len(data.test_y)
-        for i in range(0, n, self.eval_batch_size):
-            sl = slice(i, i + self.eval_batch_size)
-            if self.shared_data:
-                x, shared = data.test_x[sl], True
-                y = data.test_y[sl].expand(k, -1)
-            else:
-                x, shared = torch.stack([m.data.test_x[sl] for m in self.members]), False
-                y = torch.stack([m.data.test_y[sl] for m in self.members])
-            with autocast_context(self.device, self.precision):
-                logits = self.pack(x, shared=shared)
-            b = y.shape[1]
-            losses = F.cross_entropy(
-                logits.float().reshape(k * b, -1), y.reshape(-1), reduction="none"
-            ).view(k, b)  # fmt: skip
-            loss_sum += losses.sum(1)
-            correct += (logits.argmax(-1) == y).sum(1)
-        return (loss_sum / n).tolist(), (correct.double() / n).tolist()
+        datasets = [m.data for m in self.members]
+        return evaluate_pack(self.pack, datasets, self.eval_batch_size, self.precision)
 
-    def _end_epoch(self, epoch: int, n_train: int, seconds: float) -> None:
-        val_loss, val_acc = self.evaluate()
-        train_loss = (self.loss_sum / n_train).tolist()
-        train_acc = (self.correct.double() / n_train).tolist()
-        for k, m in enumerate(self.members):
-            metrics = {
-                "train/loss": train_loss[k],
-                "train/acc": train_acc[k],
-                "val/loss": val_loss[k],
-                "val/acc": val_acc[k],
-                "epoch": epoch,
-            }
-            record_epoch(m.state, metrics, m.sink)
-        log.info(
-            "epoch %d/%d: %d member(s), val acc %s  (%.1f s)",
-            epoch, self.epochs, len(self.members),
-            " ".join(f"{a:.3f}" for a in val_acc), seconds,
-        )  # fmt: skip
-        if self.on_epoch_end is not None:
-            self.on_epoch_end(list(self.ids))
+
+@torch.no_grad()
+def evaluate_pack(
+    pack: PackedModel, datasets: Sequence[DeviceDataset], batch_size: int, precision: str
+) -> tuple[list[float], list[float]]:
+    """Each member's mean cross-entropy and accuracy on its dataset's test split (one batched
+    pass over a test split the members share)."""
+    pack.train(False)
+    k, data, device = len(datasets), datasets[0], datasets[0].device
+    shared = all(d is data for d in datasets)
+    loss_sum = torch.zeros(k, device=device, dtype=torch.float64)
+    correct = torch.zeros(k, device=device, dtype=torch.int64)
+    n = len(data.test_y)
+    for i in range(0, n, batch_size):
+        sl = slice(i, i + batch_size)
+        if shared:
+            x, y = data.test_x[sl], data.test_y[sl].expand(k, -1)
+        else:
+            x = torch.stack([d.test_x[sl] for d in datasets])
+            y = torch.stack([d.test_y[sl] for d in datasets])
+        with autocast_context(device, precision):
+            logits = pack(x, shared=shared)
+        b = y.shape[1]
+        losses = F.cross_entropy(
+            logits.float().reshape(k * b, -1), y.reshape(-1), reduction="none"
+        ).view(k, b)  # fmt: skip
+        loss_sum += losses.sum(1)
+        correct += (logits.argmax(-1) == y).sum(1)
+    return (loss_sum / n).tolist(), (correct.double() / n).tolist()

@@ -33,7 +33,7 @@ from initbench.checkpoint import (
     save_checkpoint,
 )
 from initbench.diagnose import log_init, step0_report
-from initbench.engine import TrainState, train
+from initbench.engine import Callback, SingleModel, TrainState, fit
 from initbench.errors import Interrupted, RunFailed, UserError
 from initbench.io import atomic_write, dumps_strict, read_json, read_yaml, write_json_atomic
 from initbench.lock import hold_run_dir
@@ -238,6 +238,66 @@ def recording_early_ends(
         raise
 
 
+def first_summary(
+    cfg: Mapping[str, Any],
+    prep: Prepared,
+    optimizer: torch.optim.Optimizer,
+    wandb_run_id: str | None,
+    choices: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """A started run's summary.json: what it is (the choices, the model's size, what the init
+    measured) and ``status: running``."""
+    summary = {
+        "status": "running",
+        "run_name": cfg["run_name"],
+        "init_scheme": inits.resolve(prep.init_name),
+        "choices": {
+            "init": (choices or {}).get("init") or prep.init_name,  # normal_std10, kaiming
+            "model": cfg["model"]["name"],
+            "dataset": cfg["dataset"]["name"],
+            "activation": cfg["activation"]["name"],
+            "optimizer": (choices or {}).get("optimizer", type(optimizer).__name__.lower()),
+            "seed": cfg["seed"],
+            "experiment": cfg["experiment_name"],
+        },
+        "device": str(prep.device),
+        "n_params": sum(p.numel() for p in prep.model.parameters()),
+        "num_classes": prep.data.num_classes,
+        "init_report": prep.init_report,
+        "wandb_run_id": wandb_run_id,
+    }
+    log.info(
+        "run %s: %s on %s (%d params), init %s, activation %s, device %s",
+        cfg["run_name"], summary["choices"]["model"], cfg["dataset"]["name"],
+        summary["n_params"], prep.init_name, cfg["activation"]["name"], prep.device,
+    )  # fmt: skip
+    return summary
+
+
+def write_metrics(run_dir: Path, state: TrainState) -> None:
+    """``metrics.jsonl``: one row per epoch so far."""
+    with atomic_write(run_dir / "metrics.jsonl") as f:
+        f.writelines(dumps_strict(row) + "\n" for row in state.history)
+
+
+class Checkpoints(Callback):
+    """Every ``trainer.checkpoint_every_epochs`` epochs and after the last, each member's
+    session saves its checkpoint (a plain run is a pack of one)."""
+
+    def __init__(self, sessions: Sequence[Session]) -> None:
+        self.sessions = sessions
+
+    def on_epoch_end(self, members: list[int]) -> None:
+        for k in members:
+            session = self.sessions[k]
+            trainer, state = session.cfg["trainer"], session.state
+            if (
+                state.epoch % trainer["checkpoint_every_epochs"] == 0
+                or state.epoch == trainer["epochs"]
+            ):
+                session.checkpoint(state)
+
+
 class Session:
     """A run between preparation and its end: the optimizer, the data order, the sinks and the
     summary, and the files they write."""
@@ -265,14 +325,10 @@ class Session:
             wandb_id = ckpt.get("wandb_run_id")
         else:  # a fresh start: samples of the initial weights, for the report
             record_weights(run_dir, "init", prep.model)
-        self.sink: MultiSink = make_sinks(
-            cfg,
-            run_dir,
-            resume_step=None if self.fresh else self.state.global_step + 1,
-            wandb_id=wandb_id,
-            packed=self.packed,
-        )
-        self.summary = self._first_summary(choices)
+        resume_step = None if self.fresh else self.state.global_step + 1
+        self.sink: MultiSink = make_sinks(cfg, run_dir, resume_step=resume_step,
+                                          wandb_id=wandb_id, packed=self.packed)  # fmt: skip
+        self.summary = first_summary(cfg, prep, self.optimizer, self.sink.wandb_run_id, choices)
         write_json_atomic(run_dir / "summary.json", self.summary)
         self.start = time.perf_counter()
 
@@ -282,40 +338,8 @@ class Session:
         self.state = TrainState.from_state_dict(ckpt["train_state"])
         restore_rng(ckpt, self.prep.device, self.data_gen)
         self.wall_before = ckpt.get("wall_s") or 0.0
-        log.info(
-            "resuming %s from epoch %d, step %d",
-            self.run_dir, self.state.epoch, self.state.global_step,
-        )  # fmt: skip
-
-    def _first_summary(self, choices: Mapping[str, Any] | None) -> dict[str, Any]:
-        cfg, prep = self.cfg, self.prep
-        summary = {
-            "status": "running",
-            "run_name": cfg["run_name"],
-            "init_scheme": inits.resolve(prep.init_name),
-            "choices": {
-                "init": (choices or {}).get("init") or prep.init_name,  # normal_std10, kaiming
-                "model": cfg["model"]["name"],
-                "dataset": cfg["dataset"]["name"],
-                "activation": cfg["activation"]["name"],
-                "optimizer": (choices or {}).get(
-                    "optimizer", type(self.optimizer).__name__.lower()
-                ),
-                "seed": cfg["seed"],
-                "experiment": cfg["experiment_name"],
-            },
-            "device": str(prep.device),
-            "n_params": sum(p.numel() for p in prep.model.parameters()),
-            "num_classes": prep.data.num_classes,
-            "init_report": prep.init_report,
-            "wandb_run_id": self.sink.wandb_run_id,
-        }
-        log.info(
-            "run %s: %s on %s (%d params), init %s, activation %s, device %s",
-            cfg["run_name"], summary["choices"]["model"], cfg["dataset"]["name"],
-            summary["n_params"], prep.init_name, cfg["activation"]["name"], prep.device,
-        )  # fmt: skip
-        return summary
+        log.info("resuming %s from epoch %d, step %d", self.run_dir, self.state.epoch,
+                 self.state.global_step)  # fmt: skip
 
     def wall_s(self) -> float:
         return self.wall_before + time.perf_counter() - self.start
@@ -334,22 +358,13 @@ class Session:
                 "wall_s": self.wall_s(),
             },
         )
-        self.write_metrics(state)
+        write_metrics(self.run_dir, state)
 
     def model_state(self) -> dict[str, Any]:
         return self.prep.model.state_dict()
 
     def optimizer_state(self) -> dict[str, Any]:
         return self.optimizer.state_dict()
-
-    def write_metrics(self, state: TrainState) -> None:
-        with atomic_write(self.run_dir / "metrics.jsonl") as f:
-            f.writelines(dumps_strict(row) + "\n" for row in state.history)
-
-    def on_epoch_end(self, state: TrainState) -> None:
-        every, last = self.cfg["trainer"]["checkpoint_every_epochs"], self.cfg["trainer"]["epochs"]
-        if state.epoch % every == 0 or state.epoch == last:
-            self.checkpoint(state)
 
     def run(self, received_signal: Callable[[], int | None]) -> dict[str, Any]:
         """Train and record the outcome; whatever ends it early is recorded first
@@ -376,25 +391,17 @@ class Session:
         prep, trainer = self.prep, self.cfg["trainer"]
         telemetry = self.telemetry()
         self.step0()
-        state = train(
-            prep.train_model,
-            prep.data,
-            self.optimizer,
-            epochs=trainer["epochs"],
-            batch_size=trainer["batch_size"],
-            eval_batch_size=trainer["eval_batch_size"],
-            precision=prep.precision,
-            channels_last=prep.channels_last,
-            generator=self.data_gen,
-            state=self.state,
-            sink=self.sink,
-            observer=telemetry,
-            on_epoch_end=self.on_epoch_end,
-            should_stop=lambda: received_signal() is not None,
-        )
-        if state.status == "interrupted":
-            self.checkpoint(state)
-        return state
+        model = SingleModel(
+            prep.train_model, prep.data, self.optimizer, self.data_gen,
+            batch_size=trainer["batch_size"], eval_batch_size=trainer["eval_batch_size"],
+            precision=prep.precision, channels_last=prep.channels_last, observer=telemetry,
+        )  # fmt: skip
+        fit(model, [self.state], epochs=trainer["epochs"], sinks=[self.sink],
+            callbacks=[Checkpoints([self])],
+            should_stop=lambda: received_signal() is not None)  # fmt: skip
+        if self.state.status == "interrupted":
+            self.checkpoint(self.state)
+        return self.state
 
     def telemetry(self) -> Telemetry | None:
         """The observer the config's ``telemetry`` node asks for, on this run's model and sinks."""
@@ -413,7 +420,9 @@ class Session:
 
     def finish(self, state: TrainState, signum: int | None) -> dict[str, Any]:
         """Record the outcome; an interrupted run marks W&B preempting and raises Interrupted."""
-        self.write_metrics(state)  # also the epochs since the last checkpoint (a diverged run)
+        write_metrics(
+            self.run_dir, state
+        )  # also the epochs since the last checkpoint (a diverged run)
         self.summary.update(
             status=state.status,
             epochs_completed=state.epoch,
@@ -435,8 +444,6 @@ class Session:
         self.sink.log_summary({k: self.summary[k] for k in keys})
         self.sink.finish()
         write_json_atomic(self.run_dir / "summary.json", self.summary)
-        log.info(
-            "%s after %d epoch(s): best val acc %s; run directory %s",
-            state.status, state.epoch, self.summary["best_val_acc"], self.run_dir,
-        )  # fmt: skip
+        log.info("%s after %d epoch(s): best val acc %s; run directory %s", state.status,
+                 state.epoch, self.summary["best_val_acc"], self.run_dir)  # fmt: skip
         return self.summary

@@ -34,6 +34,7 @@ from initbench.build import (
 from initbench.checkpoint import config_changes, load_previous_checkpoint
 from initbench.config import PACK_MEMBER_KEYS
 from initbench.data import is_seeded
+from initbench.engine import Callback, fit
 from initbench.errors import Interrupted, UserError
 from initbench.io import atomic_write
 from initbench.lock import hold_run_dir
@@ -47,6 +48,7 @@ from initbench.packing import (
     stacked_optimizer_state,
 )
 from initbench.run import (
+    Checkpoints,
     MakeOptimizer,
     Session,
     already_done,
@@ -239,9 +241,10 @@ def _check_packable(prep: Any) -> None:
         raise UserError(str(err)) from None
 
 
-class Pack:
+class Pack(Callback):
     """Members prepared together: their data loaded once, their models built and initialized
-    as their own runs would be, their sessions opened (sinks, summaries)."""
+    as their own runs would be, their sessions opened (sinks, summaries); trained by
+    :func:`initbench.engine.fit`, whose callback it is for a member found diverged."""
 
     def __init__(
         self,
@@ -311,9 +314,7 @@ class Pack:
         for session in self.sessions:
             session.step0()  # on the member's own model, before it joins the pack
             telemetry = session.telemetry()
-            members.append(
-                Member(session.state, session.data_gen, session.prep.data, session.sink, telemetry)
-            )
+            members.append(Member(session.state, session.data_gen, session.prep.data, telemetry))
         pack = PackedModel([s.prep.model for s in self.sessions], self.device)
         optimizer = self.make_optimizer(pack.parameters())
         if not self.sessions[0].fresh:
@@ -325,19 +326,16 @@ class Pack:
         for session in self.sessions:
             session.optimizer = None  # the pack's optimizer holds every member's state
         self.training = PackedTraining(
-            pack, members, optimizer, self.make_optimizer,
-            epochs=trainer["epochs"], batch_size=trainer["batch_size"],
+            pack, members, optimizer, self.make_optimizer, batch_size=trainer["batch_size"],
             eval_batch_size=trainer["eval_batch_size"], precision=self.sessions[0].prep.precision,
-            on_epoch_end=self._on_epoch_end, on_diverged=self._on_diverged,
+        )  # fmt: skip
+        fit(
+            self.training, [m.state for m in members], epochs=trainer["epochs"],
+            sinks=[s.sink for s in self.sessions], callbacks=[Checkpoints(self.sessions), self],
             should_stop=lambda: received_signal() is not None,
         )  # fmt: skip
-        self.training.run()
 
-    def _on_epoch_end(self, ids: list[int]) -> None:
-        for k in ids:
-            self.sessions[k].on_epoch_end(self.sessions[k].state)
-
-    def _on_diverged(self, k: int) -> None:
+    def on_diverged(self, k: int) -> None:
         """A member found diverged: recorded now, before it leaves the pack."""
         self.summaries[self.ids[k]] = self.sessions[k].finish(self.sessions[k].state, None)
         self.open.remove(k)
