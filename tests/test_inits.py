@@ -534,7 +534,7 @@ BAD_INPUTS = [
     ("he_normall", {}, "unknown init scheme 'he_normall'; valid schemes: .*kaiming_normal"),
     ("normal", {"sigma": 0.1}, r"unknown hparams \['sigma'\]; valid hparams: mean, std, bias"),
     ("lsuv", {"data": None}, "data-dependent"),
-    ("normal", {"std": -0.1}, "std must be >= 0"),
+    ("normal", {"std": -0.1}, "std must be a finite number >= 0"),
     ("normal", {"std": "big"}, "std must be a finite number"),
     ("uniform", {"a": 1.0, "b": 0.0}, "a must be <= b"),
     # the message names the field that is wrong
@@ -544,8 +544,8 @@ BAD_INPUTS = [
     ("kaiming_normal", {"mode": "fan_avg"}, "mode must be one of fan_in, fan_out"),
     ("variance_scaling", {"mode": "avg"}, "mode must be one of fan_in, fan_out, fan_avg"),
     ("variance_scaling", {"distribution": "gamma"}, "distribution must be one of normal, trunc"),
-    ("variance_scaling", {"scale": 0.0}, "scale must be > 0"),
-    ("lsuv", {"tol": 0.0}, "tol must be > 0"),
+    ("variance_scaling", {"scale": 0.0}, "scale must be a finite number > 0"),
+    ("lsuv", {"tol": 0.0}, "tol must be a finite number > 0"),
     ("lsuv", {"max_iters": 0}, "max_iters must be an integer >= 1"),
     ("lsuv", {"max_iters": 2.5}, "max_iters must be an integer >= 1"),
     ("xavier_uniform", {"gain": -1.0}, 'gain must be a number > 0 or "auto"'),
@@ -553,8 +553,8 @@ BAD_INPUTS = [
     ("lecun_normal", {"truncated": "yes"}, "truncated must be true or false"),
     ("constant", {"value": None}, "value must be a finite number"),
     ("xavier", {"bias": "random"}, "bias must be zeros, default"),
-    ("mean_field", {"sigma_w2": 0.0}, r"sigma_w2 must be > 0 \(got 0.0\)"),
-    ("mean_field", {"sigma_b2": -1.0}, r"sigma_b2 must be >= 0 \(got -1.0\)"),
+    ("mean_field", {"sigma_w2": 0.0}, r"sigma_w2 must be a finite number > 0 \(got 0.0\)"),
+    ("mean_field", {"sigma_b2": -1.0}, r"sigma_b2 must be a finite number >= 0 \(got -1.0\)"),
     ("kaiming", {"activation": "relu6"}, "unknown activation 'relu6'"),
 ]
 

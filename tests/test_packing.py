@@ -101,7 +101,17 @@ class Diverged(Callback):
         self.found.append(member)
 
 
-def packed(specs, epochs=2, batch_size=50, make=adam, observers=None, data=None, diverged=None):
+class WeightNorm(Callback):
+    """A per-epoch metric as one callback: each member's parameter norm after the epoch."""
+
+    def epoch_metrics(self, trainable, members):
+        norms = [torch.cat([p.detach().reshape(-1) for p in m.parameters()]).norm()
+                 for m in trainable.models()]  # fmt: skip
+        return {"weights/norm": [float(n) for n in norms]}
+
+
+def packed(specs, epochs=2, batch_size=50, make=adam, observers=None, data=None, diverged=None,
+           callbacks=()):  # fmt: skip
     data = data or gaussian()
     models = [member_model(init, seed, data=data) for init, seed in specs]
     members = [
@@ -115,7 +125,7 @@ def packed(specs, epochs=2, batch_size=50, make=adam, observers=None, data=None,
     ]
     pack = PackedModel(models, torch.device("cpu"))
     training = PackedTraining(pack, members, make(pack.parameters()), make, batch_size=batch_size)
-    callbacks = [] if diverged is None else [Diverged(diverged)]
+    callbacks = [*callbacks, *([] if diverged is None else [Diverged(diverged)])]
     fit(training, [m.state for m in members], epochs=epochs, callbacks=callbacks)
     return [m.state for m in members], models
 
@@ -134,6 +144,22 @@ def test_packed_members_follow_their_unpacked_runs():
     # zeros stalls at chance in both; Kaiming learns
     assert got[2].history[-1]["train/loss"] == pytest.approx(math.log(10), abs=0.01)
     assert got[0].history[-1]["train/loss"] < got[0].history[0]["train/loss"]
+
+
+def test_a_per_epoch_metric_is_one_callback_for_a_run_and_a_pack_alike():
+    data = gaussian()
+    got, models = packed(SCHEMES[:2], epochs=2, callbacks=[WeightNorm()])
+    for (init, seed), state, model in zip(SCHEMES[:2], got, models, strict=True):
+        ref_model = member_model(init, seed)
+        ref = train(
+            ref_model, data, adam(ref_model.parameters()), epochs=2, batch_size=50,
+            generator=torch.Generator().manual_seed(seed + 1), callbacks=[WeightNorm()],
+        )  # fmt: skip
+        for row_pack, row_run in zip(state.history, ref.history, strict=True):
+            assert row_pack["weights/norm"] == pytest.approx(row_run["weights/norm"], rel=1e-5)
+        norm = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).norm()
+        assert state.history[-1]["weights/norm"] == pytest.approx(float(norm), rel=1e-6)
+        assert "weights_norm" in state.final
 
 
 def test_packed_weights_equal_the_unpacked_weights_after_training():

@@ -174,9 +174,9 @@ def test_critical_line_is_increasing_in_sigma_b2() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"sigma_w2": 0.0}, r"sigma_w2 must be > 0 \(got 0.0\)"),
+        ({"sigma_w2": 0.0}, r"sigma_w2 must be a finite number > 0 \(got 0.0\)"),
         ({"sigma_w2": float("nan")}, "sigma_w2 must be a finite number"),
-        ({"sigma_b2": -0.1}, r"sigma_b2 must be >= 0 \(got -0.1\)"),
+        ({"sigma_b2": -0.1}, r"sigma_b2 must be a finite number >= 0 \(got -0.1\)"),
         ({"sigma_b2": "0.1"}, "sigma_b2 must be a finite number"),
         ({"activation": "relu6"}, "unknown activation 'relu6'"),
         ({"negative_slope": 0.1}, "does not take parameters"),
@@ -189,5 +189,5 @@ def test_bad_input_names_the_field(kwargs, match) -> None:
 
 
 def test_critical_sigma_w2_bad_input() -> None:
-    with pytest.raises(ValueError, match="sigma_b2 must be >= 0"):
+    with pytest.raises(ValueError, match="sigma_b2 must be a finite number >= 0"):
         critical_sigma_w2("tanh", -1.0)

@@ -146,6 +146,10 @@ class Trainable(Protocol):
 
     def train(self, mode: bool = True) -> None: ...
 
+    def models(self) -> list[nn.Module]:
+        """Each member's own module (a pack's: views into its stacks), for per-member reads."""
+        ...
+
     def drop(self, keep: Sequence[int]) -> None:
         """Keep only the members at positions ``keep`` (the others diverged)."""
         ...
@@ -156,8 +160,8 @@ class Callback:
     ``member`` is an index into the states given to :func:`fit`."""
 
     def epoch_metrics(self, trainable: Trainable, members: list[int]) -> dict[str, list[float]]:
-        """Extra metrics of the epoch just ended, one value per member still training, logged
-        and recorded with ``train/*`` and ``val/*``."""
+        """Extra metrics of the epoch just ended, one value per member still training (in the
+        order of ``trainable.models()``), logged and recorded with ``train/*`` and ``val/*``."""
         return {}
 
     def on_epoch_end(self, members: list[int]) -> None:
@@ -245,6 +249,9 @@ class SingleModel:
 
     def train(self, mode: bool = True) -> None:
         self.model.train(mode)
+
+    def models(self) -> list[nn.Module]:
+        return [self.model]
 
     def drop(self, keep: Sequence[int]) -> None:
         pass  # one member: it is never dropped while training goes on

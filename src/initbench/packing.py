@@ -282,6 +282,9 @@ class PackedTraining:
     def train(self, mode: bool = True) -> None:
         self.pack.train(mode)
 
+    def models(self) -> list[nn.Module]:
+        return list(self.pack.members)
+
     # -- batches -----------------------------------------------------------------------------
 
     def epoch(self, states: Sequence[TrainState]) -> range:

@@ -280,6 +280,12 @@ def write_metrics(run_dir: Path, state: TrainState) -> None:
         f.writelines(dumps_strict(row) + "\n" for row in state.history)
 
 
+def epoch_callbacks(sessions: Sequence[Session]) -> list[Callback]:
+    """The per-epoch concerns of a run (a pack of one) or a pack's members: to add a metric,
+    write an ``engine.Callback`` whose ``epoch_metrics`` measures it and add it here."""
+    return [Checkpoints(sessions)]
+
+
 class Checkpoints(Callback):
     """Every ``trainer.checkpoint_every_epochs`` epochs and after the last, each member's
     session saves its checkpoint (a plain run is a pack of one)."""
@@ -397,7 +403,7 @@ class Session:
             precision=prep.precision, channels_last=prep.channels_last, observer=telemetry,
         )  # fmt: skip
         fit(model, [self.state], epochs=trainer["epochs"], sinks=[self.sink],
-            callbacks=[Checkpoints([self])],
+            callbacks=epoch_callbacks([self]),
             should_stop=lambda: received_signal() is not None)  # fmt: skip
         if self.state.status == "interrupted":
             self.checkpoint(self.state)

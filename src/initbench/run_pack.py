@@ -48,12 +48,12 @@ from initbench.packing import (
     stacked_optimizer_state,
 )
 from initbench.run import (
-    Checkpoints,
     MakeOptimizer,
     Session,
     already_done,
     check_optimizer,
     check_writable,
+    epoch_callbacks,
     interrupted_before_training,
     record_failure,
     recording_early_ends,
@@ -331,7 +331,8 @@ class Pack(Callback):
         )  # fmt: skip
         fit(
             self.training, [m.state for m in members], epochs=trainer["epochs"],
-            sinks=[s.sink for s in self.sessions], callbacks=[Checkpoints(self.sessions), self],
+            sinks=[s.sink for s in self.sessions],
+            callbacks=[*epoch_callbacks(self.sessions), self],
             should_stop=lambda: received_signal() is not None,
         )  # fmt: skip
 

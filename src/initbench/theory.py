@@ -45,7 +45,6 @@ API: :func:`mean_field` (all of the above as a frozen :class:`MeanField`) and
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -53,6 +52,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from initbench.fields import Field
 from initbench.models.activations import make_activation
 
 NODES = 100  # Gauss-Legendre nodes per half-line
@@ -88,11 +88,10 @@ class MeanField:
     phase: str  # "ordered" (chi1 < 1) | "critical" | "chaotic" (chi1 > 1)
 
 
-def _check_real(field: str, value: Any, *, low: float = 0.0, strict: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ValueError(f"{field} must be a finite number (got {value!r})")
-    if value < low or (strict and value == low):
-        raise ValueError(f"{field} must be {'>' if strict else '>='} {low:g} (got {value!r})")
+def _check_real(field: str, value: Any, *, low: float = 0, strict: bool = False) -> float:
+    spec = Field("real", low=None if low == -math.inf else low, low_open=strict)
+    if not spec.accepts(value):
+        raise ValueError(f"{field} must be {spec.describe()} (got {value!r})")
     return float(value)
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -34,6 +33,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from initbench.fields import Field
 
 BIAS_POLICIES = ("zeros", "default")
 SCHEME_BIAS = "normal"  # the scheme's own bias draw (Scheme.draw_bias), where it has one
@@ -196,34 +197,36 @@ def fan_in_and_fan_out(weight: Tensor) -> tuple[int, int]:
     return weight.shape[1] * receptive, weight.shape[0] * receptive
 
 
-# Validation helpers for the schemes' ``validate`` functions. Messages name the field and what
-# is valid; init_module prefixes the scheme's name.
+# Validation helpers for the schemes' ``validate`` functions: each is one
+# :class:`initbench.fields.Field` (the type the config, the datasets and the models use), so a
+# message reads as the config's do, ``<field> must be <what is valid> (got <value>)``;
+# init_module prefixes the scheme's name.
+
+
+def check(field: str, value: Any, spec: Field) -> None:
+    """ValueError naming ``field`` when ``spec`` does not accept ``value``."""
+    if not spec.accepts(value):
+        raise ValueError(f"{field} must be {spec.describe()} (got {value!r})")
 
 
 def check_real(field: str, value: Any, *, low: float | None = None, strict: bool = False) -> None:
     """``value`` is a finite real number (not a bool), >= low (> low if ``strict``)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ValueError(f"{field} must be a finite number (got {value!r})")
-    if low is not None and (value <= low if strict else value < low):
-        raise ValueError(f"{field} must be {'>' if strict else '>='} {low} (got {value!r})")
+    check(field, value, Field("real", low=low, low_open=strict))
 
 
 def check_int(field: str, value: Any, *, low: int) -> None:
     """``value`` is an int (not a bool) >= low."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{field} must be an integer >= {low} (got {value!r})")
+    check(field, value, Field("int", low=low))
 
 
 def check_choice(field: str, value: Any, choices: Sequence[Any]) -> None:
     """``value`` is one of ``choices``."""
-    if isinstance(value, bool) or value not in choices:
-        raise ValueError(f"{field} must be one of {', '.join(map(str, choices))} (got {value!r})")
+    check(field, value, Field("choice", choices=tuple(choices)))
 
 
 def check_bool(field: str, value: Any) -> None:
     """``value`` is true or false."""
-    if not isinstance(value, bool):
-        raise ValueError(f"{field} must be true or false (got {value!r})")
+    check(field, value, Field("bool"))
 
 
 def check_gain(value: Any) -> None:
