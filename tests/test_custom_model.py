@@ -77,6 +77,15 @@ def test_the_readme_network_trains_diagnoses_packs_and_reports(user_folder) -> N
     assert {"stats/dead_frac/features.0", "stats/dead_frac/features.2"} <= tags
     assert "stats/dead_frac/classifier" not in tags and "stats/act_std/classifier" in tags
 
+    # Resumed from its checkpoint: one more epoch, not three.
+    proc = run_user(user_folder, "src/train.py", *common(user_folder), "init=kaiming_normal",
+                    "trainer.epochs=3", "telemetry.every_n_steps=2",
+                    f"hydra.run.dir={runs / 'one'}")  # fmt: skip
+    assert "resuming" in proc.stdout and "from epoch 2" in proc.stdout
+    summary = json.loads((runs / "one" / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["epochs_completed"] == 3
+    assert [row["epoch"] for row in summary_history(runs / "one")] == [1, 2, 3]
+
     run_user(user_folder, "src/diagnose.py", *common(user_folder), "init=xavier_normal",
              f"hydra.run.dir={runs / 'diag'}")  # fmt: skip
     diag = json.loads((runs / "diag" / "diagnose.json").read_text())
@@ -97,6 +106,30 @@ def test_the_readme_network_trains_diagnoses_packs_and_reports(user_folder) -> N
     assert len(rows) == 4, rows  # the run, the pack's two members and the diagnosis
     assert sorted(r["status"] for r in rows).count("finished") == 3, rows
     assert {r["architecture"] for r in rows} == {"custom(width=8)/cifar10"}
+
+
+def summary_history(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_sweep_file_runs_the_users_network(user_folder) -> None:
+    sweep = user_folder / "mine.yaml"
+    params = {
+        "model": "custom", "model._target_": "mynets.TinyConvNet", "dataset": "cifar10",
+        "dataset.download": "false", "data_dir": str(user_folder / "data"),
+        "trainer.epochs": 1, "trainer.device": "cpu", "logger": "tensorboard",
+    }  # fmt: skip
+    lines = [f"  {k}:\n    value: {v}" for k, v in params.items()]
+    sweep.write_text(
+        f"name: mine\nmethod: grid\nprogram: {ROOT / 'src/train.py'}\n"
+        "command:\n  - ${env}\n  - ${interpreter}\n  - ${program}\n  - ${args_no_hyphens}\n"
+        "parameters:\n" + "\n".join(lines) + "\n  init:\n    values: [kaiming_normal, zeros]\n"
+    )
+    out = user_folder / "sweep"
+    run_user(user_folder, "scripts/local_sweep.py", str(sweep), "--out", str(out), "--check")
+    summaries = [json.loads(p.read_text()) for p in out.glob("*/summary.json")]
+    assert sorted(s["init_scheme"] for s in summaries) == ["kaiming_normal", "zeros"]
+    assert all(s["status"] == "finished" for s in summaries)
 
 
 def test_a_missing_target_and_an_unimportable_one_are_one_line_errors(user_folder) -> None:
