@@ -63,7 +63,7 @@ def test_the_readme_network_trains_diagnoses_packs_and_reports(user_folder) -> N
              f"hydra.run.dir={runs / 'one'}")  # fmt: skip
     summary = json.loads((runs / "one" / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["epochs_completed"] == 2
-    assert summary["choices"]["model"] == "custom"
+    assert summary["choices"]["model"] == "TinyConvNet"  # its label: the class name
     assert summary["n_params"] == (3 * 8 * 9 + 8) + (8 * 8 * 9 + 8) + (8 * 10 + 10)
     # The step-0 report and telemetry found its layers and the ReLU after each conv.
     report = json.loads((runs / "one" / "diagnose.json").read_text())
@@ -105,7 +105,7 @@ def test_the_readme_network_trains_diagnoses_packs_and_reports(user_folder) -> N
         rows = list(csv.DictReader(f))
     assert len(rows) == 4, rows  # the run, the pack's two members and the diagnosis
     assert sorted(r["status"] for r in rows).count("finished") == 3, rows
-    assert {r["architecture"] for r in rows} == {"custom(width=8)/cifar10"}
+    assert {r["architecture"] for r in rows} == {"TinyConvNet(width=8)/cifar10"}
 
 
 def summary_history(run_dir):

@@ -23,7 +23,7 @@ import torch
 from helpers import CPU_OVERRIDES, ROOT, compose_dict, run_cli
 from initbench import inits, packing
 from initbench import run_pack as run_pack_module
-from initbench.cli.pack import member_dirs
+from initbench.cli.pack import member_dirs, resume_hint
 from initbench.data import load_dataset
 from initbench.engine import DIVERGENCE_CHECK_EVERY, Callback, TrainState, fit, train
 from initbench.errors import Interrupted, UserError
@@ -396,8 +396,13 @@ def test_a_stopped_pack_resumes_exactly(tmp_path, monkeypatch):
     full = run_pack(cfgs, [tmp_path / "full" / c["run_name"] for c in cfgs], optimizer(cfgs[0]))
     dirs = [tmp_path / "stopped" / c["run_name"] for c in cfgs]
     stop_at_poll(monkeypatch, 11)  # mid-epoch 2 (7 steps an epoch)
-    with pytest.raises(Interrupted, match="Run the same command to continue"):
+    with pytest.raises(Interrupted, match="every member still training saved a checkpoint") as e:
         run_pack(cfgs, dirs, optimizer(cfgs[0]))
+    # The pack command says where to resume: the pack's folder, not a member's.
+    hint = resume_hint(e.value, tmp_path / "stopped")
+    assert hint.endswith(
+        f"Run the same command with hydra.run.dir={tmp_path / 'stopped'} to continue."
+    )
     for d in dirs:
         summary = json.loads((d / "summary.json").read_text())
         assert summary["status"] == "interrupted" and summary["global_step"] == 10
@@ -405,6 +410,19 @@ def test_a_stopped_pack_resumes_exactly(tmp_path, monkeypatch):
     resumed = run_pack(cfgs, dirs, optimizer(cfgs[0]))
     for a, b in zip(full, resumed, strict=True):
         assert a["final"] == b["final"]  # bit for bit
+
+
+def test_a_stop_before_a_pack_resumes_names_the_pack_folder(tmp_path):
+    member = tmp_path / "pack" / "kaiming-relu-mlp-s0"
+    before = Interrupted(signal.SIGTERM, member, message=(
+        f"stopped by SIGTERM before training resumed; the checkpoint in {member} is as it was. "
+        f"Run the same command with hydra.run.dir={member} to continue."))  # fmt: skip
+    assert f"hydra.run.dir={tmp_path / 'pack'} to continue" in resume_hint(
+        before, tmp_path / "pack"
+    )
+    fresh = Interrupted(signal.SIGTERM, member, message="stopped by SIGTERM before training "
+                        "started: ...; running the same command again starts over.")  # fmt: skip
+    assert "hydra.run.dir" not in resume_hint(fresh, tmp_path / "pack")
 
 
 def test_members_saved_at_different_steps_train_as_separate_packs():

@@ -377,16 +377,24 @@ def _help_sections(config_name: str) -> list[tuple[str, list[tuple[str, str, str
     ]  # fmt: skip
 
 
+def target_name(target: str | None) -> str:
+    """A model's default label: the last part of its ``_target_`` (``mynets.TinyConvNet`` ->
+    ``TinyConvNet``), ``custom`` while none is set."""
+    return str(target).rsplit(".", 1)[-1] if target else "custom"
+
+
 def register_resolvers() -> None:
     """Make the project's resolvers available to configs (idempotent). ``${safe:${run_name}}``
     is :func:`initbench.io.safe_name`: a name made one path component, so a run name such as
     ``../../x`` cannot put the run directory outside ``outputs/``; ``${help_fields:}`` is
-    :func:`help_fields` (``--help``)."""
+    :func:`help_fields` (``--help``); ``${target_name:${model._target_}}`` is
+    :func:`target_name` (the label of conf/model/custom.yaml)."""
     resolvers = (
         ("wandb_run_dir", wandb_run_dir),
         ("choice", choice),
         ("safe", safe_name),
         ("help_fields", help_fields),
+        ("target_name", target_name),
     )
     for name, resolver in resolvers:
         if not OmegaConf.has_resolver(name):

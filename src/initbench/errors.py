@@ -31,7 +31,7 @@ class Interrupted(Exception):
     def __init__(
         self, signum: int, run_dir: Path, saved: bool = True, message: str | None = None
     ) -> None:
-        self.signum = signum
+        self.signum, self.run_dir = signum, run_dir
         name = signal.Signals(signum).name
         if saved:
             what = f"stopped by {name}; checkpoint saved in {run_dir}."

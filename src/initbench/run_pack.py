@@ -358,6 +358,6 @@ class Pack(Callback):
                 interrupted.signum,
                 self.sessions[0].run_dir,
                 message=f"stopped by {name}; every member still training saved a checkpoint in "
-                "its run directory. Run the same command to continue.",
+                "its run directory.",
             )
         return self.summaries

@@ -153,7 +153,7 @@ def _pack(cfg: DictConfig) -> None:
         print(f"initbench: error: {err}", file=sys.stderr)
         sys.exit(1)
     except Interrupted as stop:
-        print(f"initbench: {stop}", file=sys.stderr)
+        print(f"initbench: {resume_hint(stop, pack_dir)}", file=sys.stderr)
         sys.exit(128 + stop.signum)
     for entry, summary in zip(index["members"], summaries, strict=True):
         entry.update(status=summary.get("status"), best_val_acc=summary.get("best_val_acc"))
@@ -163,6 +163,15 @@ def _pack(cfg: DictConfig) -> None:
     print(f"pack folder: {pack_dir}")
     if any(e["status"] == "failed" for e in index["members"]):
         sys.exit(1)
+
+
+def resume_hint(stop: Interrupted, pack_dir: Path) -> str:
+    """A pack's stop message: resuming means running it again in its folder (the members'
+    folders are inside it), not in a member's."""
+    text = str(stop).replace(f"hydra.run.dir={stop.run_dir}", f"hydra.run.dir={pack_dir}")
+    if "hydra.run.dir=" not in text and "starts over" not in text:
+        text += f" Run the same command with hydra.run.dir={pack_dir} to continue."
+    return text
 
 
 def log_agent_run(cfg: dict, pack_dir: Path, members: Sequence[Mapping[str, Any]]) -> None:

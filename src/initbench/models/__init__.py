@@ -20,6 +20,7 @@ running one example through it there.
 from __future__ import annotations
 
 import difflib
+import importlib
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -78,17 +79,30 @@ def model_factory(target: str | Callable[..., nn.Module]) -> Callable[..., nn.Mo
         )
     if target in SHIPPED:
         return SHIPPED[target]
-    from hydra.utils import get_object  # Hydra's own import of a dotted path
-
-    try:
-        factory = get_object(target)
-    except Exception as err:
-        reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-        raise ValueError(
-            f"model._target_={target} cannot be imported ({reason}); a module of your own must "
-            f"be importable: run from its folder with PYTHONPATH=. (e.g. PYTHONPATH=. python "
-            f"src/train.py model=custom model._target_={target})"
-        ) from None
+    hint = (
+        f"a module of your own must be importable: run from its folder with PYTHONPATH=. "
+        f"(e.g. PYTHONPATH=. python src/train.py model=custom model._target_={target})"
+    )
+    parts = target.split(".")
+    if len(parts) < 2:
+        raise ValueError(f"model._target_={target} is not a dotted path (module.Class); {hint}")
+    for i in range(len(parts) - 1, 0, -1):  # the longest prefix that is a module
+        try:
+            factory: Any = importlib.import_module(".".join(parts[:i]))
+            break
+        except ImportError as err:
+            if i == 1:
+                raise ValueError(
+                    f"model._target_={target} cannot be imported ({err}); {hint}"
+                ) from None
+    for j, name in enumerate(parts[i:], start=i):  # then attributes (Class, Class.factory)
+        owner = ".".join(parts[:j])
+        if not hasattr(factory, name):
+            names = [n for n in dir(factory) if not n.startswith("_")]
+            near = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+            mean = f"; did you mean {owner}.{near[0]}?" if near else ""
+            raise ValueError(f"model._target_={target}: {owner} has no {name}{mean}")
+        factory = getattr(factory, name)
     if not callable(factory):
         raise ValueError(f"model._target_={target} is not a class or function")
     return factory
