@@ -132,19 +132,29 @@ def test_a_sweep_file_runs_the_users_network(user_folder) -> None:
     assert all(s["status"] == "finished" for s in summaries)
 
 
-def test_a_missing_target_and_an_unimportable_one_are_one_line_errors(user_folder) -> None:
+def test_a_newcomers_mistakes_are_one_line_errors(user_folder) -> None:
     args = [*common(user_folder)[3:], "trainer.epochs=1"]
-    for override, message in [
-        ("model=custom", "model._target_ must be the dotted path of an nn.Module class"),
-        ("model._target_=nowhere.Net", "model._target_=nowhere.Net cannot be imported"),
-    ]:
-        extra = [] if override == "model=custom" else ["model=custom"]
-        proc = run_cli(str(ROOT / "src/train.py"), *extra, override, *args,
-                       f"hydra.run.dir={user_folder / 'bad'}", cwd=user_folder)  # fmt: skip
+    target = "model._target_=mynets.TinyConvNet"
+    for overrides, message, env in [
+        (["model=custom"], "model._target_ must be the dotted path of an nn.Module class", "."),
+        (["model=custom", "model._target_=nowhere.Net"],
+         "model._target_=nowhere.Net cannot be imported (No module named 'nowhere'); a module "
+         "of your own must be importable: run from its folder with PYTHONPATH=.", "."),
+        (["model=custom", target], "mynets.TinyConvNet cannot be imported", None),  # no PYTHONPATH
+        (["model=custom", "model._target_=mynets.TinyConvnet"],
+         "mynets has no TinyConvnet; did you mean mynets.TinyConvNet?", "."),
+        (["model=custom", target, "model.width=8"],
+         "model.width is not in the composed config yet; add it with +model.width=8", "."),
+        (["model=custom", target, "+model.widht=8"],
+         "model.widht is not a config field; did you mean model.width?", "."),
+    ]:  # fmt: skip
+        proc = run_cli(str(ROOT / "src/train.py"), *overrides, *args,
+                       f"hydra.run.dir={user_folder / 'bad'}", cwd=user_folder,
+                       env={"PYTHONPATH": env})  # fmt: skip
         assert proc.returncode == 2, proc.stderr[-2000:]
-        errors = [line for line in proc.stderr.splitlines() if line.startswith("initbench: error")]
-        assert len(errors) == 1 and message in errors[0], proc.stderr[-2000:]
-        assert "Traceback" not in proc.stderr
+        assert proc.stderr.count("\n") == 1, proc.stderr  # one line, nothing else
+        assert proc.stderr.startswith("initbench: error: ") and message in proc.stderr
+        assert not (user_folder / "bad").exists()
 
 
 class Shuffled(nn.Module):

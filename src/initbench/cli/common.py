@@ -115,6 +115,12 @@ def _check_composed(
             cfg = _compose(config_name, overrides)
         except ConfigCompositionException:
             return
+        try:
+            check(cfg)
+        except UserError as err:
+            fail(err)
+        # A valid key the composed config does not hold yet (a custom model's own argument).
+        fail(UserError(f"{key} is not in the composed config yet; add it with +{bad[0]}"))
     try:
         check(cfg)
     except UserError as err:
