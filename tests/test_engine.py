@@ -19,9 +19,11 @@ from torch import nn
 from initbench.data import DeviceDataset
 from initbench.engine import (
     DIVERGENCE_CHECK_EVERY,
+    Callback,
     TrainState,
     autocast_context,
     evaluate,
+    fit,
     record_epoch,
     to_memory_format,
     train,
@@ -385,3 +387,96 @@ def test_bf16_on_cuda_is_a_bf16_autocast_and_fp32_is_none(recwarn):
     assert isinstance(ctx, torch.autocast) and ctx.device == "cuda"
     assert ctx.fast_dtype == torch.bfloat16
     assert not isinstance(autocast_context(cuda, "fp32"), torch.autocast)
+
+
+# ---- fit's bookkeeping for several members (a pack), on a table of losses ---------------------
+
+
+class TableTrainable:
+    """Members whose per-step losses come from a table (members x steps): fit's bookkeeping
+    alone, with no model. Member k's val loss is k and its val accuracy 0.1 (k + 1)."""
+
+    def __init__(self, losses, n_batches=4, batch=2):
+        self.losses = torch.tensor(losses, dtype=torch.float32)
+        self.alive = list(range(len(losses)))
+        self.n_batches, self.batch, self.device = n_batches, batch, torch.device("cpu")
+        self.dropped, self.models_seen = [], []
+
+    def __len__(self):
+        return len(self.alive)
+
+    def num_batches(self):
+        return self.n_batches
+
+    def num_train(self):
+        return self.n_batches * self.batch
+
+    def epoch(self, states):
+        return range(states[0].step_in_epoch, self.n_batches)
+
+    def step(self, i, step):
+        right = torch.full((len(self.alive),), 1, dtype=torch.int64)
+        return self.losses[self.alive, step], right, self.batch
+
+    def evaluate(self):
+        return [float(k) for k in self.alive], [0.1 * (k + 1) for k in self.alive]
+
+    def train(self, mode=True):
+        pass
+
+    def models(self):
+        return [nn.Linear(1, 1) for _ in self.alive]
+
+    def drop(self, keep):
+        self.dropped.append(list(keep))
+        self.alive = [self.alive[k] for k in keep]
+
+
+class Recorder(Callback):
+    def __init__(self):
+        self.events = []
+
+    def epoch_metrics(self, trainable, members):
+        self.events.append(("metrics", list(members), len(trainable.models())))
+        return {"extra/member": [float(m) for m in members]}
+
+    def on_epoch_end(self, members):
+        self.events.append(("end", list(members)))
+
+    def on_diverged(self, member):
+        self.events.append(("diverged", member))
+
+
+def test_fit_drops_each_diverged_member_and_records_the_others(caplog):
+    inf, nan = float("inf"), float("nan")
+    losses = [[1.0] * 8, [1.0, inf, 1, 1, 1, 1, 1, 1], [2.0, 2, 2, 2, 2, nan, 2, 2]]
+    table, states, recorder = TableTrainable(losses), [TrainState() for _ in losses], Recorder()
+    with caplog.at_level(logging.INFO, logger="initbench.engine"):
+        fit(table, states, epochs=2, callbacks=[recorder])
+    assert [s.status for s in states] == ["finished", "diverged", "diverged"]
+    assert [s.diverged_at_step for s in states] == [None, 1, 5]
+    assert table.dropped == [[0, 2], [0]]  # positions among the members left
+    assert recorder.events == [
+        ("diverged", 1), ("metrics", [0, 2], 2), ("end", [0, 2]),
+        ("diverged", 2), ("metrics", [0], 1), ("end", [0]),
+    ]  # fmt: skip
+    assert [len(s.history) for s in states] == [2, 0, 1]
+    first = states[2].history[0]
+    assert first["train/loss"] == 2.0 and first["train/acc"] == 0.5
+    assert first["val/loss"] == 2.0 and first["val/acc"] == pytest.approx(0.3)
+    assert first["extra/member"] == 2.0 and first["epoch"] == 1 and first["step"] == 4
+    assert states[0].history[1]["extra/member"] == 0.0 and states[0].global_step == 8
+    text = caplog.text
+    assert "member 1: step 1: the training loss is not finite; it diverged" in text
+    assert "member 2: step 5: the training loss is not finite; it diverged" in text
+    assert re.search(r"epoch 1/2: 2 member\(s\), val acc 0\.100 0\.300  \(\d+\.\d s\)", text)
+    assert re.search(r"epoch 2/2: 1 member\(s\), val acc 0\.100  \(\d+\.\d s\)", text)
+
+
+def test_fit_refuses_states_that_do_not_match_its_members():
+    table = TableTrainable([[1.0] * 8, [1.0] * 8])
+    with pytest.raises(ValueError, match="1 states for 2 members"):
+        fit(table, [TrainState()], epochs=1)
+    late = TrainState(epoch=1, global_step=4)
+    with pytest.raises(ValueError, match=r"must start at one step \(got "):
+        fit(table, [TrainState(), late], epochs=2)
