@@ -22,6 +22,7 @@ import torch
 
 from helpers import CPU_OVERRIDES, ROOT, compose_dict, run_cli
 from initbench import inits, packing
+from initbench import run as run_module
 from initbench import run_pack as run_pack_module
 from initbench.cli.pack import member_dirs, resume_hint
 from initbench.data import load_dataset
@@ -37,6 +38,7 @@ from initbench.packing import (
 )
 from initbench.run import run
 from initbench.run_pack import check_pack, pack_groups, run_pack
+from initbench.signals import StopNow
 from initbench.sweep import combinations, load_sweep
 from initbench.sweep.jobs import pack_jobs, pack_program
 from initbench.sweep.spec import SweepError
@@ -410,6 +412,30 @@ def test_a_stopped_pack_resumes_exactly(tmp_path, monkeypatch):
     resumed = run_pack(cfgs, dirs, optimizer(cfgs[0]))
     for a, b in zip(full, resumed, strict=True):
         assert a["final"] == b["final"]  # bit for bit
+
+
+def test_a_signal_during_the_members_step0_reports_stops_the_pack_as_a_run(tmp_path, monkeypatch):
+    """SIGTERM before the pack's first step (here: while its second member runs its step-0
+    report) is recorded interrupted in every member's summary.json and goes up as Interrupted
+    (exit 143), as it does for a run; it was a StopNow traceback with members left running."""
+    cfgs = member_cfgs()
+    dirs = [tmp_path / c["run_name"] for c in cfgs]
+    calls = itertools.count()
+    real_step0 = run_module.Session.step0
+
+    def step0(session):
+        if next(calls) == 1:
+            raise StopNow(signal.SIGTERM)
+        real_step0(session)
+
+    monkeypatch.setattr(run_module.Session, "step0", step0)
+    with pytest.raises(Interrupted) as stop:
+        run_pack(cfgs, dirs, optimizer(cfgs[0]))
+    assert stop.value.signum == signal.SIGTERM
+    assert "before training started" in str(stop.value)
+    for d in dirs:
+        summary = json.loads((d / "summary.json").read_text())
+        assert summary["status"] == "interrupted" and "SIGTERM" in summary["error"]
 
 
 def test_a_stop_before_a_pack_resumes_names_the_pack_folder(tmp_path):

@@ -735,3 +735,18 @@ def test_slurm_launcher_has_the_documented_values():
     assert sweep["dir"].startswith("multirun/")
     assert sweep["subdir"] == "${hydra.job.num}-${safe:${run_name}}"
     assert launcher["submitit_folder"] == "${hydra.sweep.dir}/.submitit/%j"
+
+
+def test_a_sweep_reruns_from_the_copy_it_saved(tmp_path):
+    """``local_sweep <out>/sweep.yaml --out <out>``: the copy is its own source (it was a
+    shutil.SameFileError traceback)."""
+    from initbench.sweep.local import write_index
+
+    sweep = load_sweep(ROOT / "sweeps" / "circles.yaml")
+    write_index(sweep, combinations(sweep), tmp_path)
+    saved = (tmp_path / "sweep.yaml").read_text()
+    assert saved == (ROOT / "sweeps" / "circles.yaml").read_text()
+    again = load_sweep(tmp_path / "sweep.yaml")
+    write_index(again, combinations(again), tmp_path)
+    assert (tmp_path / "sweep.yaml").read_text() == saved
+    assert json.loads((tmp_path / "combinations.json").read_text())["sweep"] == "circles"

@@ -149,9 +149,12 @@ def run_pack(
         )  # fmt: skip
         for group in groups:
             members = [(i, cfgs[i], run_dirs[i], ckpt, choices[i]) for i, ckpt in group]
+            # A signal before the pack's first step (while it prepares, or runs its members'
+            # step-0 reports) stops it as it stops a run: recorded interrupted, exit 128 + n.
             with interrupted_before_training([m[1] for m in members], [m[2] for m in members]):
                 pack = Pack(members, make_optimizer)
-            for i, summary in pack.run(received).items():
+                outcomes = pack.run(received)
+            for i, summary in outcomes.items():
                 summaries[i] = summary
     return [s if s is not None else {} for s in summaries]
 

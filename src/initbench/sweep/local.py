@@ -14,7 +14,6 @@ import functools
 import json
 import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from typing import IO, Any
 
 from initbench.config import is_pack_member_key
 from initbench.data import missing_data
-from initbench.io import dumps_strict, read_json, safe_name
+from initbench.io import atomic_write, dumps_strict, read_json, safe_name
 from initbench.progress import Progress, hms
 from initbench.signals import handling_signals
 from initbench.sweep.combinations import Combination, combinations, varying_keys
@@ -148,7 +147,10 @@ def _last_error_line(log_path: Path) -> str | None:
 def write_index(sweep: Sweep, combos: Sequence[Combination], out_dir: Path) -> None:
     """``<out>/sweep.yaml`` (the file as run) and ``<out>/combinations.json`` (what is in it)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(sweep.path, out_dir / "sweep.yaml")
+    copy = out_dir / "sweep.yaml"
+    if not (copy.exists() and copy.samefile(sweep.path)):  # not a rerun from the copy itself
+        with atomic_write(copy) as f:
+            f.write(Path(sweep.path).read_text())
     index = {
         "sweep": sweep.name,
         "file": str(sweep.path),
