@@ -48,6 +48,12 @@ class Field:
                 text += f" {'>' if self.low_open else '>='} {self.low}"
         return text + (" or null" if self.nullable else "")
 
+    def check(self, name: str, value: Any) -> None:
+        """ValueError ``<name> must be <what is valid> (got <value>)`` unless it accepts
+        ``value``."""
+        if not self.accepts(value):
+            raise ValueError(f"{name} must be {self.describe()} (got {value!r})")
+
     def accepts(self, value: Any) -> bool:
         """Whether ``value`` has the right type and lies in range."""
         if value is None:

@@ -89,9 +89,7 @@ class MeanField:
 
 
 def _check_real(field: str, value: Any, *, low: float = 0, strict: bool = False) -> float:
-    spec = Field("real", low=None if low == -math.inf else low, low_open=strict)
-    if not spec.accepts(value):
-        raise ValueError(f"{field} must be {spec.describe()} (got {value!r})")
+    Field("real", low=None if low == -math.inf else low, low_open=strict).check(field, value)
     return float(value)
 
 

@@ -203,30 +203,24 @@ def fan_in_and_fan_out(weight: Tensor) -> tuple[int, int]:
 # init_module prefixes the scheme's name.
 
 
-def check(field: str, value: Any, spec: Field) -> None:
-    """ValueError naming ``field`` when ``spec`` does not accept ``value``."""
-    if not spec.accepts(value):
-        raise ValueError(f"{field} must be {spec.describe()} (got {value!r})")
-
-
 def check_real(field: str, value: Any, *, low: float | None = None, strict: bool = False) -> None:
     """``value`` is a finite real number (not a bool), >= low (> low if ``strict``)."""
-    check(field, value, Field("real", low=low, low_open=strict))
+    Field("real", low=low, low_open=strict).check(field, value)
 
 
 def check_int(field: str, value: Any, *, low: int) -> None:
     """``value`` is an int (not a bool) >= low."""
-    check(field, value, Field("int", low=low))
+    Field("int", low=low).check(field, value)
 
 
 def check_choice(field: str, value: Any, choices: Sequence[Any]) -> None:
     """``value`` is one of ``choices``."""
-    check(field, value, Field("choice", choices=tuple(choices)))
+    Field("choice", choices=tuple(choices)).check(field, value)
 
 
 def check_bool(field: str, value: Any) -> None:
     """``value`` is true or false."""
-    check(field, value, Field("bool"))
+    Field("bool").check(field, value)
 
 
 def check_gain(value: Any) -> None:
