@@ -14,6 +14,7 @@ import json
 import math
 import re
 import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -480,6 +481,15 @@ def test_settings_a_pack_cannot_honour_are_refused():
         check_pack([compose_dict(["model=cnn", "model.norm=batch", *m]) for m in MEMBERS])
     with pytest.raises(UserError, match="trainer.compile must be false in a pack"):
         check_pack(member_cfgs(["trainer.compile=true"]))
+
+
+def test_a_pack_of_an_absurd_depth_is_refused_at_once():
+    """check_pack looks for batch norm on the meta-built model, which stops at MAX_MODULES
+    as the memory check does (it built 3 x 10**8 modules before)."""
+    start = time.perf_counter()
+    with pytest.raises(UserError, match=r"more than 20000 modules.*model\.depth=100000000"):
+        check_pack(member_cfgs(["model.depth=100000000"]))
+    assert time.perf_counter() - start < 30
 
 
 def test_members_with_one_run_name_get_folders_of_their_own():

@@ -32,7 +32,7 @@ from initbench.memory import (
     gb,
     optimizer_state_copies,
 )
-from initbench.models import build_model, make_activation, model_size
+from initbench.models import build_model, build_on_meta, make_activation, model_size
 from initbench.telemetry import MultiSink, SinkContext
 
 log = logging.getLogger(__name__)
@@ -152,11 +152,10 @@ def meta_model(cfg: Mapping[str, Any]) -> nn.Module:
     target, params = model_params(cfg["model"])
     try:
         shape = datasets.dataset_shape(ds_name, **ds_params)
-        with torch.device("meta"):
-            return build_model(
-                target, input_shape=shape.input_shape, num_classes=shape.num_classes,
-                activation=act_name, activation_params=act_params, **params,
-            )  # fmt: skip
+        return build_on_meta(
+            target, input_shape=shape.input_shape, num_classes=shape.num_classes,
+            activation=act_name, activation_params=act_params, **params,
+        )  # fmt: skip
     except ValueError as err:
         raise UserError(str(err)) from None
 

@@ -55,6 +55,7 @@ __all__ = [
     "PlainCNN",
     "activation_gain",
     "build_model",
+    "build_on_meta",
     "check_model_params",
     "list_activations",
     "make_activation",
@@ -142,8 +143,8 @@ def check_model_params(target: str | Callable[..., nn.Module], params: Mapping[s
             )
     fields = getattr(factory, "config_fields", {})
     for key, value in params.items():
-        if key in fields and not fields[key].accepts(value):
-            raise ValueError(f"model.{key} must be {fields[key].describe()} (got {value!r})")
+        if key in fields:
+            fields[key].check(f"model.{key}", value)
     missing = [
         n
         for n, p in signature.items()
@@ -203,25 +204,21 @@ def _largest(params: Mapping[str, Any]) -> str:
     return ", ".join(f"model.{k}={v}" for v, k in sorted(ints, reverse=True)[:2]) or "the model"
 
 
-def model_size(
+def build_on_meta(
     target: str | Callable[..., nn.Module],
     *,
     input_shape: Sequence[int],
     num_classes: int,
+    activation: str | Callable[[], nn.Module] = "relu",
+    activation_params: Mapping[str, Any] | None = None,
     **params: Any,
-) -> ModelSize:
-    """Parameters and per-example activations of ``build_model(target, ...)``, measured on the
-    ``meta`` device: the model is built there (no memory is allocated) and one training-mode
-    forward pass of two examples counts the input and every leaf module's output that is new
-    memory (not a view, as ``nn.Flatten``'s, nor its input, as ``nn.Identity``'s). The
-    activation does not matter; ``params`` are the builder's.
-
-    A model whose forward pass cannot run on meta tensors (data-dependent control flow) is
-    counted by its parameters and input only.
+) -> nn.Module:
+    """:func:`build_model` on the ``meta`` device: the model's structure, no memory allocated.
 
     Raises:
-        ValueError: what :func:`build_model` refuses; or a model of more than
-            :data:`MAX_MODULES` modules (measuring it would take minutes).
+        ValueError: what :func:`build_model` refuses; a model of more than
+            :data:`MAX_MODULES` modules (building it would take minutes), stopped as it
+            registers them; a tensor too big to exist (more than 2**63 elements).
     """
     count = 0
 
@@ -234,7 +231,10 @@ def model_size(
     hook = torch.nn.modules.module.register_module_module_registration_hook(counter)
     try:
         with torch.device("meta"):
-            model = build_model(target, input_shape=input_shape, num_classes=num_classes, **params)
+            return build_model(
+                target, input_shape=input_shape, num_classes=num_classes, activation=activation,
+                activation_params=activation_params, **params,
+            )  # fmt: skip
     except _TooManyModules:
         raise ValueError(
             f"the model has more than {MAX_MODULES} modules, too many to check that it fits in "
@@ -247,6 +247,28 @@ def model_size(
         ) from None
     finally:
         hook.remove()
+
+
+def model_size(
+    target: str | Callable[..., nn.Module],
+    *,
+    input_shape: Sequence[int],
+    num_classes: int,
+    **params: Any,
+) -> ModelSize:
+    """Parameters and per-example activations of ``build_model(target, ...)``, measured on the
+    ``meta`` device: the model is built there (:func:`build_on_meta`) and one training-mode
+    forward pass of two examples counts the input and every leaf module's output that is new
+    memory (not a view, as ``nn.Flatten``'s, nor its input, as ``nn.Identity``'s). The
+    activation does not matter; ``params`` are the builder's.
+
+    A model whose forward pass cannot run on meta tensors (data-dependent control flow) is
+    counted by its parameters and input only.
+
+    Raises:
+        ValueError: what :func:`build_on_meta` refuses.
+    """
+    model = build_on_meta(target, input_shape=input_shape, num_classes=num_classes, **params)
     n_params = sum(p.numel() for p in model.parameters())
     sizes = [torch.Size(input_shape).numel()]
 
