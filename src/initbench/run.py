@@ -426,9 +426,8 @@ class Session:
 
     def finish(self, state: TrainState, signum: int | None) -> dict[str, Any]:
         """Record the outcome; an interrupted run marks W&B preempting and raises Interrupted."""
-        write_metrics(
-            self.run_dir, state
-        )  # also the epochs since the last checkpoint (a diverged run)
+        # also the epochs since the last checkpoint (a diverged run)
+        write_metrics(self.run_dir, state)
         self.summary.update(
             status=state.status,
             epochs_completed=state.epoch,

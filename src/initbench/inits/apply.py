@@ -90,7 +90,7 @@ def init_module(
                 _init_bias(layer, bias, ctx.layer(index, name), entry, hp)
         if not entry.needs_data:
             return None
-        return _run_data_dependent(entry, module, ctx, data, device, hp)
+        return _run_data_dependent(entry, module, layers, ctx, data, device, hp)
     except Exception:
         # A failure part-way (e.g. a batch the model cannot run) leaves the model as it was.
         with torch.no_grad():
@@ -102,6 +102,7 @@ def init_module(
 def _run_data_dependent(
     entry: Scheme,
     module: nn.Module,
+    layers: list[tuple[str, nn.Module]],
     ctx: InitContext,
     data: Any,
     device: torch.device | str | None,
@@ -126,8 +127,7 @@ def _run_data_dependent(
     flags = {p: p.requires_grad for p in module.parameters()}
     try:
         with torch.enable_grad():
-            entry.fn(module, [(n, m) for n, m in module.named_modules()
-                              if isinstance(m, LAYER_TYPES)], ctx, **hp)  # fmt: skip
+            entry.fn(module, layers, ctx, **hp)
     finally:
         for m, training in modes.items():
             m.training = training

@@ -85,12 +85,11 @@ def find_probes(model: nn.Module, example: Tensor | None = None) -> list[Probe]:
         for module in order[position[layer] + 1 :] if layer in position else ():
             if isinstance(module, LAYER_TYPES):
                 break
-            if _is_activation(module):
-                output = module
-                try:
-                    act = activation_name(module)
-                except ValueError:  # not the registry's: no dead/saturation stats
-                    act = None
+            name_in_registry = _registry_name(module)
+            if name_in_registry is not None or type(module).__module__ == nn.ReLU.__module__:
+                # an activation: the registry's, or any of torch.nn.modules.activation (those
+                # get no dead/saturation statistics)
+                output, act = module, name_in_registry
                 break
         probes.append(Probe(name or type(layer).__name__.lower(), type(layer).__name__.lower(),
                             layer, output, act))  # fmt: skip
@@ -99,14 +98,11 @@ def find_probes(model: nn.Module, example: Tensor | None = None) -> list[Probe]:
     return probes
 
 
-def _is_activation(module: nn.Module) -> bool:
-    if type(module).__module__ == nn.ReLU.__module__:  # torch.nn.modules.activation
-        return True
+def _registry_name(module: nn.Module) -> str | None:
     try:
-        activation_name(module)
+        return activation_name(module)
     except ValueError:
-        return False
-    return True
+        return None
 
 
 def _call_order(model: nn.Module, example: Tensor | None) -> list[nn.Module]:
