@@ -8,6 +8,7 @@ and every draw is seeded, so nothing flakes.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +36,11 @@ torch.set_num_threads(2)
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "init"
 TRUNCATED_NORMAL_STD = 0.87962566103423978  # std of N(0, 1) cut at +-2 (TF/Keras)
 SQRT2 = math.sqrt(2.0)
-DETERMINISTIC = {"zeros", "ones", "constant"}  # schemes that draw nothing
+DETERMINISTIC = {"zeros", "ones", "constant", "zero_init"}  # schemes that draw nothing
+# Learned schemes (a start draw, then scales tuned by gradient steps): a few steps in the tests
+# that loop over every scheme (tests/test_modern_inits.py checks what the steps do).
+# GradInit also scales the biases: lr 1e-9 leaves them as the bias policy drew them.
+QUICK = {"metainit": {"steps": 3}, "gradinit": {"steps": 3, "lr": 1e-9}}
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -50,9 +55,20 @@ def big_conv() -> nn.Conv2d:
     return nn.Conv2d(128, 256, 3)  # fan_in 128*9 = 1152, fan_out 256*9 = 2304 (c_in <= c_out)
 
 
-def batch_for(layer: nn.Module) -> torch.Tensor:
+def batch_for(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """A labelled batch for ``layer`` (as a classifier: see ``classifier``)."""
     shape = (512, 800) if isinstance(layer, nn.Linear) else (16, 128, 8, 8)
-    return torch.randn(*shape, generator=gen(1))
+    classes = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
+    return torch.randn(*shape, generator=gen(1)), torch.randint(
+        classes, shape[:1], generator=gen(4)
+    )
+
+
+def classifier(layer: nn.Module) -> nn.Module:
+    """``layer`` with logits a loss can take: a conv's outputs pooled (its weights unchanged)."""
+    if isinstance(layer, nn.Linear):
+        return layer
+    return nn.Sequential(layer, nn.AdaptiveAvgPool2d(1), nn.Flatten())
 
 
 BIG_LAYERS = {"linear": big_linear, "conv": big_conv}
@@ -84,6 +100,7 @@ class Tiny(nn.Module):
 
 
 TINY_BATCH = torch.randn(32, 2, 5, 5, 5, generator=gen(2))
+TINY_DATA = (TINY_BATCH, torch.randint(5, (32,), generator=gen(3)))  # Tiny has 5 outputs
 TARGET_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
@@ -156,6 +173,27 @@ def assert_unit_output_variance(layer: nn.Module, x: torch.Tensor, tol: float) -
         assert abs(float(layer(x).var()) - 1.0) < tol
 
 
+def assert_zero_init(w: torch.Tensor) -> None:
+    """ZerO on out > in (both big layers are tall): the centre tap (a conv's) is
+    2^(-m/2) H[:out, :in], H scipy's Hadamard matrix of size 2^m >= out; nothing else is set."""
+    scipy_linalg = pytest.importorskip("scipy.linalg")
+    centre = (slice(None), slice(None), *(k // 2 for k in w.shape[2:]))
+    tap = w.detach()[centre].double()
+    m = math.ceil(math.log2(tap.shape[0]))
+    h = torch.as_tensor(scipy_linalg.hadamard(2**m), dtype=torch.float64)
+    assert torch.equal(tap * 2 ** (m / 2), h[: tap.shape[0], : tap.shape[1]])
+    assert int((w != 0).sum()) == tap.numel()
+
+
+def assert_rescaled_start(layer: nn.Module) -> None:
+    """A learned scheme's weight is its start's draw (kaiming_normal, same generator) times a
+    positive scalar."""
+    start = copy.deepcopy(layer)
+    init_module(start, "kaiming_normal", activation="relu", generator=gen())
+    ratio = (layer.weight / start.weight).detach().double()
+    assert float(ratio.mean()) > 0 and float(ratio.std()) < 1e-5 * float(ratio.mean())
+
+
 def uniform_bound(fan: float, scale: float = 1.0) -> tuple[float, float]:
     limit = math.sqrt(3 * scale / fan)
     return -limit, limit
@@ -192,6 +230,12 @@ EXPECTED: dict[str, Check] = {
         layer.weight, -math.sqrt(6 / (fi + fo)), math.sqrt(6 / (fi + fo))
     ),
     "mean_field": lambda layer, fi, fo, x: assert_normal(layer.weight, 0.0, math.sqrt(1.76 / fi)),
+    "scaled_orthogonal": lambda layer, fi, fo, x: assert_delta_orthogonal(
+        layer.weight, max(1.0, math.sqrt(layer.weight.shape[0] / layer.weight.shape[1]))
+    ),
+    "zero_init": lambda layer, fi, fo, x: assert_zero_init(layer.weight),
+    "metainit": lambda layer, fi, fo, x: assert_rescaled_start(layer),
+    "gradinit": lambda layer, fi, fo, x: assert_rescaled_start(layer),
 }
 # Schemes whose default bias is their own draw, not zeros: its std by default hparams.
 DRAWN_BIAS_STD = {"mean_field": math.sqrt(0.05)}
@@ -213,6 +257,7 @@ def test_aliases_resolve_to_the_spec_schemes() -> None:
         "glorot_normal": "xavier_normal",
         "glorot_uniform": "xavier_uniform",
         "lecun": "lecun_normal",
+        "tat": "scaled_orthogonal",
     }
     assert not set(list_aliases()) & set(list_inits())
     assert resolve("he_uniform") == "kaiming_uniform"
@@ -255,17 +300,18 @@ def test_register_refuses_duplicates_and_hparams_the_function_lacks() -> None:
 @pytest.mark.parametrize("name", list_inits())
 def test_weight_statistics(name: str, kind: str) -> None:
     layer = BIG_LAYERS[kind]()
-    x = batch_for(layer)
-    init_module(layer, name, activation="relu", data=x, generator=gen())
+    x, y = batch_for(layer)
+    init_module(classifier(layer), name, activation="relu", data=(x, y), generator=gen(),
+                **QUICK.get(name, {}))  # fmt: skip
     EXPECTED[name](layer, *fans(layer), x)
 
 
 @pytest.mark.parametrize("name", list_inits())
 def test_bias_policy(name: str) -> None:
     layer = big_linear()
-    x = batch_for(layer)
+    x, quick = batch_for(layer), QUICK.get(name, {})
     bound = 1 / math.sqrt(800)
-    init_module(layer, name, data=x, generator=gen())
+    init_module(layer, name, data=x, generator=gen(), **quick)
     if name == "pytorch_default":  # torch's own bias, the one exception
         assert_uniform(layer.bias, -bound, bound, tol=0.06)
     elif name in DRAWN_BIAS_STD:  # the scheme's own draw (1000 biases: 2.2% standard error)
@@ -273,11 +319,11 @@ def test_bias_policy(name: str) -> None:
     else:
         assert_constant(layer.bias, 0.0)
 
-    init_module(layer, name, data=x, generator=gen(), bias="default")
+    init_module(layer, name, data=x, generator=gen(), bias="default", **quick)
     assert_uniform(layer.bias, -bound, bound, tol=0.06)
-    init_module(layer, name, data=x, generator=gen(), bias=0.5)
+    init_module(layer, name, data=x, generator=gen(), bias=0.5, **quick)
     assert_constant(layer.bias, 0.5)
-    init_module(layer, name, data=x, generator=gen(), bias="zeros")
+    init_module(layer, name, data=x, generator=gen(), bias="zeros", **quick)
     assert_constant(layer.bias, 0.0)
 
 
@@ -286,10 +332,10 @@ def test_same_generator_same_weights(name: str) -> None:
     """All draws go through the generator: the global seed makes no difference."""
     models = [Tiny() for _ in range(3)]
     torch.manual_seed(1)
-    init_module(models[0], name, data=TINY_BATCH, generator=gen(7))
+    init_module(models[0], name, data=TINY_DATA, generator=gen(7), **QUICK.get(name, {}))
     torch.manual_seed(2)
-    init_module(models[1], name, data=TINY_BATCH, generator=gen(7))
-    init_module(models[2], name, data=TINY_BATCH, generator=gen(8))
+    init_module(models[1], name, data=TINY_DATA, generator=gen(7), **QUICK.get(name, {}))
+    init_module(models[2], name, data=TINY_DATA, generator=gen(8), **QUICK.get(name, {}))
     assert_same(snapshot(models[0]), snapshot(models[1]))
     if name not in DETERMINISTIC:
         assert not torch.equal(models[0].fc.weight, models[2].fc.weight)
@@ -299,7 +345,7 @@ def test_same_generator_same_weights(name: str) -> None:
 def test_every_linear_and_conv_is_initialized_and_nothing_else(name: str) -> None:
     model = Tiny()
     bn_before = {k: v.clone() for k, v in model.bn.state_dict().items()}
-    init_module(model, name, data=TINY_BATCH, generator=gen(), bias=0.25)
+    init_module(model, name, data=TINY_DATA, generator=gen(), bias=0.25, **QUICK.get(name, {}))
     for layer in (model.c1, model.c2, model.c3, model.fc):
         assert_constant(layer.bias, 0.25)
     if name == "zeros":
@@ -563,7 +609,7 @@ BAD_INPUTS = [
 def test_bad_input_raises_before_any_change(scheme: str, kwargs: dict, match: str) -> None:
     model = Tiny()
     before = snapshot(model)
-    kwargs = {"data": TINY_BATCH, **kwargs}
+    kwargs = {"data": TINY_DATA, **kwargs}
     with pytest.raises(ValueError, match=match):
         init_module(model, scheme, generator=gen(), **kwargs)
     assert_same(before, snapshot(model))
@@ -588,7 +634,7 @@ def test_unknown_hparam_is_refused_by_every_scheme(name: str) -> None:
     model = Tiny()
     before = snapshot(model)
     with pytest.raises(ValueError, match=r"unknown hparams \['bogus'\]; valid hparams: .*bias"):
-        init_module(model, name, data=TINY_BATCH, bogus=1)
+        init_module(model, name, data=TINY_DATA, bogus=1)
     assert_same(before, snapshot(model))
 
 
@@ -645,7 +691,7 @@ def test_yaml_file_is_a_valid_call(name: str) -> None:
     # What the training entry point does with it.
     model = Tiny()
     before = snapshot(model)
-    init_module(model, name, activation=nn.ReLU(), data=TINY_BATCH, generator=gen(), **hp)
+    init_module(model, name, activation=nn.ReLU(), data=TINY_DATA, generator=gen(), **hp)
     assert not torch.equal(before["fc.weight"], model.fc.weight)
 
 
@@ -675,7 +721,7 @@ def test_variant_inherits_its_scheme_and_pins_only_hparams(variant: str) -> None
     assert set(hp) == set(get_init(name).hparams) and raw.items() <= hp.items()
     check_init_params(name, **hp)
     model = Tiny()
-    init_module(model, name, activation=nn.ReLU(), data=TINY_BATCH, generator=gen(), **hp)
+    init_module(model, name, activation=nn.ReLU(), data=TINY_DATA, generator=gen(), **hp)
 
 
 def test_docs_inits_table_lists_every_scheme_and_alias():

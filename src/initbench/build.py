@@ -37,8 +37,6 @@ from initbench.telemetry import MultiSink, SinkContext
 
 log = logging.getLogger(__name__)
 
-INIT_BATCH = 256  # examples handed to data-dependent initializers
-
 
 def resolve_device(name: str) -> torch.device:
     """``auto`` -> cuda if present, else cpu; otherwise the named device, which must exist."""
@@ -100,6 +98,7 @@ class Prepared:
     init_params: dict[str, Any]  # the init group's hparams
     init_batch: tuple[torch.Tensor, torch.Tensor]  # the batch data-dependent inits get (on device)
     init_report: list[dict[str, Any]] | None  # what a data-dependent init logged (ctx.log)
+    init_cost: inits.InitCost  # what the init spent: seconds, forward/backward passes, device
     channels_last: bool = False  # resolved: feed image batches in channels_last layout
     train_model: nn.Module | None = None  # what the loop calls: ``model``, or its compiled form
 
@@ -293,17 +292,19 @@ def prepare(
         )
         activation = make_activation(act_name, **act_params)
         init_batch = data.sample_batch(
-            min(INIT_BATCH, len(data.train_y)), generator=torch.Generator().manual_seed(seed)
-        )
-        init_report = inits.init_module(
-            model,
-            init_name,
-            activation=activation,
-            data=init_batch,
+            min(inits.get_init(init_name).examples, len(data.train_y)),
             generator=torch.Generator().manual_seed(seed),
-            device=device,
-            **init_params,
         )
+        with inits.measure_cost(model, device) as init_cost:
+            init_report = inits.init_module(
+                model,
+                init_name,
+                activation=activation,
+                data=init_batch,
+                generator=torch.Generator().manual_seed(seed),
+                device=device,
+                **init_params,
+            )
     except (ValueError, FileNotFoundError) as err:
         raise UserError(str(err)) from None
     model = model.to(device)
@@ -313,7 +314,7 @@ def prepare(
     train_model = torch.compile(model) if trainer["compile"] else model
     return Prepared(
         device, precision, data, model, activation, init_name, init_params, init_batch,
-        init_report, channels_last, train_model,
+        init_report, init_cost, channels_last, train_model,
     )  # fmt: skip
 
 

@@ -190,11 +190,12 @@ def _check_dataset(node: Any) -> None:
 
 def _check_activation(node: Any) -> None:
     name, params = _split("activation", node, list_activations())
-    build = get_activation(name).build
-    _check_keys("activation", params, list(inspect.signature(build).parameters))
+    act = get_activation(name)
+    _check_keys("activation", params, list(inspect.signature(act.build).parameters))
     for key, value in params.items():
-        if not Field("real").accepts(value):
-            raise _fail(f"activation.{key}", "a finite number", value)
+        spec = (act.fields or {}).get(key, Field("real"))
+        if not spec.accepts(value):
+            raise _fail(f"activation.{key}", spec.describe(), value)
 
 
 def _check_optimizer(node: Any) -> None:

@@ -224,6 +224,7 @@ def report_for(cfg: Mapping[str, Any], prep: Prepared) -> dict[str, Any]:
         report["jacobian"] = jacobian
     if prep.init_report:  # what a data-dependent init measured (draw 0's)
         report["init"] = prep.init_report
+    report["init_cost"] = prep.init_cost.as_dict()  # what draw 0's init spent
     return report
 
 
@@ -410,6 +411,12 @@ def log_init(rows: Sequence[Mapping[str, Any]] | None, sink: Sink, step: int = 0
     sink.log_table(INIT_TAG, columns, [[row.get(c) for c in columns] for row in rows], step)
 
 
+def init_cost_scalars(cost: inits.InitCost) -> dict[str, float]:
+    """What the init spent, as the sinks' ``init/*`` scalars at step 0."""
+    return {"init/seconds": cost.seconds, "init/forward_passes": cost.forward_passes,
+            "init/backward_passes": cost.backward_passes}  # fmt: skip
+
+
 def step0_report(
     cfg: Mapping[str, Any], prep: Prepared, run_dir: str | Path, sink: Sink
 ) -> dict[str, Any] | None:
@@ -451,6 +458,7 @@ def run_diagnose(cfg: Mapping[str, Any], run_dir: str | Path) -> dict[str, Any]:
         sink = make_sinks(cfg, run_dir)
         try:
             log_init(report.get("init"), sink)
+            sink.log_scalars(init_cost_scalars(inits.InitCost(**report["init_cost"])), 0)
             log_report(report, sink, image=image)
             sink.save_file(json_path)
             last = report["layers"][-1]

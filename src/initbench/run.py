@@ -32,7 +32,7 @@ from initbench.checkpoint import (
     rng_state,
     save_checkpoint,
 )
-from initbench.diagnose import log_init, step0_report
+from initbench.diagnose import init_cost_scalars, log_init, step0_report
 from initbench.engine import Callback, SingleModel, TrainState, fit
 from initbench.errors import Interrupted, RunFailed, UserError
 from initbench.io import atomic_write, dumps_strict, read_json, read_yaml, write_json_atomic
@@ -264,6 +264,7 @@ def first_summary(
         "n_params": sum(p.numel() for p in prep.model.parameters()),
         "num_classes": prep.data.num_classes,
         "init_report": prep.init_report,
+        "init_cost": prep.init_cost.as_dict(),
         "wandb_run_id": wandb_run_id,
     }
     log.info(
@@ -342,6 +343,10 @@ class Session:
         self.prep.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.state = TrainState.from_state_dict(ckpt["train_state"])
+        cost = ckpt.get("init_cost")  # what the init spent when the run started, not now
+        if isinstance(cost, dict):
+            known = {k: cost[k] for k in inits.InitCost.__dataclass_fields__ if k in cost}
+            self.prep.init_cost = inits.InitCost(**known)
         restore_rng(ckpt, self.prep.device, self.data_gen)
         self.wall_before = ckpt.get("wall_s") or 0.0
         log.info("resuming %s from epoch %d, step %d", self.run_dir, self.state.epoch,
@@ -362,6 +367,7 @@ class Session:
                 **rng_state(self.prep.device, self.data_gen),
                 "wandb_run_id": self.sink.wandb_run_id,
                 "wall_s": self.wall_s(),
+                "init_cost": self.prep.init_cost.as_dict(),
             },
         )
         write_metrics(self.run_dir, state)
@@ -422,6 +428,7 @@ class Session:
         """What the init logged and the step-0 report, on a fresh start only."""
         if self.fresh:
             log_init(self.prep.init_report, self.sink)
+            self.sink.log_scalars(init_cost_scalars(self.prep.init_cost), 0)
             step0_report(self.cfg, self.prep, self.run_dir, self.sink)
 
     def finish(self, state: TrainState, signum: int | None) -> dict[str, Any]:

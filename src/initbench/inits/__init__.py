@@ -12,8 +12,15 @@ Schemes and their formulas: docs/inits.md; Hydra group: conf/init/<name>.yaml.
 """
 
 # Importing the scheme modules registers their schemes.
-from . import basic, defaults, lsuv, mean_field, orthogonal, variance  # noqa: F401
-from .apply import LAYER_TYPES, check_init_params, init_module, validate_hparams
+from . import basic, defaults, learned, lsuv, mean_field, orthogonal, variance  # noqa: F401
+from .apply import (
+    LAYER_TYPES,
+    InitCost,
+    check_init_params,
+    init_module,
+    measure_cost,
+    validate_hparams,
+)
 from .registry import (
     InitContext,
     Scheme,
@@ -30,6 +37,7 @@ from .variance import variance_scaling_
 __all__ = [
     "LAYER_TYPES",
     "InitContext",
+    "InitCost",
     "Scheme",
     "check_init_params",
     "fan_in_and_fan_out",
@@ -38,6 +46,7 @@ __all__ = [
     "unregister",
     "list_aliases",
     "list_inits",
+    "measure_cost",
     "register",
     "resolve",
     "validate_hparams",

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import replace
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -188,3 +190,46 @@ def _init_bias(
         layer.bias.uniform_(-bound, bound, generator=ctx.generator)
     else:
         layer.bias.fill_(float(bias))
+
+
+@dataclass
+class InitCost:
+    """What an initialization spent before training: wall seconds, and the forward and backward
+    passes it ran through the model (a backward pass is a gradient computation that reached the
+    model's output: MetaInit's second-order steps count three per step)."""
+
+    seconds: float = 0.0
+    forward_passes: int = 0
+    backward_passes: int = 0
+    device: str = "cpu"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@contextmanager
+def measure_cost(module: nn.Module, device: torch.device | str) -> Iterator[InitCost]:
+    """Count the passes through ``module`` and time the block (CUDA synchronized at both ends),
+    into the :class:`InitCost` it yields."""
+    cost = InitCost(device=str(device))
+
+    def backward(_grad: Tensor) -> None:
+        cost.backward_passes += 1
+
+    def forward(_module: nn.Module, _inputs: Any, output: Any) -> None:
+        cost.forward_passes += 1
+        if isinstance(output, Tensor) and output.requires_grad:
+            output.register_hook(backward)
+
+    cuda = torch.device(device).type == "cuda"
+    handle = module.register_forward_hook(forward)
+    if cuda:
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    try:
+        yield cost
+    finally:
+        if cuda:
+            torch.cuda.synchronize(device)
+        cost.seconds = time.perf_counter() - start
+        handle.remove()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -53,3 +54,58 @@ def delta_orthogonal(weight: Tensor, ctx: InitContext, *, gain: float | str) -> 
     centre = tuple(k // 2 for k in weight.shape[2:])
     weight.zero_()
     weight[(slice(None), slice(None), *centre)] = centre_tap
+
+
+@register("scaled_orthogonal", aliases=("tat",))
+def scaled_orthogonal(weight: Tensor, ctx: InitContext) -> None:
+    """TAT's weights, "scaled uniform orthogonal": W = max(1, sqrt(out/in)) * Q with Q a random
+    out x in matrix with orthonormal rows (out <= in) or columns (out > in), so each unit's
+    second moment is kept whatever the layer's shape; a conv kernel is zero except its centre
+    tap, which is that matrix for (c_out, c_in) (delta-orthogonal, any c_in, c_out).
+    No hparams; biases zero. Pair with activation=tat. Martens et al. 2021, "Rapid training of
+    deep neural networks without skip connections or normalization layers using Deep Kernel
+    Shaping"; Zhang, Botev & Martens 2022, "Deep Learning without Shortcuts"."""
+    c_out, c_in = weight.shape[:2]
+    scale = max(1.0, math.sqrt(c_out / c_in))
+    if weight.dim() == 2:
+        nn.init.orthogonal_(weight, gain=scale, generator=ctx.generator)
+        return
+    centre_tap = torch.empty(c_out, c_in, dtype=weight.dtype, device=weight.device)
+    nn.init.orthogonal_(centre_tap, gain=scale, generator=ctx.generator)
+    weight.zero_()
+    weight[(slice(None), slice(None), *(k // 2 for k in weight.shape[2:]))] = centre_tap
+
+
+def hadamard(n: int) -> Tensor:
+    """The n x n Sylvester Hadamard matrix (entries +-1, n a power of 2), as
+    ``scipy.linalg.hadamard``."""
+    h = torch.ones(1, 1)
+    while h.shape[0] < n:
+        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
+    return h
+
+
+def zero_matrix(rows: int, cols: int) -> Tensor:
+    """ZerO's deterministic rows x cols matrix: the partial identity I[:rows, :cols] when
+    rows <= cols; else 2^(-m/2) H[:rows, :cols], H the 2^m x 2^m Hadamard matrix,
+    m = ceil(log2 rows) (the authors' code)."""
+    if rows <= cols:
+        return torch.eye(rows, cols)
+    m = math.ceil(math.log2(rows))
+    return hadamard(2**m)[:rows, :cols] / 2 ** (m / 2)
+
+
+@register("zero_init")
+def zero_init(weight: Tensor, ctx: InitContext) -> None:
+    """ZerO, deterministic (no random draw): an out x in weight is the identity when out = in,
+    a partial identity (the first ``out`` inputs passed through) when out < in, and
+    2^(-m/2) H[:out, :in] with H the Sylvester Hadamard matrix of size 2^m, m = ceil(log2 out),
+    when out > in; a conv kernel is zero except its centre tap, that matrix for (c_out, c_in).
+    No hparams; biases zero. Not the same as ``zeros``. Zhao et al. 2022, "ZerO
+    Initialization: Initializing Neural Networks with only Zeros and Ones"."""
+    matrix = zero_matrix(*weight.shape[:2]).to(weight.dtype)
+    if weight.dim() == 2:
+        weight.copy_(matrix)
+        return
+    weight.zero_()
+    weight[(slice(None), slice(None), *(k // 2 for k in weight.shape[2:]))] = matrix

@@ -103,6 +103,7 @@ class Scheme:
     # A data-dependent scheme's per-layer draw before it runs, ``base(weight, ctx, **hparams)``
     # (LSUV: orthogonal); None keeps the layers' weights as they are.
     base: Callable[..., None] | None = None
+    examples: int = 256  # training examples a data-dependent scheme is handed (ctx.inputs)
 
     @property
     def doc(self) -> str:
@@ -126,9 +127,11 @@ def register(
     check_weight: Callable[[Tensor], None] | None = None,
     draw_bias: Callable[..., None] | None = None,
     base: Callable[..., None] | None = None,
+    examples: int = 256,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator adding a scheme to the registry; ``hparams`` maps each hparam to its default.
-    ``base`` (data-dependent schemes only) draws each layer before the scheme runs."""
+    ``base`` (data-dependent schemes only) draws each layer before the scheme runs;
+    ``examples``: how many training examples a data-dependent scheme is handed."""
     if base is not None and not needs_data:
         raise ValueError(f"init {name!r}: only a data-dependent scheme (needs_data) has a base")
     hparams = dict(hparams or {})
@@ -147,7 +150,7 @@ def register(
         defaults = MappingProxyType({**hparams, "bias": bias})
         _SCHEMES[name] = Scheme(
             name, fn, defaults, tuple(aliases), needs_data, validate, check_weight, draw_bias,
-            base,
+            base, examples,
         )  # fmt: skip
         _ALIASES.update(dict.fromkeys(aliases, name))
         return fn

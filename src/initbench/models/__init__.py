@@ -33,6 +33,7 @@ from initbench.models.activations import (
     get_activation,
     list_activations,
     make_activation,
+    prepare_activations,
 )
 from initbench.models.cnn import PlainCNN
 from initbench.models.mlp import MLP, activation_factory
@@ -61,6 +62,7 @@ __all__ = [
     "make_activation",
     "model_factory",
     "model_size",
+    "prepare_activations",
 ]
 
 
@@ -191,6 +193,7 @@ def build_model(
     model = factory(**{k: v for k, v in supplied.items() if k in signature}, **params)
     if not isinstance(model, nn.Module):
         raise ValueError(f"{_label(factory)} returned {type(model).__name__}, not an nn.Module")
+    prepare_activations(model)  # TAT's slope, solved for this network's depth
     return model
 
 
