@@ -610,3 +610,28 @@ def test_missing_data_is_none_when_the_files_are_there(tmp_path, no_system_fmnis
     assert data.missing_data("cifar10", tmp_path) is None
     with pytest.raises(ValueError, match="unknown dataset"):
         data.missing_data("imagenet", tmp_path)
+
+
+# ---- the holdout split (trainer.holdout) ------------------------------------------------------
+
+
+def test_hold_out_moves_the_same_examples_whatever_the_seed():
+    a = load_dataset("gaussian", root="data", seed=0, n=300, n_test=50, dim=6)
+    b = load_dataset("gaussian", root="data", seed=0, n=300, n_test=50, dim=6)
+    ha, hb = a.hold_out(40), b.hold_out(40)
+    assert ha.train_x.shape[0] == 260 and ha.holdout_x.shape[0] == 40
+    assert torch.equal(ha.holdout_x, hb.holdout_x) and torch.equal(ha.holdout_y, hb.holdout_y)
+    rows = {tuple(r) for r in ha.train_x.tolist()}
+    assert not any(tuple(r) in rows for r in ha.holdout_x.tolist())  # disjoint
+    assert rows | {tuple(r) for r in ha.holdout_x.tolist()} == {
+        tuple(r) for r in a.train_x.tolist()
+    }
+    assert torch.equal(ha.test_x, a.test_x)
+    batches = list(ha.batches("holdout", 16))  # in order, never shuffled
+    assert torch.equal(torch.cat([x for x, _ in batches]), ha.holdout_x)
+    with pytest.raises(ValueError, match=r"split must be 'train' or 'test', got 'holdout'"):
+        a.num_batches("holdout", 16)
+    with pytest.raises(
+        ValueError, match=r"trainer.holdout must be an integer in \[0, 300\) \(got 300\)"
+    ):
+        a.hold_out(300)

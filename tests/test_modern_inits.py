@@ -20,7 +20,7 @@ from torch import nn
 
 from helpers import CPU_OVERRIDES, compose_dict
 from initbench import run as run_module
-from initbench.errors import Interrupted
+from initbench.errors import Interrupted, UserError
 from initbench.inits import InitContext, get_init, init_module
 from initbench.inits.learned import gradient_quotient
 from initbench.models import build_model, make_activation
@@ -318,11 +318,37 @@ def test_learned_and_data_dependent_schemes_pack_as_their_unpacked_runs(tmp_path
          ["init=tat", "activation=tat", "model.depth=16", "seed=1"]],
     ]  # fmt: skip
     for n, members in enumerate(groups):
-        cfgs = [compose_dict([*RUN, *m]) for m in members]
+        cfgs = [compose_dict([*RUN, "trainer.holdout=56", *m]) for m in members]
         dirs = [tmp_path / f"pack{n}" / c["run_name"] for c in cfgs]
         summaries = run_pack(cfgs, dirs, torch.optim.Adam)
         for cfg, summary in zip(cfgs, summaries, strict=True):
             alone = run(cfg, tmp_path / f"alone{n}" / cfg["run_name"], torch.optim.Adam)
             assert summary["init_report"] == alone["init_report"]
+            assert "holdout_acc" in summary["final"]
             for key, value in alone["final"].items():
                 assert summary["final"][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+
+
+# ---- the holdout split: the validation data a learning rate is picked on ---------------------
+
+
+def test_a_run_with_a_holdout_records_it_each_epoch_and_refuses_one_too_big(tmp_path) -> None:
+    cfg = compose_dict([*RUN, "trainer.holdout=56", "trainer.epochs=2"])
+    summary = run(cfg, tmp_path / "ok", torch.optim.Adam)
+    rows = [
+        json.loads(line) for line in (tmp_path / "ok" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert [sorted(k for k in r if k.startswith("holdout/")) for r in rows] == [
+        ["holdout/acc", "holdout/loss"]] * 2  # fmt: skip
+    assert summary["final"]["holdout_acc"] == rows[-1]["holdout/acc"]
+    events = EventAccumulator(str(tmp_path / "ok" / "tensorboard")).Reload()
+    assert "holdout/acc" in events.Tags()["scalars"]
+    too_big = compose_dict([*RUN, "trainer.holdout=256"])
+    with pytest.raises(
+        UserError,
+        match=r"trainer.holdout must be smaller than the 256 training examples of circles "
+        r"\(got 256\)",
+    ):
+        run(too_big, tmp_path / "bad", torch.optim.Adam)
+    failed = json.loads((tmp_path / "bad" / "summary.json").read_text())  # recorded, not trained
+    assert failed["status"] == "failed" and not (tmp_path / "bad" / "metrics.jsonl").exists()

@@ -563,6 +563,75 @@ def test_leaderboards_mark_ties_state_the_rule_and_write_leaderboard_csv(tmp_pat
     assert again.leaderboard_csv.read_text() == files.leaderboard_csv.read_text()
 
 
+def tuned_runs(table: dict[tuple[str, float], list[tuple[float, float]]]) -> list[RawRun]:
+    """Finished circles runs with a holdout split: (init, lr) -> per seed (holdout, test)
+    final accuracy; a test accuracy of None is a diverged run. Each records its init's cost."""
+    raws = []
+    for (init, lr), seeds in table.items():
+        cfg = compose_dict(["dataset=circles", f"init={init}", f"optimizer.lr={lr}",
+                            "trainer.holdout=100"])  # fmt: skip
+        for seed, (holdout, test) in enumerate(seeds):
+            diverged = test is None
+            final = {} if diverged else {"val_acc": test, "val_loss": 1.0, "train_loss": 1.0,
+                                         "train_acc": test, "holdout_acc": holdout}  # fmt: skip
+            summary = {
+                "status": "diverged" if diverged else "finished",
+                "epochs_completed": 1,
+                "best_val_acc": None if diverged else test,
+                "final": final,
+                "choices": {"init": init, "seed": seed},
+                "num_classes": 2,
+                "init_cost": {
+                    "seconds": 2.0 if init == "lsuv" else 0.01,
+                    "device": "cpu",
+                    "forward_passes": 11 if init == "lsuv" else 0,
+                    "backward_passes": 0,
+                },  # fmt: skip
+            }
+            raws.append(
+                RawRun(f"{init}-{lr}-{seed}", "syn", {**cfg, "seed": seed}, summary, [], [])
+            )
+    return raws
+
+
+def test_the_tuned_leaderboard_picks_each_schemes_lr_on_the_holdout_and_shows_test_and_cost(
+    tmp_path,
+):
+    from initbench.report.ranking import TUNED_COLUMNS
+
+    runset = assemble("synthetic", tuned_runs({
+        # lr 0.01 is better on the holdout; its test accuracy is lower than lr 0.1's: the table
+        # must show the test accuracy at the holdout's pick, not the best test accuracy
+        ("kaiming_normal", 0.01): [(0.95, 0.90), (0.94, 0.91), (0.96, 0.92)],
+        ("kaiming_normal", 0.1): [(0.80, 0.97), (0.81, 0.97), (0.80, 0.96)],
+        # lr 0.1 diverges in one seed: counts as chance (0.5) and loses to lr 0.01
+        ("lsuv", 0.01): [(0.85, 0.84), (0.86, 0.85), (0.84, 0.83)],
+        ("lsuv", 0.1): [(0.99, 0.99), (0.99, 0.99), (0.0, None)],
+    }))  # fmt: skip
+    files = build_report(runset, tmp_path / "r", hist_schemes=0)
+    tuned = pd.read_csv(files.tuned_csv)
+    assert list(tuned.columns) == TUNED_COLUMNS
+    by = tuned.set_index("scheme")
+    assert list(tuned["scheme"]) == ["kaiming_normal", "lsuv"]
+    assert by.loc["kaiming_normal", "lr"] == 0.01 and by.loc["lsuv", "lr"] == 0.01
+    assert by.loc["kaiming_normal", "lrs"] == "0.01 0.1"
+    assert by.loc["kaiming_normal", "test_acc_mean"] == pytest.approx(0.91)
+    assert by.loc["kaiming_normal", "holdout_acc_mean"] == pytest.approx(0.95)
+    assert by.loc["lsuv", "test_acc_mean"] == pytest.approx(0.84)
+    assert by.loc["lsuv", "tied_with_best"] == False  # noqa: E712
+    assert by.loc["lsuv", "init_seconds"] == 2.0 and by.loc["lsuv", "init_forward_passes"] == 11
+    text = files.summary_md.read_text()
+    assert "Each scheme at its best learning rate" in text
+    assert re.search(r"\| lsuv \| 0.01 \(0.01 0.1\) \|.*\| 2 s, 11 fwd / 0 bwd \(cpu\) \|", text)
+    assert "tuned.csv" in files.index_html.read_text()
+
+
+def test_no_tuned_leaderboard_without_a_holdout(tmp_path):
+    runset = assemble("synthetic", synthetic_runs({"kaiming_normal": [0.9, 0.91]}))
+    files = build_report(runset, tmp_path / "r", hist_schemes=0)
+    assert files.tuned_csv is None and "best learning rate" not in files.summary_md.read_text()
+
+
 # ---- the edge-of-chaos figure -------------------------------------------------------------------
 
 

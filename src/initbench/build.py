@@ -168,6 +168,12 @@ def estimate_run_memory(cfg: Mapping[str, Any]) -> MemoryEstimate:
     """
     ds_name, ds_params = group_params(cfg["dataset"])
     data = datasets.dataset_shape(ds_name, **ds_params)
+    holdout = cfg["trainer"]["holdout"]
+    if holdout >= data.n_train:
+        raise ValueError(
+            f"trainer.holdout must be smaller than the {data.n_train} training examples of "
+            f"{ds_name} (got {holdout})"
+        )
     target, params = model_params(cfg["model"])
     size = model_size(target, input_shape=data.input_shape, num_classes=data.num_classes, **params)
     trainer, report = cfg["trainer"], cfg["diagnose"]
@@ -235,16 +241,19 @@ def max_pack_members(cfg: Mapping[str, Any], device: torch.device, datasets: int
 
 
 def load_data(cfg: Mapping[str, Any], device: torch.device) -> datasets.DeviceDataset:
-    """The config's dataset, whole on ``device``.
+    """The config's dataset, whole on ``device``, with ``trainer.holdout`` training examples
+    moved to a holdout split when it is set.
 
     Raises:
         UserError: missing or corrupt data files, bad dataset parameters.
     """
     ds_name, ds_params = group_params(cfg["dataset"])
     try:
-        return datasets.load_dataset(
+        data = datasets.load_dataset(
             ds_name, root=cfg["data_dir"], device=device, seed=cfg["seed"], **ds_params
         )
+        holdout = cfg["trainer"]["holdout"]
+        return data.hold_out(holdout) if holdout else data
     except (ValueError, FileNotFoundError) as err:
         raise UserError(str(err)) from None
 

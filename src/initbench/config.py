@@ -73,6 +73,7 @@ SCHEMA: dict[str, Any] = {
         "epochs": POSITIVE,
         "batch_size": POSITIVE,
         "eval_batch_size": POSITIVE,
+        "holdout": Int(0),
         "device": STR,  # resolved and checked by initbench.build.resolve_device
         "precision": Field("choice", choices=("auto", "fp32", "bf16")),
         "channels_last": Field("choice", choices=("auto", True, False)),

@@ -97,18 +97,20 @@ def evaluate(
     batch_size: int,
     precision: str = "fp32",
     channels_last: bool = False,
+    split: str = "test",
 ) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy on the test split."""
+    """Mean cross-entropy and accuracy on ``split`` (the test split, or the holdout)."""
     model.eval()
     device = data.device
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.int64)
-    for x, y in data.batches("test", batch_size):
+    n = 0
+    for x, y in data.batches(split, batch_size):
         with autocast_context(device, precision):
             logits = model(to_memory_format(x, channels_last))
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
-    n = len(data.test_y)
+        n += y.shape[0]
     return float(loss_sum) / n, int(correct) / n
 
 

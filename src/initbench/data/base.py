@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -21,6 +21,9 @@ from torch import Tensor
 # Standard CIFAR augmentation (He et al. 2016, "Deep Residual Learning", Sec. 4.2): pad 4 pixels
 # on each side, take a random 32x32 crop, flip horizontally with probability 1/2.
 CROP_PADDING = 4
+# The held-out examples (DeviceDataset.hold_out) are drawn with this seed, not the run's: every
+# run and seed of a sweep is validated on the same examples.
+HOLDOUT_SEED = 0
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -55,6 +58,8 @@ class DeviceDataset:
         input_shape: shape of one example, e.g. ``(1, 28, 28)``, ``(3, 32, 32)`` or ``(2,)``.
         num_classes: number of classes.
         augment: apply random crop + horizontal flip to training batches (images only).
+        holdout_x, holdout_y: a validation split held out of the training data
+            (:meth:`hold_out`), or None.
 
     Construction checks shapes, dtypes, devices, label range and that every input is finite.
     """
@@ -67,6 +72,8 @@ class DeviceDataset:
     input_shape: tuple[int, ...]
     num_classes: int
     augment: bool = False
+    holdout_x: Tensor | None = None
+    holdout_y: Tensor | None = None
 
     def __repr__(self) -> str:
         return (
@@ -78,10 +85,12 @@ class DeviceDataset:
     def __post_init__(self) -> None:
         self.input_shape = tuple(int(s) for s in self.input_shape)
         device = self.train_x.device
-        for split, x, y in (
-            ("train", self.train_x, self.train_y),
-            ("test", self.test_x, self.test_y),
-        ):
+        splits = [("train", self.train_x, self.train_y), ("test", self.test_x, self.test_y)]
+        if self.holdout_x is not None or self.holdout_y is not None:
+            if self.holdout_x is None or self.holdout_y is None:
+                raise ValueError(f"{self.name}: the holdout split needs inputs and labels")
+            splits.append(("holdout", self.holdout_x, self.holdout_y))
+        for split, x, y in splits:
             if x.dtype != torch.float32 or y.dtype != torch.int64:
                 raise ValueError(
                     f"{self.name}: {split} inputs must be float32 and labels int64, "
@@ -122,7 +131,26 @@ class DeviceDataset:
             return self.train_x, self.train_y
         if split == "test":
             return self.test_x, self.test_y
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        if split == "holdout" and self.holdout_x is not None and self.holdout_y is not None:
+            return self.holdout_x, self.holdout_y
+        valid = (
+            "'train', 'test' or 'holdout'" if self.holdout_x is not None else "'train' or 'test'"
+        )
+        raise ValueError(f"split must be {valid}, got {split!r}")
+
+    def hold_out(self, n: int) -> DeviceDataset:
+        """This dataset with ``n`` training examples moved to a ``holdout`` split (a validation
+        set for model selection), chosen by a permutation of seed :data:`HOLDOUT_SEED`: the same
+        examples whatever the run's seed."""
+        total = self.train_x.shape[0]
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n < total:
+            raise ValueError(f"trainer.holdout must be an integer in [0, {total}) (got {n!r})")
+        order = torch.randperm(total, generator=torch.Generator().manual_seed(HOLDOUT_SEED))
+        held, kept = order[:n].to(self.device), order[n:].sort().values.to(self.device)
+        return replace(
+            self, train_x=self.train_x[kept], train_y=self.train_y[kept],
+            holdout_x=self.train_x[held], holdout_y=self.train_y[held],
+        )  # fmt: skip
 
     def num_batches(self, split: str, batch_size: int) -> int:
         """Batches per pass over ``split``, counting the last partial batch."""
@@ -139,13 +167,13 @@ class DeviceDataset:
         global RNG when None) and, when ``augment`` is set, randomly cropped and flipped. All the
         epoch's random numbers are drawn when this method is called, not while iterating, so the
         generator's state afterwards does not depend on how far the epoch was consumed.
-        ``"test"`` is returned in order, never augmented.
+        ``"test"`` and ``"holdout"`` are returned in order, never augmented.
         """
         x, y = self._split(split)
         _check_batch_size(batch_size)
         _check_generator(generator)
         n = x.shape[0]
-        if split == "test":
+        if split != "train":
             return ((x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, n, batch_size))
         return self._train_batches(batch_size, *self.epoch_plan(generator))
 

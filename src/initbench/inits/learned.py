@@ -54,6 +54,7 @@ def _check_metainit(hp: Mapping[str, Any]) -> None:
     check_real("lr", hp["lr"], low=0, strict=True)
     check_real("momentum", hp["momentum"], low=0)
     check_real("eps", hp["eps"], low=0, strict=True)
+    check_int("batch", hp["batch"], low=1)
 
 
 def gradient_quotient(loss: Tensor, params: list[Tensor], eps: float) -> Tensor:
@@ -75,7 +76,14 @@ def gradient_quotient(loss: Tensor, params: list[Tensor], eps: float) -> Tensor:
 
 @register(
     "metainit",
-    hparams={"start": "kaiming_normal", "steps": 500, "lr": 0.1, "momentum": 0.9, "eps": 1e-5},
+    hparams={
+        "start": "kaiming_normal",
+        "steps": 500,
+        "lr": 0.1,
+        "momentum": 0.9,
+        "eps": 1e-5,
+        "batch": 128,
+    },  # fmt: skip
     needs_data=True,
     validate=_check_metainit,
     base=_start,
@@ -90,13 +98,15 @@ def metainit(
     lr: float,
     momentum: float,
     eps: float,
+    batch: int,
 ) -> None:
     """Each layer drawn by ``start``, then every weight tensor's norm tuned so that the
     GradQuotient GQ = mean |(g - Hg)/(g + eps sgn g) - 1| (g the gradient, H the Hessian) falls:
     ``steps`` steps of signed momentum on each norm, m <- momentum m - lr sgn(<W, dGQ/dW>/|W|),
-    W <- W (|W| + m)/|W|, each on a fresh batch of N(0, 1) inputs shaped like the training
-    batch with random labels, in eval mode (no dropout). Defaults start = kaiming_normal,
-    steps = 500, lr = 0.1, momentum = 0.9, eps = 1e-5; biases as the bias hparam says. Logs
+    W <- W (|W| + m)/|W|, each on a fresh batch of ``batch`` N(0, 1) inputs shaped like the
+    training examples with random labels, in eval mode (no dropout). Defaults
+    start = kaiming_normal, steps = 500, lr = 0.1, momentum = 0.9, eps = 1e-5, batch = 128;
+    biases as the bias hparam says. Logs
     {step, gq} ten times. Dauphin & Schoenholz 2019, "MetaInit: Initializing learning by
     learning to initialize"."""
     module.eval()
@@ -105,14 +115,15 @@ def metainit(
     x0 = ctx.inputs
     with torch.no_grad():
         num_classes = int(module(x0[:1]).shape[-1])
+    shape = (batch, *x0.shape[1:])
     norms = [float(w.detach().norm()) for w in weights]
     zero = [name for (name, _), n in zip(layers, norms, strict=True) if n == 0.0]
     if zero:
         raise ValueError(f"metainit: start={start!r} leaves layers {zero} at zero norm")
     memory = [0.0] * len(weights)
     for step in range(steps):
-        x = torch.randn(x0.shape, generator=ctx.generator).to(x0.device)
-        y = torch.randint(num_classes, (x0.shape[0],), generator=ctx.generator).to(x0.device)
+        x = torch.randn(shape, generator=ctx.generator).to(x0.device)
+        y = torch.randint(num_classes, (batch,), generator=ctx.generator).to(x0.device)
         gq = gradient_quotient(ctx.loss_fn(module(x).float(), y), params, eps)
         grads = torch.autograd.grad(gq, weights)
         with torch.no_grad():

@@ -9,6 +9,7 @@ text and figures (``tables``, ``render``) format what this returns.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -150,3 +151,108 @@ def pick_schemes(board: pd.DataFrame, n: int) -> list[str]:
         return schemes
     idx = sorted({round(i * (len(schemes) - 1) / (n - 1)) for i in range(n)})
     return [schemes[i] for i in idx]
+
+
+# ---- tuned leaderboards: each scheme at the learning rate its holdout accuracy picks ----------
+
+TUNED_COLUMNS = [  # tuned.csv, in this order
+    "architecture", "rank", "activation", "scheme", "lr", "lrs", "runs", "holdout_acc_mean",
+    "test_acc_mean", "test_acc_std", "ci_low", "ci_high", "tied_with_best", "diverged", "stalled",
+    "init_seconds", "init_forward_passes", "init_backward_passes", "init_device",
+    "act_std_last", "grad_std_first",
+]  # fmt: skip
+
+
+def _holdout_score(row: pd.Series, column: str) -> float:
+    """A finished run's final accuracy; a diverged one (or one never evaluated) counts as
+    chance."""
+    if row["status"] == "finished" and pd.notna(row[column]):
+        return float(row[column])
+    return float(row["chance_acc"]) if pd.notna(row["chance_acc"]) else 0.0
+
+
+def _step0(layers: pd.DataFrame, run_id: str) -> tuple[float, float]:
+    """The last layer's activation std and the first layer's gradient std at step 0."""
+    run = layers[layers["run_id"] == run_id].sort_values("depth") if not layers.empty else layers
+    if run.empty:
+        return math.nan, math.nan
+    act = pd.to_numeric(run["act_std"], errors="coerce")
+    grad = pd.to_numeric(run["grad_std"], errors="coerce")
+    return float(act.iloc[-1]), float(grad.iloc[0])
+
+
+def _without_lr(variant: str) -> str:
+    """A variant label without its ``lr=`` setup (``kaiming_normal [lr=0.001 epochs=2]`` ->
+    ``kaiming_normal [epochs=2]``): the runs a learning rate is picked among."""
+    label = re.sub(r"(?<=[\[ ])lr=\S+?(?=[\] ])", "", variant)
+    label = re.sub(r"\[\s*\]|\s+(?=\])|(?<=\[)\s+", "", label)
+    return " ".join(label.split())
+
+
+def tuned_leaderboards(
+    runs: pd.DataFrame, layers: pd.DataFrame, stall_margin: float
+) -> dict[str, pd.DataFrame]:
+    """Per architecture, for the runs that held out a validation split (``trainer.holdout``):
+    each (activation, scheme) at the learning rate whose mean final holdout accuracy over seeds
+    is highest, ranked by the mean final *test* accuracy at that rate, with its bootstrap
+    interval over seeds, what the init cost (mean seconds and passes) and the step-0 signal of
+    its first seed. A diverged run counts as chance on both splits; *stalled*: within
+    ``stall_margin`` of chance on the test split."""
+    trained = runs[runs["status"].isin(TRAINED) & runs["final_holdout_acc"].notna()
+                   | (runs["status"] == "diverged")].copy()  # fmt: skip
+    trained = trained[trained["architecture"].isin(
+        runs.loc[runs["final_holdout_acc"].notna(), "architecture"])]  # fmt: skip
+    if trained.empty:
+        return {}
+    trained["holdout"] = trained.apply(_holdout_score, axis=1, column="final_holdout_acc")
+    trained["test"] = trained.apply(_holdout_score, axis=1, column="final_val_acc")
+    trained["tuned"] = trained["variant"].map(_without_lr)
+    boards = {}
+    for arch, cell in trained.groupby("architecture", sort=True):
+        rows = []
+        for (act, variant), g in cell.groupby(["activation", "tuned"], sort=True):
+            by_lr = g.groupby("lr", dropna=False)["holdout"].mean()
+            lr = by_lr.sort_values(ascending=False, kind="stable").index[0]
+            at = g[g["lr"] == lr] if pd.notna(lr) else g[g["lr"].isna()]
+            ci_low, ci_high = bootstrap_ci(at["test"].to_numpy())
+            first = at.sort_values(["seed", "run_id"]).iloc[0]
+            act_std, grad_std = _step0(layers, first["run_id"])
+            rows.append(
+                {
+                    "activation": act,
+                    "scheme": variant,
+                    "lr": lr,
+                    "lrs": " ".join(f"{x:g}" for x in sorted(g["lr"].dropna().unique())),
+                    "runs": len(at),
+                    "holdout_acc_mean": at["holdout"].mean(),
+                    "test_acc_mean": at["test"].mean(),
+                    "test_acc_std": at["test"].std(ddof=1) if len(at) > 1 else 0.0,
+                    "ci_low": ci_low,
+                    "ci_high": ci_high,
+                    "diverged": int((at["status"] == "diverged").sum()),
+                    "stalled": int((at["test"] <= at["chance_acc"] + stall_margin).sum()),
+                    "init_seconds": at["init_seconds"].mean(),
+                    "init_forward_passes": at["init_forward_passes"].mean(),
+                    "init_backward_passes": at["init_backward_passes"].mean(),
+                    "init_device": first["init_device"],
+                    "act_std_last": act_std,
+                    "grad_std_first": grad_std,
+                }
+            )
+        board = pd.DataFrame(rows).sort_values(
+            ["test_acc_mean", "test_acc_std", "activation", "scheme"],
+            ascending=[False, True, True, True],
+        )
+        board.insert(0, "rank", range(1, len(board) + 1))
+        board = board.reset_index(drop=True)
+        board.insert(board.columns.get_loc("ci_high") + 1, "tied_with_best", _tied(board))
+        boards[arch] = board
+    return boards
+
+
+def tuned_table(boards: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Every tuned leaderboard in one table (tuned.csv): :data:`TUNED_COLUMNS`."""
+    frames = [board.assign(architecture=arch) for arch, board in boards.items()]
+    if not frames:
+        return pd.DataFrame(columns=TUNED_COLUMNS)
+    return pd.concat(frames, ignore_index=True)[TUNED_COLUMNS]

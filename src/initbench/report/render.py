@@ -28,6 +28,8 @@ from initbench.report.ranking import (
     leaderboards,
     pick_schemes,
     set_target,
+    tuned_leaderboards,
+    tuned_table,
 )
 from initbench.report.runset import RunSet, WeightPanel
 from initbench.report.sources import WANDB_SWEEP, weight_panels
@@ -40,6 +42,7 @@ from initbench.report.tables import (
     heatmap_grid,
     step0_lines,
     step0_rows,
+    tuned_rows,
 )
 from initbench.telemetry.sinks import markdown_table
 
@@ -53,6 +56,7 @@ class ReportFiles:
     out_dir: Path
     results_csv: Path
     leaderboard_csv: Path
+    tuned_csv: Path | None  # tuned.csv, where runs held out a validation split
     summary_md: Path
     index_html: Path
     figures: list[Path]
@@ -103,6 +107,12 @@ def build_report(
     echo(f"{len(boards)} leaderboards -> {leaderboard_csv}")
     if not boards:
         notes.append("no finished or diverged training runs: no leaderboards or curves")
+    tuned = tuned_leaderboards(runs, runset.layers, STALL_MARGIN)
+    tuned_csv = None
+    if tuned:
+        tuned_csv = out_dir / "tuned.csv"
+        tuned_table(tuned).to_csv(tuned_csv, index=False)
+        echo(f"{len(tuned)} tuned leaderboards -> {tuned_csv}")
     figures: list[tuple[str, str, Path]] = []  # (section, caption, path)
 
     def save(fig, name: str, section: str, caption: str) -> None:
@@ -164,9 +174,9 @@ def build_report(
             f"weight histograms left out for {len(weight_skips)} run(s): " + "; ".join(weight_skips)
         )
     summary_md = out_dir / "summary.md"
-    summary_md.write_text(_summary_markdown(runset, boards, notes))
+    summary_md.write_text(_summary_markdown(runset, boards, notes, tuned))
     index_html = out_dir / "index.html"
-    index_html.write_text(_index_html(runset, boards, notes, figures))
+    index_html.write_text(_index_html(runset, boards, notes, figures, tuned))
     echo(f"summary -> {summary_md}; page -> {index_html}")
     if wandb:
         _log_to_wandb(runset, out_dir, [p for _, _, p in figures], results_csv)
@@ -174,6 +184,7 @@ def build_report(
         out_dir,
         results_csv,
         leaderboard_csv,
+        tuned_csv,
         summary_md,
         index_html,
         [p for _, _, p in figures],
@@ -199,8 +210,22 @@ def _counts(runs: pd.DataFrame) -> str:
     return text + (f" ({stalled} of them stalled at chance)" if stalled else "")
 
 
+TUNED_TEXT = (
+    "Each scheme (with its activation) at the learning rate whose mean final accuracy on the "
+    "held-out training examples (`trainer.holdout`) is highest, ranked by the mean final "
+    "accuracy on the test split at that rate; a diverged run counts as chance. *lr (of)*: the "
+    "rate picked, of those tried. *Init cost*: mean seconds the init took before training, with "
+    "its forward/backward passes through the model, on that device. *Step 0*: the first seed's "
+    "last-layer activation std and first-layer gradient std before training. All columns are in "
+    "tuned.csv."
+)
+
+
 def _summary_markdown(
-    runset: RunSet, boards: Mapping[tuple[str, str], pd.DataFrame], notes: Sequence[str]
+    runset: RunSet,
+    boards: Mapping[tuple[str, str], pd.DataFrame],
+    notes: Sequence[str],
+    tuned: Mapping[str, pd.DataFrame] | None = None,
 ) -> str:
     runs = runset.runs
     out = [
@@ -219,6 +244,10 @@ def _summary_markdown(
     ]
     if notes:
         out += ["## Left out", ""] + [f"- {n}" for n in notes] + [""]
+    if tuned:
+        out += ["## Each scheme at its best learning rate", "", TUNED_TEXT, ""]
+        for arch, board in tuned.items():
+            out += [f"### {arch}", "", markdown_table(*tuned_rows(board)), ""]
     if boards:
         out += ["## Best scheme per architecture × activation", ""]
         out += [markdown_table(*best_grid(boards)), ""]
@@ -251,6 +280,7 @@ def _index_html(
     boards: Mapping[tuple[str, str], pd.DataFrame],
     notes: Sequence[str],
     figures: Sequence[tuple[str, str, Path]],
+    tuned: Mapping[str, pd.DataFrame] | None = None,
 ) -> str:
     runs = runset.runs
     parts = [
@@ -269,6 +299,12 @@ def _index_html(
         parts.append("<h2>Left out</h2><ul>")
         parts += [f"<li>{html.escape(n)}</li>" for n in notes]
         parts.append("</ul>")
+    if tuned:
+        parts.append("<h2>Each scheme at its best learning rate</h2>")
+        parts.append(f"<p>{html.escape(TUNED_TEXT)}</p>")
+        for arch, board in tuned.items():
+            parts.append(f"<h3>{html.escape(arch)}</h3>")
+            parts.append(_html_table(*tuned_rows(board)))
     if boards:
         parts.append("<h2>Best scheme per architecture × activation</h2>")
         parts.append(_html_table(*best_grid(boards)))

@@ -18,7 +18,8 @@ COLUMNS = [  # results.csv, in this order
     "status", "stalled", "epochs_completed", "final_train_loss", "final_train_acc",
     "final_val_loss", "final_val_acc", "best_val_acc", "chance_acc", "target_acc",
     "epochs_to_target", "diverged_at_step", "wall_s", "n_params", "has_curves", "has_step0",
-    "run_dir",
+    "final_holdout_acc", "init_seconds", "init_forward_passes", "init_backward_passes",
+    "init_device", "run_dir",
 ]  # fmt: skip
 
 

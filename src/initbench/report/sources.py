@@ -51,7 +51,9 @@ SUMMARY_FIELDS: dict[str, tuple[type, ...]] = {
     "num_classes": (int,),
     "wall_s": (int, float),
     "n_params": (int,),
+    "init_cost": (dict,),
 }
+HOLDOUT_KEYS = ("holdout/loss", "holdout/acc")
 CONFIG_NODES = ("model", "dataset", "init", "activation", "optimizer", "trainer")
 
 
@@ -69,6 +71,10 @@ def malformed(summary: Any, config: Any) -> str | None:
                 isinstance(value, bool) or not isinstance(value, int | float)
             ):
                 return f"summary.json: final.{key} is {value!r}"
+        for key, value in (summary.get("init_cost") or {}).items():
+            kinds = (str,) if key == "device" else (int, float)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, kinds)):
+                return f"summary.json: init_cost.{key} is {value!r}"
     if config is not None:
         if not isinstance(config, dict):
             return f"config.yaml is a {type(config).__name__}, not a mapping"
@@ -202,7 +208,9 @@ def load_wandb(path: str, api: Any = None) -> RunSet:
         summary = dict(getattr(run.summary, "_json_dict", None) or run.summary or {})
         status = summary.get("status") or WANDB_STATES.get(getattr(run, "state", ""), "running")
         final = {
-            k.replace("/", "_"): summary[k] for k in CURVE_KEYS if isinstance(summary.get(k), float)
+            k.replace("/", "_"): summary[k]
+            for k in (*CURVE_KEYS, *HOLDOUT_KEYS)
+            if isinstance(summary.get(k), float)
         }
         curves = []
         try:
@@ -227,6 +235,10 @@ def load_wandb(path: str, api: Any = None) -> RunSet:
                     "status": status,
                     "final": summary.get("final") or final,
                     "wall_s": summary.get("wall_s", summary.get("_runtime")),
+                    "init_cost": {  # the step-0 scalars init/* (W&B keeps their last value)
+                        key: summary.get(f"init/{key}")
+                        for key in ("seconds", "forward_passes", "backward_passes")
+                    },
                 },
                 curves=curves,
                 layers=list(layers),

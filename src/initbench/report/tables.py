@@ -143,6 +143,7 @@ def assemble(source: str, raws: Sequence[RawRun]) -> RunSet:
         choices = (summary or {}).get("choices") or {}
         trainer = cfg.get("trainer") or {}
         final = (summary or {}).get("final") or {}
+        cost = (summary or {}).get("init_cost") or {}
         n_classes = num_classes(cfg, summary)
         status = summary.get("status", "unknown") if summary else "diagnosed"
         best = (summary or {}).get("best_val_acc")
@@ -187,6 +188,11 @@ def assemble(source: str, raws: Sequence[RawRun]) -> RunSet:
                 "n_params": (summary or {}).get("n_params"),
                 "has_curves": bool(curves),
                 "has_step0": bool(raw.layers),
+                "final_holdout_acc": final.get("holdout_acc"),
+                "init_seconds": cost.get("seconds"),
+                "init_forward_passes": cost.get("forward_passes"),
+                "init_backward_passes": cost.get("backward_passes"),
+                "init_device": cost.get("device"),
                 "run_dir": raw.run_dir,
                 "_mtime": raw.mtime,
             }
@@ -569,3 +575,56 @@ def _theory_curves(
     except theory.NoTransition:
         critical = math.nan
     return curve, phase, critical
+
+
+def tuned_rows(board: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """A tuned leaderboard (:func:`initbench.report.ranking.tuned_leaderboards`) as header and
+    text rows, for Markdown and HTML."""
+    header = [
+        "rank",
+        "activation",
+        "scheme",
+        "lr (of)",
+        "runs",
+        "holdout acc",
+        "test acc (mean ± std)",
+        "95% CI (bootstrap over seeds)",
+        "tied with best",
+        "diverged",
+        "stalled",
+        "init cost",
+        "act std (last, step 0)",
+        "grad std (first, step 0)",
+    ]
+    rows = [
+        [
+            str(r["rank"]),
+            str(r["activation"]),
+            str(r["scheme"]),
+            f"{r['lr']:g} ({r['lrs']})" if pd.notna(r["lr"]) else "–",
+            str(r["runs"]),
+            _cell(r["holdout_acc_mean"]),
+            f"{r['test_acc_mean']:.4f} ± {r['test_acc_std']:.4f}",
+            ci_text(r),
+            _tied_text(r["tied_with_best"], r["rank"]),
+            str(r["diverged"]),
+            str(r["stalled"]),
+            cost_text(r),
+            _g(r["act_std_last"]),
+            _g(r["grad_std_first"]),
+        ]
+        for _, r in board.iterrows()
+    ]
+    return header, rows
+
+
+def cost_text(row: Mapping[str, Any]) -> str:
+    """What the init spent, in words: ``12.3 s, 501 fwd / 1500 bwd (cpu)``; ``–`` unrecorded."""
+    seconds = row["init_seconds"]
+    if seconds is None or pd.isna(seconds):
+        return "–"
+    passes = ""
+    if pd.notna(row["init_forward_passes"]) and row["init_forward_passes"] > 0:
+        passes = f", {row['init_forward_passes']:.0f} fwd / {row['init_backward_passes']:.0f} bwd"
+    device = f" ({row['init_device']})" if isinstance(row["init_device"], str) else ""
+    return f"{seconds:.3g} s{passes}{device}"
