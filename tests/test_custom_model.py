@@ -108,6 +108,25 @@ def test_the_readme_network_trains_diagnoses_packs_and_reports(user_folder) -> N
     assert {r["architecture"] for r in rows} == {"TinyConvNet(width=8)/cifar10"}
 
 
+def test_the_modern_inits_train_the_users_network_in_one_pack(user_folder) -> None:
+    """TAT (2 TAT layers: eta 0.3 is reachable), ZerO, MetaInit and GradInit on the README's
+    network, with a holdout split: each member initialized as its own run, its cost recorded."""
+    runs = user_folder / "modern"
+    members = ["init=zero_init seed=0", "init=metainit init.steps=3 seed=0",
+               "init=gradinit init.steps=3 seed=0", "init=tat seed=0"]  # fmt: skip
+    run_user(user_folder, "src/pack.py", *common(user_folder), "trainer.epochs=1",
+             "activation=tat", "activation.eta=0.3", "trainer.holdout=8",
+             f"pack.members=[{','.join(repr(m) for m in members)}]",
+             f"hydra.run.dir={runs}")  # fmt: skip
+    summaries = [json.loads(p.read_text()) for p in sorted(runs.glob("*/summary.json"))]
+    assert sorted(s["init_scheme"] for s in summaries) == [
+        "gradinit", "metainit", "scaled_orthogonal", "zero_init"]  # fmt: skip
+    for summary in summaries:
+        assert summary["status"] == "finished" and "holdout_acc" in summary["final"]
+        learned = summary["init_scheme"] in ("metainit", "gradinit")
+        assert (summary["init_cost"]["backward_passes"] > 0) == learned
+
+
 def summary_history(run_dir):
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
