@@ -352,3 +352,29 @@ def test_a_run_with_a_holdout_records_it_each_epoch_and_refuses_one_too_big(tmp_
         run(too_big, tmp_path / "bad", torch.optim.Adam)
     failed = json.loads((tmp_path / "bad" / "summary.json").read_text())  # recorded, not trained
     assert failed["status"] == "failed" and not (tmp_path / "bad" / "metrics.jsonl").exists()
+
+
+def test_the_step0_report_measures_tats_output_correlation_at_eta() -> None:
+    """Through the report's own measurement (diagnose.measure, column act_cos): nearly
+    orthogonal Gaussian inputs come out of 30 TAT layers with mean cosine ~ eta = 0.9, out of
+    30 ReLU layers with He weights at the ReLU C-map's value, near 1."""
+    from initbench.diagnose import measure
+
+    x = torch.randn(128, 256, generator=gen(5))
+    y = torch.randint(10, (128,), generator=gen(6))
+
+    def last_cos(activation: str, init: str) -> float:
+        model = deep_mlp(30, 256, activation)
+        init_module(model, init, activation=activation, generator=gen())
+        rows, _ = measure(model, x, y)
+        slope = float(model.act1.negative_slope) if activation == "tat" else 0.0
+        # one layer: C(0), the C-map at 0 (ReLU: 1/pi)
+        assert rows[0]["act_cos"] == pytest.approx(leaky_relu_cmap(0.0, slope), abs=0.03)
+        return float(rows[-2]["act_cos"])  # the last hidden layer (rows[-1] is the head)
+
+    assert last_cos("tat", "tat") == pytest.approx(0.9, abs=0.04)
+    relu_theory = 0.0
+    for _ in range(30):
+        relu_theory = leaky_relu_cmap(relu_theory, 0.0)
+    assert last_cos("relu", "kaiming_normal") == pytest.approx(relu_theory, abs=0.02)
+    assert relu_theory > 0.95

@@ -70,7 +70,7 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 # The per-layer keys every report has (diagnose.json's schema), then the extra ones.
 LAYER_KEYS = ("name", "kind", "fan_in", "fan_out", "weight_std", "act_mean", "act_std",
               "act_rms", "grad_std", "dead_frac", "saturated_frac", "nonfinite")  # fmt: skip
-EXTRA_KEYS = ("weight_grad_std", "grad_nonfinite")
+EXTRA_KEYS = ("weight_grad_std", "grad_nonfinite", "act_cos")
 MEASURED = LAYER_KEYS[4:] + EXTRA_KEYS  # the numbers that vary between weight draws
 TABLE_TAG = "diagnose/layers"
 FIGURE_TAG = "diagnose/std_vs_depth"
@@ -129,6 +129,7 @@ def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[list[di
     ]
     host = torch.cat(blocks).cpu().numpy().reshape(4, n, -1)  # one copy to the host
     w, a, g, wg = host
+    cosines = torch.stack([mean_cosine(t) for t in acts_f]).cpu().numpy()
     rows = []
     for i, p in enumerate(probes):
         fan_in, fan_out = inits.fan_in_and_fan_out(p.layer.weight)
@@ -148,9 +149,23 @@ def measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[list[di
                 "nonfinite": a[i, COL["nonfinite"]],
                 "weight_grad_std": wg[i, COL["std"]],
                 "grad_nonfinite": g[i, COL["nonfinite"]] + wg[i, COL["nonfinite"]],
+                "act_cos": cosines[i],
             }
         )
     return rows, float(loss.detach())
+
+
+def mean_cosine(acts: torch.Tensor) -> torch.Tensor:
+    """The mean cosine between different examples' activations (B x ...): how alike the layer
+    makes its inputs, the C-map's c (Poole et al. 2016; TAT aims it at eta at the last layer).
+    NaN for fewer than 2 examples, or where an example's activation is zero or not finite."""
+    a = acts.detach().flatten(1).double()
+    b = a.shape[0]
+    norms = a.norm(dim=1, keepdim=True)
+    if b < 2 or not bool(torch.isfinite(a).all()) or bool((norms == 0).any()):
+        return torch.tensor(float("nan"), device=acts.device, dtype=torch.float64)
+    unit = a / norms
+    return ((unit.sum(0) ** 2).sum() - b) / (b * (b - 1))
 
 
 def aggregate(draws: list[list[dict]]) -> list[dict]:

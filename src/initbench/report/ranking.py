@@ -159,7 +159,7 @@ TUNED_COLUMNS = [  # tuned.csv, in this order
     "architecture", "rank", "activation", "scheme", "lr", "lrs", "runs", "holdout_acc_mean",
     "test_acc_mean", "test_acc_std", "ci_low", "ci_high", "tied_with_best", "diverged", "stalled",
     "init_seconds", "init_forward_passes", "init_backward_passes", "init_device",
-    "act_std_last", "grad_std_first",
+    "act_std_last", "grad_std_first", "act_cos_last_hidden",
 ]  # fmt: skip
 
 
@@ -171,14 +171,19 @@ def _holdout_score(row: pd.Series, column: str) -> float:
     return float(row["chance_acc"]) if pd.notna(row["chance_acc"]) else 0.0
 
 
-def _step0(layers: pd.DataFrame, run_id: str) -> tuple[float, float]:
-    """The last layer's activation std and the first layer's gradient std at step 0."""
+def _step0(layers: pd.DataFrame, run_id: str) -> tuple[float, float, float]:
+    """At step 0: the last layer's activation std, the first layer's gradient std, and the mean
+    cosine between examples at the last hidden layer (the layer before the last; NaN in reports
+    without ``act_cos``)."""
     run = layers[layers["run_id"] == run_id].sort_values("depth") if not layers.empty else layers
     if run.empty:
-        return math.nan, math.nan
+        return math.nan, math.nan, math.nan
     act = pd.to_numeric(run["act_std"], errors="coerce")
     grad = pd.to_numeric(run["grad_std"], errors="coerce")
-    return float(act.iloc[-1]), float(grad.iloc[0])
+    cos = math.nan
+    if "act_cos" in run and len(run) > 1:
+        cos = float(pd.to_numeric(run["act_cos"], errors="coerce").iloc[-2])
+    return float(act.iloc[-1]), float(grad.iloc[0]), cos
 
 
 def _without_lr(variant: str) -> str:
@@ -216,7 +221,7 @@ def tuned_leaderboards(
             at = g[g["lr"] == lr] if pd.notna(lr) else g[g["lr"].isna()]
             ci_low, ci_high = bootstrap_ci(at["test"].to_numpy())
             first = at.sort_values(["seed", "run_id"]).iloc[0]
-            act_std, grad_std = _step0(layers, first["run_id"])
+            act_std, grad_std, cos = _step0(layers, first["run_id"])
             rows.append(
                 {
                     "activation": act,
@@ -237,6 +242,7 @@ def tuned_leaderboards(
                     "init_device": first["init_device"],
                     "act_std_last": act_std,
                     "grad_std_first": grad_std,
+                    "act_cos_last_hidden": cos,
                 }
             )
         board = pd.DataFrame(rows).sort_values(

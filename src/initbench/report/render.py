@@ -216,8 +216,9 @@ TUNED_TEXT = (
     "accuracy on the test split at that rate; a diverged run counts as chance. *lr (of)*: the "
     "rate picked, of those tried. *Init cost*: mean seconds the init took before training, with "
     "its forward/backward passes through the model, on that device. *Step 0*: the first seed's "
-    "last-layer activation std and first-layer gradient std before training. All columns are in "
-    "tuned.csv."
+    "last-layer activation std, first-layer gradient std, and mean cosine between examples at "
+    "the last hidden layer (near 1: the network maps every input alike) before training. All "
+    "columns are in tuned.csv."
 )
 
 

@@ -595,6 +595,7 @@ def tuned_rows(board: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         "init cost",
         "act std (last, step 0)",
         "grad std (first, step 0)",
+        "cosine (last hidden, step 0)",
     ]
     rows = [
         [
@@ -612,6 +613,7 @@ def tuned_rows(board: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
             cost_text(r),
             _g(r["act_std_last"]),
             _g(r["grad_std_first"]),
+            _g(r["act_cos_last_hidden"]),
         ]
         for _, r in board.iterrows()
     ]
