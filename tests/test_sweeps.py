@@ -147,13 +147,19 @@ def test_the_packed_grid_trains_the_grids_runs():
     assert pack["members"] is None
 
 
+DEEP_PLAIN = ("scaled_orthogonal", "zero_init", "metainit", "gradinit")
+
+
 def test_grid_covers_every_scheme_architecture_and_activation():
     sweep = load_sweep(ROOT / "sweeps" / "grid.yaml")
     params = {p.key: p.grid_values() for p in sweep.params}
     assert sweep.metric == {"name": "val/acc", "goal": "maximize"}
     # mean_field is a point of the (sigma_w2, sigma_b2) plane that sweeps/edge_of_chaos.yaml
-    # walks, not a fixed scheme: its default is tanh's critical point
-    assert sorted(params["init"]) == sorted(set(list_inits()) - {"mean_field"})
+    # walks, not a fixed scheme: its default is tanh's critical point; the schemes made for deep
+    # plain networks (TAT's weights, ZerO, MetaInit, GradInit) have their own sweep,
+    # sweeps/deep_plain.yaml, with a learning-rate grid and a holdout
+    assert sorted(params["init"]) == sorted(set(list_inits()) - {"mean_field", *DEEP_PLAIN})
+    assert set(DEEP_PLAIN) <= {resolve(i) for i in sweep_values("deep_plain", "init")}
     assert {"fashion_mlp", "cifar_cnn", "cifar_cnn30"} <= set(params["experiment"])
     assert {"relu", "leaky_relu", "tanh", "sigmoid", "selu", "gelu"} <= set(params["activation"])
     assert len(params["seed"]) == 3

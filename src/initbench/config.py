@@ -14,7 +14,7 @@ both before any data is loaded, and refuses:
 always as one line, ``<field> must be ... (got ...)``, raised as :class:`UserError`.
 
 Why a schema checked after composition rather than dataclasses in Hydra's ConfigStore: the
-group options (17 schemes with their own hparams, four datasets, any model) differ in
+group options (schemes with their own hparams, four datasets, any model) differ in
 their fields, so a structured config would need one dataclass per option, repeating what the
 registries already declare; and Hydra adds ``+key`` overrides even to structured configs. One
 check of the composed dict covers both, and a notebook calling :func:`initbench.run.run` with a
