@@ -253,3 +253,10 @@ def test_allowed_keys_and_whole_nodes_are_the_callers_choice():
         "init.name: 'kaiming_normal' -> None",
     ]
     assert "seed" not in RESUMABLE_CHANGES and "init" not in RESUMABLE_CHANGES
+
+
+def test_a_run_saved_before_the_holdout_existed_resumes_as_holdout_0():
+    """OLD has no trainer.holdout (saved before the field existed): 0 is what it did."""
+    assert "holdout" not in OLD["trainer"]
+    assert config_changes(OLD, changed("trainer.holdout", 0)) == []
+    assert config_changes(OLD, changed("trainer.holdout", 500)) == ["trainer.holdout: 0 -> 500"]

@@ -123,12 +123,19 @@ def _flatten(cfg: Mapping[str, Any], leaves: Sequence[str], prefix: str = "") ->
     return flat
 
 
+# Fields added to the config after runs were saved, with the value that means what those runs
+# did: a checkpoint without them resumes as if they held it.
+ADDED_FIELDS = {"trainer.holdout": 0}
+
+
 def config_changes(
     old: Mapping[str, Any], new: Mapping[str, Any], allowed: Sequence[str] = RESUMABLE_CHANGES
 ) -> list[str]:
     """Differences between two configs other than in the keys (or whole nodes) ``allowed``:
     by default those that make a checkpoint unusable (anything but RESUMABLE_CHANGES)."""
     a, b = _flatten(old, allowed), _flatten(new, allowed)
+    for key, default in ADDED_FIELDS.items():  # a run saved before the field existed
+        a.setdefault(key, default)
     return [
         f"{k}: {a.get(k)!r} -> {b.get(k)!r}"
         for k in sorted(set(a) | set(b))
