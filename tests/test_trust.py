@@ -18,7 +18,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from helpers import compose_dict, run_cli, run_train_cli
+from helpers import ROOT, compose_dict, run_cli, run_train_cli
 from initbench import engine
 from initbench import run as run_module
 from initbench.build import validate
@@ -350,3 +350,100 @@ def test_strict_json_records_what_it_nulled():
         "nonfinite": {"a": "NaN", "b.1": "-Infinity", "c.d": "Infinity"},
     }  # fmt: skip
     assert to_strict_json([float("nan")]) == [None]  # no mapping to record it in
+
+
+# ----------------------------------------------------------------------------- round three:
+# hostile run files (a FIFO, a device, rows that are not objects, huge numbers, deep nesting)
+
+
+def hostile(tmp_path, name: str, file: str, make) -> None:
+    """A trained run ``name`` whose ``file`` is replaced by what ``make(path)`` puts there."""
+    train_here(tmp_path / name)
+    path = tmp_path / name / file
+    path.unlink()
+    make(path)
+
+
+DEEP = "[" * 100_000 + "]" * 100_000  # deeper than any parser's recursion limit
+
+
+def test_the_report_never_hangs_or_crashes_on_hostile_run_files(tmp_path):
+    """Each run below is skipped with its reason (or its bad rows dropped); the report is built
+    from the good run, at once: nothing blocks on a FIFO, reads /dev/zero without end, or
+    recurses out of the stack."""
+    train_here(tmp_path / "good")
+    hostile(tmp_path, "fifo", "summary.json", os.mkfifo)
+    hostile(tmp_path, "zero", "metrics.jsonl", lambda p: p.symlink_to("/dev/zero"))
+    hostile(tmp_path, "deep", "summary.json", lambda p: p.write_text(DEEP))
+    hostile(tmp_path, "deepyaml", "config.yaml", lambda p: p.write_text("a: " + "[" * 5000))
+    hostile(tmp_path, "wide", "config.yaml",  # a billion-laughs alias bomb: 10^9 leaves
+            lambda p: p.write_text("a: &a [1,1,1,1,1,1,1,1,1,1]\n" + "".join(
+                f"{c}: &{c} [*{p_},*{p_},*{p_},*{p_},*{p_},*{p_},*{p_},*{p_},*{p_},*{p_}]\n"
+                for p_, c in zip("abcdefgh", "bcdefghi"))))  # fmt: skip
+    rows_dir = tmp_path / "rows"
+    train_here(rows_dir, "seed=1")  # not a repeat of "good", which the report would drop
+    good_rows = (rows_dir / "metrics.jsonl").read_text()
+    (rows_dir / "metrics.jsonl").write_text('[1, 2, 3]\n"text"\n' + good_rows + DEEP + "\n")
+    huge = tmp_path / "huge"
+    train_here(huge, "seed=2")
+    summary = json.loads((huge / "summary.json").read_text())
+    (huge / "summary.json").write_text(json.dumps({**summary, "epochs_completed": 10**30,
+                                                   "wall_s": 1e308}))  # fmt: skip
+    runset = load_local(tmp_path)
+    assert sorted(runset.runs["run_id"]) == ["good", "rows"]
+    assert len(runset.curves[runset.curves["run_id"] == "rows"]) == 2  # the object rows
+    (note,) = [n for n in runset.notes if n.startswith("malformed")]
+    for expected in (
+        "fifo: summary.json is not a regular file",
+        "zero: metrics.jsonl is not a regular file",
+        "deep: summary.json nests deeper than 64 levels",
+        "deepyaml: config.yaml nests deeper than 64 levels",
+        "wide: config.yaml holds more than 1000000 values",
+        "huge: summary.json: epochs_completed is 1000000000000000000000000000000",
+    ):
+        assert expected in note, note
+    from initbench.report import build_report
+
+    files = build_report(runset, tmp_path / "report", hist_schemes=0)
+    assert files.summary_md.exists()
+
+
+def test_the_sweep_runner_and_a_resume_refuse_hostile_files_in_one_line(tmp_path):
+    sweep = tmp_path / "deep.yaml"
+    sweep.write_text("method: grid\nparameters: " + "{a: " * 5000 + "1" + "}" * 5000 + "\n")
+    proc = run_cli("scripts/local_sweep.py", str(sweep), "--dry-run")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "deep.yaml nests deeper than 64 levels" in proc.stderr
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    proc = run_cli("scripts/local_sweep.py", str(fifo), "--dry-run", timeout=60)
+    assert proc.returncode == 2 and "fifo.yaml is not a regular file" in proc.stderr
+    # a resume reads summary.json: a deep one is no summary (the run starts over, no traceback)
+    run_dir = tmp_path / "run"
+    train_here(run_dir, "trainer.epochs=1")
+    (run_dir / "summary.json").write_text(DEEP)
+    summary = train_here(run_dir, "trainer.epochs=2")
+    assert summary["status"] == "finished" and summary["epochs_completed"] == 2
+    assert _last_metric(run_dir, "val/acc") is not None
+
+
+@pytest.mark.parametrize("script", ["src/train.py", "src/diagnose.py", "src/pack.py"])
+def test_a_double_dash_setting_is_refused_and_nothing_is_unpickled(tmp_path, script):
+    """``--experiment=X`` (a W&B sweep file without ``command:`` passes ``--key=value``) was
+    argparse's abbreviation of ``--experimental-rerun X``, which unpickles X."""
+    bait = tmp_path / "payload.pkl"
+    marker = tmp_path / "ran"
+    bait.write_bytes(
+        b"cos\\nsystem\\n(S'touch " + str(marker).encode() + b"'\\ntR."
+    )  # a pickle that would run `touch <marker>`
+    proc = run_cli(str(ROOT / script), f"--experiment={bait}", cwd=tmp_path)
+    assert proc.returncode == 2 and not marker.exists()
+    (line,) = proc.stderr.strip().splitlines()
+    assert (
+        "--experiment is not an option: settings are key=value overrides "
+        f"(as an override: experiment={bait})"
+    ) in line
+    assert "${args_no_hyphens}" in line
+    proc = run_cli(str(ROOT / script), "--epochs", "3", cwd=tmp_path)
+    assert proc.returncode == 2 and "--epochs is not an option" in proc.stderr
+    assert not list(tmp_path.glob("outputs"))  # nothing created

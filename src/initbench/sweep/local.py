@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import json
 import math
 import os
 import signal
@@ -26,7 +25,7 @@ from typing import IO, Any
 
 from initbench.config import is_pack_member_key
 from initbench.data import missing_data
-from initbench.io import atomic_write, dumps_strict, read_json, safe_name
+from initbench.io import atomic_write, dumps_strict, read_json, read_jsonl, safe_name
 from initbench.progress import Progress, hms
 from initbench.signals import handling_signals
 from initbench.sweep.combinations import Combination, combinations, varying_keys
@@ -69,17 +68,13 @@ def _last_metric(run_dir: Path, name: str | None) -> float | None:
         return None
     value = None
     try:
-        with open(run_dir / "metrics.jsonl") as f:
-            for line in f:
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(row, dict) and name in row:  # null: a non-finite value
-                    value = float("nan") if row[name] is None else row[name]
-    except OSError:
+        rows = read_jsonl(run_dir / "metrics.jsonl")
+    except ValueError:  # not a regular file, too big: no metric to show
         return None
-    return value
+    for row in rows:
+        if name in row:  # null: a non-finite value
+            value = float("nan") if row[name] is None else row[name]
+    return value if value is None or isinstance(value, int | float) else None
 
 
 def read_outcome(combo: Combination, run_dir: Path, metric: str | None = None) -> Outcome:

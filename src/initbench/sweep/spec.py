@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
+
+from initbench.io import UnreadableFile, load_yaml
 
 METHODS = ("grid", "random")
 # W&B's parameter distributions (docs: "Sweep configuration options"); grid takes the first four.
@@ -181,11 +182,11 @@ def load_sweep(path: str | Path) -> Sweep:
     path = Path(path)
     where = str(path)
     try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise SweepError(f"cannot read sweep file {path}: {err.strerror}") from None
-    except yaml.YAMLError as err:
-        raise SweepError(f"{where} is not valid YAML: {err}") from None
+        raw = load_yaml(path)
+    except FileNotFoundError:
+        raise SweepError(f"cannot read sweep file {path}: no such file") from None
+    except UnreadableFile as err:  # not a regular file, too big or deep, not YAML
+        raise SweepError(f"cannot read sweep file {path}: {err}") from None
     if not isinstance(raw, dict):
         raise SweepError(f"{where}: a sweep file is a mapping with method, program, parameters")
     method = raw.get("method")
