@@ -447,3 +447,53 @@ def test_a_double_dash_setting_is_refused_and_nothing_is_unpickled(tmp_path, scr
     proc = run_cli(str(ROOT / script), "--epochs", "3", cwd=tmp_path)
     assert proc.returncode == 2 and "--epochs is not an option" in proc.stderr
     assert not list(tmp_path.glob("outputs"))  # nothing created
+
+
+def test_run_and_sweep_files_are_never_written_through_a_planted_symlink(tmp_path):
+    """diagnose.json/png, the sweep's combinations.json, a run's local_sweep.json and
+    local_sweep.log are written through temp + rename or O_NOFOLLOW: a symlink in their place
+    is replaced or refused, its target untouched; a .lock symlink is refused, not emptied."""
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    for name in ("diagnose.json", "diagnose.png"):
+        (run_dir / name).symlink_to(target)
+    train_here(run_dir, "trainer.epochs=1")
+    assert target.read_text() == "keep me"
+    assert not (run_dir / "diagnose.json").is_symlink()
+    assert json.loads((run_dir / "diagnose.json").read_text())["layers"]
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / ".lock").symlink_to(target)
+    with pytest.raises(UserError, match="cannot write to the run directory"):
+        train_here(locked, "trainer.epochs=1")
+    assert target.read_text() == "keep me"
+
+    from initbench.sweep.local import INDEX, LOG, RECORD
+
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(textwrap.dedent("""\
+        name: s
+        method: grid
+        program: src/diagnose.py
+        command: ["${env}", "${interpreter}", "${program}", "${args_no_hyphens}"]
+        parameters:
+          dataset: {value: circles}
+          seed: {values: [0]}
+    """))  # fmt: skip
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / INDEX).symlink_to(target)
+    combo = out / "dataset-circles__seed-0"
+    combo.mkdir()
+    (combo / RECORD).symlink_to(target)
+    (combo / LOG).symlink_to(target)
+    proc = run_cli("scripts/local_sweep.py", str(sweep), "--out", str(out))
+    assert target.read_text() == "keep me"
+    assert not (out / INDEX).is_symlink()
+    assert json.loads((out / INDEX).read_text())["sweep"] == "s"
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not (combo / LOG).is_symlink() and not (combo / RECORD).is_symlink()
+    assert json.loads((combo / RECORD).read_text())["status"] == "finished"

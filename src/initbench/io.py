@@ -237,6 +237,21 @@ def atomic_write(path: Path, mode: str = "w", keep_previous: Path | None = None)
         raise
 
 
+def open_log(path: Path) -> IO:
+    """``path`` opened for appending text, never through a symlink: a link planted in its
+    place is removed and a fresh file started, as a rename would replace it (``O_NOFOLLOW``
+    makes the check and the open one step)."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError:
+        if not Path(path).is_symlink():
+            raise
+        Path(path).unlink()  # the link, not its target
+        fd = os.open(path, flags | os.O_EXCL, 0o644)
+    return os.fdopen(fd, "a")
+
+
 def remove_temp_files(folder: Path) -> list[Path]:
     """Delete the temp files :func:`atomic_write` left in ``folder`` when its process was
     killed mid-write; returns them. Only safe while nobody else writes there (the run

@@ -25,7 +25,7 @@ from typing import IO, Any
 
 from initbench.config import is_pack_member_key
 from initbench.data import missing_data
-from initbench.io import atomic_write, dumps_strict, read_json, read_jsonl, safe_name
+from initbench.io import atomic_write, dumps_strict, open_log, read_json, read_jsonl, safe_name
 from initbench.progress import Progress, hms
 from initbench.signals import handling_signals
 from initbench.sweep.combinations import Combination, combinations, varying_keys
@@ -154,7 +154,9 @@ def write_index(sweep: Sweep, combos: Sequence[Combination], out_dir: Path) -> N
         "metric": sweep.metric,
         "combinations": [{"name": c.name, "params": dict(c.params)} for c in combos],
     }
-    (out_dir / INDEX).write_text(dumps_strict(index, indent=2, default=str))
+    text = dumps_strict(index, indent=2, default=str)
+    with atomic_write(out_dir / INDEX) as f:  # temp + rename: never through a symlink
+        f.write(text)
 
 
 def run_local_sweep(
@@ -294,7 +296,7 @@ class _LocalRun:
     def launch(self, job: Job) -> None:
         job.folder.mkdir(parents=True, exist_ok=True)
         cmd = job.cmd
-        log = open(job.folder / LOG, "a")
+        log = open_log(job.folder / LOG)
         log.write(f"\n$ {' '.join(cmd)}\n")
         log.flush()
         # own process group: a Ctrl-C reaches the children only through stop_all; and a
@@ -418,7 +420,9 @@ def _write_record(
         "error": _last_error_line(job.folder / LOG) if status == "failed" else None,
     }
     run_dir.mkdir(parents=True, exist_ok=True)  # a pack that failed first made no folders
-    (run_dir / RECORD).write_text(dumps_strict(record, indent=2, default=str))
+    text = dumps_strict(record, indent=2, default=str)
+    with atomic_write(run_dir / RECORD) as f:  # temp + rename: never through a symlink
+        f.write(text)
     return record
 
 
