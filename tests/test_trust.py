@@ -379,7 +379,7 @@ def test_the_report_never_hangs_or_crashes_on_hostile_run_files(tmp_path):
     hostile(tmp_path, "wide", "config.yaml",  # a billion-laughs alias bomb: 10^9 leaves
             lambda p: p.write_text("a: &a [1,1,1,1,1,1,1,1,1,1]\n" + "".join(
                 f"{c}: &{c} [*{p_},*{p_},*{p_},*{p_},*{p_},*{p_},*{p_},*{p_},*{p_},*{p_}]\n"
-                for p_, c in zip("abcdefgh", "bcdefghi"))))  # fmt: skip
+                for p_, c in zip("abcdefgh", "bcdefghi", strict=True))))  # fmt: skip
     rows_dir = tmp_path / "rows"
     train_here(rows_dir, "seed=1")  # not a repeat of "good", which the report would drop
     good_rows = (rows_dir / "metrics.jsonl").read_text()
