@@ -497,3 +497,40 @@ def test_run_and_sweep_files_are_never_written_through_a_planted_symlink(tmp_pat
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert not (combo / LOG).is_symlink() and not (combo / RECORD).is_symlink()
     assert json.loads((combo / RECORD).read_text())["status"] == "finished"
+
+
+def test_sweep_values_are_checked_lazily_and_folder_names_never_collide(tmp_path):
+    from initbench.sweep import combinations, load_sweep
+
+    big = tmp_path / "big.yaml"
+    big.write_text(textwrap.dedent("""\
+        method: random
+        program: src/train.py
+        parameters:
+          seed: {min: 0, max: 1000000000}
+    """))  # a billion seeds: drawn from, never listed
+    combos = combinations(load_sweep(big), count=3)
+    assert len(combos) == 3 and all(0 <= c.params["seed"] <= 10**9 for c in combos)
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(textwrap.dedent("""\
+        method: grid
+        program: src/train.py
+        parameters:
+          seed: {min: 0, max: 1000000000}
+          trainer.epochs: {values: [1, 2]}
+    """))
+    head = combinations(load_sweep(grid), count=3)  # the head only, at once
+    assert [c.params for c in head] == [{"seed": 0, "trainer.epochs": 1},
+                                        {"seed": 0, "trainer.epochs": 2},
+                                        {"seed": 1, "trainer.epochs": 1}]  # fmt: skip
+    clash = tmp_path / "clash.yaml"
+    clash.write_text(textwrap.dedent("""\
+        method: grid
+        program: src/train.py
+        parameters:
+          a: {values: ["1__b-2", "1"]}
+          b: {values: ["3", "2__b-3"]}
+    """))
+    combos = combinations(load_sweep(clash))
+    assert len(combos) == 4  # "a-1__b-2__b-3" twice: both kept, the second hashed
+    assert len({c.name for c in combos}) == 4

@@ -10,7 +10,7 @@ returns a :class:`Sweep` of :class:`Param`.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,9 @@ DISTRIBUTIONS = GRID_DISTRIBUTIONS + (
 DEFAULT_COMMAND = ("${env}", "${interpreter}", "${program}", "${args}")
 
 
+MAX_Q_VALUES = 10**6  # a q_uniform grid parameter of more values is refused, not built
+
+
 class SweepError(ValueError):
     """A sweep file that cannot be run as written; the message names the file and the key."""
 
@@ -53,15 +56,28 @@ class Param:
     spec: Mapping[str, Any]
 
     def grid_values(self) -> list[Any]:
-        """The values a grid takes, as W&B's grid search expands them."""
+        """The values a grid takes, as W&B's grid search expands them (a list: see
+        :meth:`grid_sequence` for a range that need not be built)."""
+        return list(self.grid_sequence())
+
+    def grid_sequence(self) -> Sequence[Any]:
+        """:meth:`grid_values` without building it where it is a range (``int_uniform``: a
+        ``range``), so a grid over a billion seeds can hand out its first combinations."""
         s = self.spec
         if self.distribution == "constant":
             return [s["value"]]
         if self.distribution == "categorical":
             return list(s["values"])
         if self.distribution == "int_uniform":
-            return list(range(int(s["min"]), int(s["max"]) + 1))
+            return range(int(s["min"]), int(s["max"]) + 1)
         if self.distribution == "q_uniform":
+            size = math.ceil((s["max"] - s["min"]) / s["q"])
+            if size > MAX_Q_VALUES:
+                raise SweepError(
+                    f"parameter {self.key!r}: q_uniform from {s['min']} to {s['max']} in steps "
+                    f"of {s['q']} is {size} values, more than a grid can take ({MAX_Q_VALUES}); "
+                    "use a larger q or method: random"
+                )
             return np.arange(s["min"], s["max"], s["q"]).tolist()
         raise SweepError(
             f"parameter {self.key!r}: distribution {self.distribution!r} cannot be gridded; "
@@ -227,8 +243,8 @@ def load_sweep(path: str | Path) -> Sweep:
                 raise SweepError(
                     f"{where}: parameter {key!r}: probabilities must match values and sum to 1"
                 )
-        if dist in GRID_DISTRIBUTIONS:
-            for value in param.grid_values():
+        if dist in ("constant", "categorical"):  # listed values; a range's are numbers
+            for value in param.grid_sequence():
                 check_value(key, value, where)
         params.append(param)
     run_cap = raw.get("run_cap")
