@@ -503,34 +503,52 @@ def test_sweep_values_are_checked_lazily_and_folder_names_never_collide(tmp_path
     from initbench.sweep import combinations, load_sweep
 
     big = tmp_path / "big.yaml"
-    big.write_text(textwrap.dedent("""\
+    big.write_text(
+        textwrap.dedent("""\
         method: random
         program: src/train.py
+        command: ["${env}", "${interpreter}", "${program}", "${args_no_hyphens}"]
         parameters:
           seed: {min: 0, max: 1000000000}
-    """))  # a billion seeds: drawn from, never listed
+    """)
+    )  # a billion seeds: drawn from, never listed
     combos = combinations(load_sweep(big), count=3)
     assert len(combos) == 3 and all(0 <= c.params["seed"] <= 10**9 for c in combos)
     grid = tmp_path / "grid.yaml"
-    grid.write_text(textwrap.dedent("""\
+    grid.write_text(
+        textwrap.dedent("""\
         method: grid
         program: src/train.py
+        command: ["${env}", "${interpreter}", "${program}", "${args_no_hyphens}"]
         parameters:
           seed: {min: 0, max: 1000000000}
           trainer.epochs: {values: [1, 2]}
-    """))
+    """)
+    )
     head = combinations(load_sweep(grid), count=3)  # the head only, at once
     assert [c.params for c in head] == [{"seed": 0, "trainer.epochs": 1},
                                         {"seed": 0, "trainer.epochs": 2},
                                         {"seed": 1, "trainer.epochs": 1}]  # fmt: skip
     clash = tmp_path / "clash.yaml"
-    clash.write_text(textwrap.dedent("""\
+    clash.write_text(
+        textwrap.dedent("""\
         method: grid
         program: src/train.py
+        command: ["${env}", "${interpreter}", "${program}", "${args_no_hyphens}"]
         parameters:
           a: {values: ["1__b-2", "1"]}
           b: {values: ["3", "2__b-3"]}
-    """))
+    """)
+    )
     combos = combinations(load_sweep(clash))
     assert len(combos) == 4  # "a-1__b-2__b-3" twice: both kept, the second hashed
     assert len({c.name for c in combos}) == 4
+
+
+def test_a_sweep_file_without_command_is_refused_before_any_run(tmp_path):
+    sweep = tmp_path / "nocommand.yaml"
+    sweep.write_text("method: grid\nprogram: src/train.py\nparameters:\n  seed: {values: [0]}\n")
+    proc = run_cli("scripts/local_sweep.py", str(sweep), "--dry-run", "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "no command: (W&B's default) passes --key=value" in proc.stderr
+    assert "${args_no_hyphens}" in proc.stderr and not (tmp_path / "o").exists()

@@ -38,6 +38,8 @@ DISTRIBUTIONS = GRID_DISTRIBUTIONS + (
     "q_beta",
 )
 DEFAULT_COMMAND = ("${env}", "${interpreter}", "${program}", "${args}")
+# The project's programs: they take key=value overrides, never --key=value (cli.common).
+OUR_PROGRAMS = ("train.py", "diagnose.py", "pack.py")
 
 
 MAX_Q_VALUES = 10**6  # a q_uniform grid parameter of more values is refused, not built
@@ -219,6 +221,13 @@ def load_sweep(path: str | Path) -> Sweep:
     command = raw.get("command", list(DEFAULT_COMMAND))
     if not isinstance(command, list) or not all(isinstance(c, str) for c in command):
         raise SweepError(f"{where}: command must be a list of strings")
+    if "${args}" in command and Path(program).name in OUR_PROGRAMS:
+        given = "command: [..., ${args}]" if "command" in raw else "no command: (W&B's default)"
+        raise SweepError(
+            f"{where}: {given} passes --key=value, which {program} refuses (settings are "
+            "key=value overrides); add command: [${env}, ${interpreter}, ${program}, "
+            "${args_no_hyphens}]"
+        )
     params_raw = raw.get("parameters")
     if not isinstance(params_raw, dict) or not params_raw:
         raise SweepError(f"{where}: parameters is missing or empty")
