@@ -552,3 +552,18 @@ def test_a_sweep_file_without_command_is_refused_before_any_run(tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "no command: (W&B's default) passes --key=value" in proc.stderr
     assert "${args_no_hyphens}" in proc.stderr and not (tmp_path / "o").exists()
+
+
+def test_a_pack_listing_one_folder_twice_and_an_out_with_a_comma_are_one_line(tmp_path):
+    a = tmp_path / "a"
+    proc = run_cli("src/pack.py", "dataset=circles", "logger=tensorboard",
+                   "pack.inits=[zeros,ones]", "pack.seeds=[0]",
+                   f"pack.dirs=[{a},{tmp_path / 'b' / '..' / 'a'}]",
+                   f"hydra.run.dir={tmp_path / 'pack'}")  # fmt: skip
+    assert proc.returncode == 2 and "pack.dirs names one folder twice" in proc.stderr
+    assert "in use by" not in proc.stderr
+    sweep = ROOT / "sweeps" / "circles.yaml"
+    proc = run_cli(
+        "scripts/local_sweep.py", str(sweep), "--dry-run", "--out", str(tmp_path / "x,y")
+    )
+    assert proc.returncode == 2 and "holds ',' or '='" in proc.stderr

@@ -575,6 +575,11 @@ def local_sweep(
     sweep = load_sweep(path)
     combos = combinations(sweep, count=count, seed=seed)
     out_dir = Path(out) if out is not None else default_out_dir(sweep)
+    if any(c in str(out_dir.absolute()) for c in ",="):  # it goes to Hydra as hydra.run.dir=...
+        raise SweepError(
+            f"--out {out_dir}: a folder whose path holds ',' or '=' cannot be a run directory "
+            "(Hydra reads hydra.run.dir=a,b as two runs); choose another folder"
+        )
     keys = varying_keys(combos)
     _check_runnable(sweep, Path("."), parallel)  # a dry run too: what the real run would refuse
     if check:
