@@ -567,3 +567,32 @@ def test_a_pack_listing_one_folder_twice_and_an_out_with_a_comma_are_one_line(tm
         "scripts/local_sweep.py", str(sweep), "--dry-run", "--out", str(tmp_path / "x,y")
     )
     assert proc.returncode == 2 and "holds ',' or '='" in proc.stderr
+
+
+def test_a_full_disk_says_which_members_could_not_be_recorded():
+    """The summary.json of a pack's members is written on a full disk too, or not: the message
+    claims "recorded as failed" only for those it could write."""
+    from pathlib import Path
+
+    from initbench.errors import RunFailed
+    from initbench.run import recording_early_ends
+
+    class Member:
+        def __init__(self, name, writable):
+            self.run_dir, self.writable, self.fields = Path("/pack") / name, writable, None
+
+        def _stop(self, **fields):
+            self.fields = fields
+            return self.writable
+
+    members = [Member("a", True), Member("b", False)]
+    with pytest.raises(RunFailed) as err:
+        with recording_early_ends(lambda: members, Path("/pack"), "; recorded as failed"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    message = str(err.value)
+    assert message.startswith("No space left on device; 1 summary.json file(s) could not be")
+    assert "still say running (/pack/b)" in message and "recorded as failed" not in message
+    assert members[0].fields["status"] == "failed"
+    with pytest.raises(RunFailed, match="; recorded as failed$"):
+        with recording_early_ends(lambda: members[:1], Path("/pack"), "; recorded as failed"):
+            raise OSError(errno.ENOSPC, "No space left on device")
