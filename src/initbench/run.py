@@ -403,6 +403,7 @@ class Session:
                 "wandb_run_id": self.sink.wandb_run_id,
                 "wall_s": self.wall_s(),
                 "init_cost": self.prep.init_cost.as_dict(),
+                "pack": self.summary.get("pack"),  # a member's pack, to see a resume in another
             },
         )
         write_metrics(self.run_dir, state)
