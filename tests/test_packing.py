@@ -13,6 +13,7 @@ import itertools
 import json
 import math
 import re
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -745,3 +746,22 @@ def test_cnn_recipe_trains_both_inits_once_and_tables_what_the_runs_recorded(tmp
     assert again.returncode == 0 and "0 already done" not in again.stderr
     assert (out / "cnn_recipe.md").read_text() == table
     assert "2 already done, 0 to train" in again.stderr + again.stdout
+
+
+def test_a_member_resumed_in_a_pack_of_another_size_records_it(tmp_path, monkeypatch):
+    """A member's folder deleted while the pack was stopped: the others resume together in a
+    pack of 2 (the deleted one starts over alone), and their summary.json says so, since
+    dropout draws depend on who is in the pack."""
+    cfgs = member_cfgs(["model.dropout=0.2", "trainer.epochs=3"])
+    dirs = [tmp_path / c["run_name"] for c in cfgs]
+    stop_at_poll(monkeypatch, 11)  # mid-epoch 2 (7 steps an epoch): checkpoints of epoch 1
+    with pytest.raises(Interrupted):
+        run_pack(cfgs, dirs, optimizer(cfgs[0]))
+    monkeypatch.undo()
+    shutil.rmtree(dirs[2])
+    summaries = run_pack(cfgs, dirs, optimizer(cfgs[0]))
+    for summary in summaries[:2]:
+        assert summary["status"] == "finished"
+        assert summary["pack"]["changes"] == [
+            {"at_epoch": 1, "members_before": 3, "members_after": 2}]  # fmt: skip
+    assert summaries[2]["status"] == "finished" and "changes" not in summaries[2]["pack"]

@@ -795,3 +795,17 @@ def test_cli_wandb_report_without_a_login_is_one_line(runs_folder, tmp_path):
     assert proc.stderr.count("\n") == 1
     bad = run_cli("scripts/report.py", "--wandb-report", "abc123", env=env, timeout=120)
     assert bad.returncode == 2 and "entity/project/sweep_id" in bad.stderr
+
+
+def test_names_from_configs_are_text_in_summary_md_and_never_formulas_in_the_csv_files(tmp_path):
+    raws = synthetic_runs({"kaiming_normal": [0.9, 0.91]})
+    for raw in raws:
+        raw.config["model"] = {"_target_": "mine.Net", "name": "<script>alert(1)</script>"}
+        raw.config["experiment_name"] = '=HYPERLINK("http://x")'
+    files = build_report(assemble("synthetic", raws), tmp_path / "r", hist_schemes=0)
+    text = files.summary_md.read_text()
+    assert "<script>" not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    assert "<script>" not in files.index_html.read_text()
+    results = files.results_csv.read_text()
+    assert "'=HYPERLINK" in results and ",=HYPERLINK" not in results
+    assert "-" in results  # numbers and other text untouched

@@ -18,7 +18,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from helpers import compose_dict, run_cli, run_train_cli
+from helpers import ROOT, compose_dict, run_cli, run_train_cli
 from initbench import engine
 from initbench import run as run_module
 from initbench.build import validate
@@ -350,3 +350,249 @@ def test_strict_json_records_what_it_nulled():
         "nonfinite": {"a": "NaN", "b.1": "-Infinity", "c.d": "Infinity"},
     }  # fmt: skip
     assert to_strict_json([float("nan")]) == [None]  # no mapping to record it in
+
+
+# ----------------------------------------------------------------------------- round three:
+# hostile run files (a FIFO, a device, rows that are not objects, huge numbers, deep nesting)
+
+
+def hostile(tmp_path, name: str, file: str, make) -> None:
+    """A trained run ``name`` whose ``file`` is replaced by what ``make(path)`` puts there."""
+    train_here(tmp_path / name)
+    path = tmp_path / name / file
+    path.unlink()
+    make(path)
+
+
+DEEP = "[" * 100_000 + "]" * 100_000  # deeper than any parser's recursion limit
+
+
+def test_the_report_never_hangs_or_crashes_on_hostile_run_files(tmp_path):
+    """Each run below is skipped with its reason (or its bad rows dropped); the report is built
+    from the good run, at once: nothing blocks on a FIFO, reads /dev/zero without end, or
+    recurses out of the stack."""
+    train_here(tmp_path / "good")
+    hostile(tmp_path, "fifo", "summary.json", os.mkfifo)
+    hostile(tmp_path, "zero", "metrics.jsonl", lambda p: p.symlink_to("/dev/zero"))
+    hostile(tmp_path, "deep", "summary.json", lambda p: p.write_text(DEEP))
+    hostile(tmp_path, "deepyaml", "config.yaml", lambda p: p.write_text("a: " + "[" * 5000))
+    hostile(tmp_path, "wide", "config.yaml",  # a billion-laughs alias bomb: 10^9 leaves
+            lambda p: p.write_text("a: &a [1,1,1,1,1,1,1,1,1,1]\n" + "".join(
+                f"{c}: &{c} [*{p_},*{p_},*{p_},*{p_},*{p_},*{p_},*{p_},*{p_},*{p_},*{p_}]\n"
+                for p_, c in zip("abcdefgh", "bcdefghi", strict=True))))  # fmt: skip
+    rows_dir = tmp_path / "rows"
+    train_here(rows_dir, "seed=1")  # not a repeat of "good", which the report would drop
+    good_rows = (rows_dir / "metrics.jsonl").read_text()
+    (rows_dir / "metrics.jsonl").write_text('[1, 2, 3]\n"text"\n' + good_rows + DEEP + "\n")
+    huge = tmp_path / "huge"
+    train_here(huge, "seed=2")
+    summary = json.loads((huge / "summary.json").read_text())
+    (huge / "summary.json").write_text(json.dumps({**summary, "epochs_completed": 10**30,
+                                                   "wall_s": 1e308}))  # fmt: skip
+    runset = load_local(tmp_path)
+    assert sorted(runset.runs["run_id"]) == ["good", "rows"]
+    assert len(runset.curves[runset.curves["run_id"] == "rows"]) == 2  # the object rows
+    (note,) = [n for n in runset.notes if n.startswith("malformed")]
+    for expected in (
+        "fifo: summary.json is not a regular file",
+        "zero: metrics.jsonl is not a regular file",
+        "deep: summary.json nests deeper than 64 levels",
+        "deepyaml: config.yaml nests deeper than 64 levels",
+        "wide: config.yaml holds more than 1000000 values",
+        "huge: summary.json: epochs_completed is 1000000000000000000000000000000",
+    ):
+        assert expected in note, note
+    from initbench.report import build_report
+
+    files = build_report(runset, tmp_path / "report", hist_schemes=0)
+    assert files.summary_md.exists()
+
+
+def test_the_sweep_runner_and_a_resume_refuse_hostile_files_in_one_line(tmp_path):
+    sweep = tmp_path / "deep.yaml"
+    sweep.write_text("method: grid\nparameters: " + "{a: " * 5000 + "1" + "}" * 5000 + "\n")
+    proc = run_cli("scripts/local_sweep.py", str(sweep), "--dry-run")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "deep.yaml nests deeper than 64 levels" in proc.stderr
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    proc = run_cli("scripts/local_sweep.py", str(fifo), "--dry-run", timeout=60)
+    assert proc.returncode == 2 and "fifo.yaml is not a regular file" in proc.stderr
+    # a resume reads summary.json: a deep one is no summary (the run starts over, no traceback)
+    run_dir = tmp_path / "run"
+    train_here(run_dir, "trainer.epochs=1")
+    (run_dir / "summary.json").write_text(DEEP)
+    summary = train_here(run_dir, "trainer.epochs=2")
+    assert summary["status"] == "finished" and summary["epochs_completed"] == 2
+    assert _last_metric(run_dir, "val/acc") is not None
+
+
+@pytest.mark.parametrize("script", ["src/train.py", "src/diagnose.py", "src/pack.py"])
+def test_a_double_dash_setting_is_refused_and_nothing_is_unpickled(tmp_path, script):
+    """``--experiment=X`` (a W&B sweep file without ``command:`` passes ``--key=value``) was
+    argparse's abbreviation of ``--experimental-rerun X``, which unpickles X."""
+    bait = tmp_path / "payload.pkl"
+    marker = tmp_path / "ran"
+    bait.write_bytes(
+        b"cos\\nsystem\\n(S'touch " + str(marker).encode() + b"'\\ntR."
+    )  # a pickle that would run `touch <marker>`
+    proc = run_cli(str(ROOT / script), f"--experiment={bait}", cwd=tmp_path)
+    assert proc.returncode == 2 and not marker.exists()
+    (line,) = proc.stderr.strip().splitlines()
+    assert (
+        "--experiment is not an option: settings are key=value overrides "
+        f"(as an override: experiment={bait})"
+    ) in line
+    assert "${args_no_hyphens}" in line
+    proc = run_cli(str(ROOT / script), "--epochs", "3", cwd=tmp_path)
+    assert proc.returncode == 2 and "--epochs is not an option" in proc.stderr
+    assert not list(tmp_path.glob("outputs"))  # nothing created
+
+
+def test_run_and_sweep_files_are_never_written_through_a_planted_symlink(tmp_path):
+    """diagnose.json/png, the sweep's combinations.json, a run's local_sweep.json and
+    local_sweep.log are written through temp + rename or O_NOFOLLOW: a symlink in their place
+    is replaced or refused, its target untouched; a .lock symlink is refused, not emptied."""
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    for name in ("diagnose.json", "diagnose.png"):
+        (run_dir / name).symlink_to(target)
+    train_here(run_dir, "trainer.epochs=1")
+    assert target.read_text() == "keep me"
+    assert not (run_dir / "diagnose.json").is_symlink()
+    assert json.loads((run_dir / "diagnose.json").read_text())["layers"]
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / ".lock").symlink_to(target)
+    with pytest.raises(UserError, match="cannot write to the run directory"):
+        train_here(locked, "trainer.epochs=1")
+    assert target.read_text() == "keep me"
+
+    from initbench.sweep.local import INDEX, LOG, RECORD
+
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(textwrap.dedent("""\
+        name: s
+        method: grid
+        program: src/diagnose.py
+        command: ["${env}", "${interpreter}", "${program}", "${args_no_hyphens}"]
+        parameters:
+          dataset: {value: circles}
+          seed: {values: [0]}
+    """))  # fmt: skip
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / INDEX).symlink_to(target)
+    combo = out / "dataset-circles__seed-0"
+    combo.mkdir()
+    (combo / RECORD).symlink_to(target)
+    (combo / LOG).symlink_to(target)
+    proc = run_cli("scripts/local_sweep.py", str(sweep), "--out", str(out))
+    assert target.read_text() == "keep me"
+    assert not (out / INDEX).is_symlink()
+    assert json.loads((out / INDEX).read_text())["sweep"] == "s"
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not (combo / LOG).is_symlink() and not (combo / RECORD).is_symlink()
+    assert json.loads((combo / RECORD).read_text())["status"] == "finished"
+
+
+def test_sweep_values_are_checked_lazily_and_folder_names_never_collide(tmp_path):
+    from initbench.sweep import combinations, load_sweep
+
+    big = tmp_path / "big.yaml"
+    big.write_text(
+        textwrap.dedent("""\
+        method: random
+        program: src/train.py
+        command: ["${env}", "${interpreter}", "${program}", "${args_no_hyphens}"]
+        parameters:
+          seed: {min: 0, max: 1000000000}
+    """)
+    )  # a billion seeds: drawn from, never listed
+    combos = combinations(load_sweep(big), count=3)
+    assert len(combos) == 3 and all(0 <= c.params["seed"] <= 10**9 for c in combos)
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(
+        textwrap.dedent("""\
+        method: grid
+        program: src/train.py
+        command: ["${env}", "${interpreter}", "${program}", "${args_no_hyphens}"]
+        parameters:
+          seed: {min: 0, max: 1000000000}
+          trainer.epochs: {values: [1, 2]}
+    """)
+    )
+    head = combinations(load_sweep(grid), count=3)  # the head only, at once
+    assert [c.params for c in head] == [{"seed": 0, "trainer.epochs": 1},
+                                        {"seed": 0, "trainer.epochs": 2},
+                                        {"seed": 1, "trainer.epochs": 1}]  # fmt: skip
+    clash = tmp_path / "clash.yaml"
+    clash.write_text(
+        textwrap.dedent("""\
+        method: grid
+        program: src/train.py
+        command: ["${env}", "${interpreter}", "${program}", "${args_no_hyphens}"]
+        parameters:
+          a: {values: ["1__b-2", "1"]}
+          b: {values: ["3", "2__b-3"]}
+    """)
+    )
+    combos = combinations(load_sweep(clash))
+    assert len(combos) == 4  # "a-1__b-2__b-3" twice: both kept, the second hashed
+    assert len({c.name for c in combos}) == 4
+
+
+def test_a_sweep_file_without_command_is_refused_before_any_run(tmp_path):
+    sweep = tmp_path / "nocommand.yaml"
+    sweep.write_text("method: grid\nprogram: src/train.py\nparameters:\n  seed: {values: [0]}\n")
+    proc = run_cli("scripts/local_sweep.py", str(sweep), "--dry-run", "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "no command: (W&B's default) passes --key=value" in proc.stderr
+    assert "${args_no_hyphens}" in proc.stderr and not (tmp_path / "o").exists()
+
+
+def test_a_pack_listing_one_folder_twice_and_an_out_with_a_comma_are_one_line(tmp_path):
+    a = tmp_path / "a"
+    proc = run_cli("src/pack.py", "dataset=circles", "logger=tensorboard",
+                   "pack.inits=[zeros,ones]", "pack.seeds=[0]",
+                   f"pack.dirs=[{a},{tmp_path / 'b' / '..' / 'a'}]",
+                   f"hydra.run.dir={tmp_path / 'pack'}")  # fmt: skip
+    assert proc.returncode == 2 and "pack.dirs names one folder twice" in proc.stderr
+    assert "in use by" not in proc.stderr
+    sweep = ROOT / "sweeps" / "circles.yaml"
+    proc = run_cli(
+        "scripts/local_sweep.py", str(sweep), "--dry-run", "--out", str(tmp_path / "x,y")
+    )
+    assert proc.returncode == 2 and "holds ',' or '='" in proc.stderr
+
+
+def test_a_full_disk_says_which_members_could_not_be_recorded():
+    """The summary.json of a pack's members is written on a full disk too, or not: the message
+    claims "recorded as failed" only for those it could write."""
+    from pathlib import Path
+
+    from initbench.errors import RunFailed
+    from initbench.run import recording_early_ends
+
+    class Member:
+        def __init__(self, name, writable):
+            self.run_dir, self.writable, self.fields = Path("/pack") / name, writable, None
+
+        def _stop(self, **fields):
+            self.fields = fields
+            return self.writable
+
+    members = [Member("a", True), Member("b", False)]
+    with pytest.raises(RunFailed) as err:
+        with recording_early_ends(lambda: members, Path("/pack"), "; recorded as failed"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    message = str(err.value)
+    assert message.startswith("No space left on device; 1 summary.json file(s) could not be")
+    assert "still say running (/pack/b)" in message and "recorded as failed" not in message
+    assert members[0].fields["status"] == "failed"
+    with pytest.raises(RunFailed, match="; recorded as failed$"):
+        with recording_early_ends(lambda: members[:1], Path("/pack"), "; recorded as failed"):
+            raise OSError(errno.ENOSPC, "No space left on device")

@@ -51,7 +51,7 @@ from torch import nn
 
 from initbench import inits
 from initbench.build import Prepared, make_sinks, prepare
-from initbench.io import dumps_strict
+from initbench.io import atomic_write, dumps_strict
 from initbench.lock import hold_run_dir
 from initbench.telemetry import (
     Sink,
@@ -258,8 +258,11 @@ def write_report(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     json_path, png_path = run_dir / "diagnose.json", run_dir / "diagnose.png"
-    json_path.write_text(dumps_strict(report, indent=2))  # NaN/Inf as null
-    imsave(png_path, render(report) if image is None else image)
+    text = dumps_strict(report, indent=2)  # NaN/Inf as null
+    with atomic_write(json_path) as f:  # temp + rename: never through a symlink, never half
+        f.write(text)
+    with atomic_write(png_path, "wb") as f:
+        imsave(f, render(report) if image is None else image, format="png")
     return json_path, png_path
 
 

@@ -8,6 +8,7 @@ import math
 import os
 import re
 import secrets
+import stat
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -40,20 +41,158 @@ def safe_name(text: object, max_len: int = MAX_NAME) -> str:
     return name or "unnamed"
 
 
-def read_json(path: Path) -> Any:
-    """The JSON in ``path``, or None when it is missing or unreadable (e.g. being written)."""
+# What a file a run or a sweep reads back may be (summary.json, config.yaml, diagnose.json,
+# metrics.jsonl, the sweep's index and sweep file): a regular file of at most MAX_RUN_FILE bytes
+# whose JSON or YAML nests at most MAX_NESTING levels and holds at most MAX_NODES values. A run
+# writes a few kB to a few MB; anything else is a damaged or hostile file, refused in one line.
+MAX_RUN_FILE = 64 * 2**20
+MAX_NESTING = 64
+MAX_NODES = 1_000_000
+
+
+class UnreadableFile(ValueError):
+    """A run file that exists but cannot be used; the message says why, naming the file."""
+
+
+def read_run_file(path: Path, max_bytes: int = MAX_RUN_FILE) -> str:
+    """The text of ``path``, a regular file of at most ``max_bytes`` bytes.
+
+    Never blocks and never reads without bound: a FIFO, a device (``/dev/zero``), a folder or
+    a file that grows past the cap is refused, whatever a symlink points at.
+
+    Raises:
+        FileNotFoundError: there is no file at ``path``.
+        UnreadableFile: not a regular file, too big, not UTF-8, or unreadable.
+    """
+    path = Path(path)
     try:
-        return json.loads(Path(path).read_text())
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise
+    except OSError as err:
+        raise UnreadableFile(f"{path.name} cannot be opened ({err.strerror})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UnreadableFile(f"{path.name} is not a regular file")
+        chunks, size = [], 0
+        while size <= max_bytes:
+            chunk = os.read(fd, min(1 << 20, max_bytes + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > max_bytes:
+            raise UnreadableFile(f"{path.name} is over {max_bytes // 2**20} MiB")
+    except OSError as err:
+        raise UnreadableFile(f"{path.name} cannot be read ({err.strerror})") from None
+    finally:
+        os.close(fd)
+    try:
+        return b"".join(chunks).decode("utf-8")
+    except UnicodeDecodeError:
+        raise UnreadableFile(f"{path.name} is not UTF-8 text") from None
+
+
+def check_shape(value: Any, what: str) -> Any:
+    """``value`` (parsed JSON or YAML) if it nests at most MAX_NESTING levels and holds at most
+    MAX_NODES values (shared YAML aliases counted each time they are reached); else
+    UnreadableFile naming ``what``."""
+    stack, nodes = [(value, 1)], 0
+    while stack:
+        item, depth = stack.pop()
+        nodes += 1
+        if depth > MAX_NESTING:
+            raise UnreadableFile(f"{what} nests deeper than {MAX_NESTING} levels")
+        if nodes > MAX_NODES:
+            raise UnreadableFile(f"{what} holds more than {MAX_NODES} values")
+        if isinstance(item, Mapping):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend((v, depth + 1) for v in item)
+    return value
+
+
+def parse_json(text: str, what: str) -> Any:
+    """``json.loads`` that refuses, as UnreadableFile naming ``what``, invalid JSON and JSON
+    nested too deeply (instead of a RecursionError)."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise UnreadableFile(f"{what} nests deeper than {MAX_NESTING} levels") from None
+    except ValueError as err:
+        raise UnreadableFile(f"{what} is not valid JSON ({err})") from None
+    return check_shape(value, what)
+
+
+def load_json(path: Path) -> Any:
+    """The JSON in the run file ``path`` (:func:`read_run_file`, :func:`check_shape`).
+
+    Raises:
+        FileNotFoundError: there is no file at ``path``.
+        UnreadableFile: why it cannot be used.
+    """
+    return parse_json(read_run_file(path), Path(path).name)
+
+
+def load_yaml(path: Path) -> Any:
+    """The YAML in the run file ``path`` (safe loader; :func:`read_run_file`,
+    :func:`check_shape`).
+
+    Raises:
+        FileNotFoundError: there is no file at ``path``.
+        UnreadableFile: why it cannot be used.
+    """
+    name = Path(path).name
+    try:
+        value = yaml.safe_load(read_run_file(path))
+    except RecursionError:
+        raise UnreadableFile(f"{name} nests deeper than {MAX_NESTING} levels") from None
+    except yaml.YAMLError as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UnreadableFile(f"{name} is not valid YAML ({reason})") from None
+    return check_shape(value, name)
+
+
+def read_json(path: Path) -> Any:
+    """The JSON in ``path``, or None when it is missing or cannot be used (being written, not a
+    regular file, too big, nested too deeply: :func:`load_json`)."""
+    try:
+        return load_json(path)
     except (OSError, ValueError):
         return None
 
 
 def read_yaml(path: Path) -> Any:
-    """The YAML in ``path`` (safe loader), or None when it is missing or unreadable."""
+    """The YAML in ``path`` (safe loader), or None when it is missing or cannot be used
+    (:func:`load_yaml`)."""
     try:
-        return yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError):
+        return load_yaml(path)
+    except (OSError, ValueError):
         return None
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The rows of a JSON-lines run file (``metrics.jsonl``) that are JSON objects of a sane
+    shape; other lines (half-written, a list, a string, nested too deeply) are skipped. An
+    absent file has no rows.
+
+    Raises:
+        UnreadableFile: not a regular file, or over MAX_RUN_FILE bytes.
+    """
+    try:
+        text = read_run_file(path)
+    except FileNotFoundError:
+        return []
+    rows = []
+    for line in text.splitlines():
+        try:
+            row = parse_json(line, Path(path).name)
+        except UnreadableFile:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
 
 
 def fsync_replace(tmp: Path, path: Path) -> None:
@@ -96,6 +235,21 @@ def atomic_write(path: Path, mode: str = "w", keep_previous: Path | None = None)
         if cause is not None and cause is not err:
             raise cause from err
         raise
+
+
+def open_log(path: Path) -> IO:
+    """``path`` opened for appending text, never through a symlink: a link planted in its
+    place is removed and a fresh file started, as a rename would replace it (``O_NOFOLLOW``
+    makes the check and the open one step)."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError:
+        if not Path(path).is_symlink():
+            raise
+        Path(path).unlink()  # the link, not its target
+        fd = os.open(path, flags | os.O_EXCL, 0o644)
+    return os.fdopen(fd, "a")
 
 
 def remove_temp_files(folder: Path) -> list[Path]:

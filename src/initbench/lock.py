@@ -48,7 +48,8 @@ def hold_run_dir(run_dir: str | Path) -> Iterator[None]:
     """
     run_dir = Path(run_dir)
     try:
-        fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        # O_NOFOLLOW: a .lock that is a symlink is refused, never followed (and truncated)
+        fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     except OSError as err:
         raise UserError(f"cannot write to the run directory {run_dir}: {err}") from None
     try:

@@ -229,8 +229,19 @@ def recording_early_ends(
         raise Interrupted(signal.SIGINT, run_dir, saved=False) from None
     except OSError as err:
         reason = f"{err.strerror or err}" + (f": {err.filename}" if err.filename else "")
-        for session in open_sessions():
-            session._stop(status="failed", error=f"{type(err).__name__}: {reason}")
+        error = f"{type(err).__name__}: {reason}"
+        unrecorded = [
+            s.run_dir for s in open_sessions() if not s._stop(status="failed", error=error)
+        ]
+        if unrecorded:  # the disk refused those too: say so rather than claim they are failed
+            names = ", ".join(str(d) for d in unrecorded[:3]) + (
+                ", ..." if len(unrecorded) > 3 else ""
+            )
+            failed = (
+                f"; {len(unrecorded)} summary.json file(s) could not be written and still say "
+                f"running ({names}); their last checkpoints are whole: free space and run the "
+                "same command to resume"
+            )
         raise RunFailed(f"{reason}{failed}") from None
     except BaseException as err:
         for session in open_sessions():
@@ -392,6 +403,7 @@ class Session:
                 "wandb_run_id": self.sink.wandb_run_id,
                 "wall_s": self.wall_s(),
                 "init_cost": self.prep.init_cost.as_dict(),
+                "pack": self.summary.get("pack"),  # a member's pack, to see a resume in another
             },
         )
         write_metrics(self.run_dir, state)
@@ -410,17 +422,21 @@ class Session:
             state = self.train(received_signal)
             return self.finish(state, received_signal())
 
-    def _stop(self, **fields: Any) -> None:
-        """Record why the run stopped early, if the disk lets us, and close the sinks."""
+    def _stop(self, **fields: Any) -> bool:
+        """Record why the run stopped early, if the disk lets us, and close the sinks; whether
+        summary.json was written."""
         self.summary.update(fields, wall_s=self.wall_s())
+        recorded = True
         try:
             write_json_atomic(self.run_dir / "summary.json", self.summary)
         except OSError as err:
             log.error("could not write %s: %s", self.run_dir / "summary.json", err)
+            recorded = False
         try:
             self.sink.finish()
         except Exception as err:  # never mask why the run stopped
             log.error("closing the sinks failed: %s", err)
+        return recorded
 
     def train(self, received_signal: Callable[[], int | None]) -> TrainState:
         """The step-0 report on a fresh start, then the training loop."""

@@ -244,6 +244,29 @@ def _check_packable(prep: Any) -> None:
         raise UserError(str(err)) from None
 
 
+def pack_record(
+    ckpt: Mapping[str, Any] | None, members: int, position: int, session: Session
+) -> dict[str, Any]:
+    """A member's ``summary.json["pack"]``: the pack's size and the member's position, and
+    ``changes``, every resume in a pack of another size (a member's folder deleted, a member
+    done or failed): dropout draws depend on who is in the pack, so its metrics from that epoch
+    on differ from those of the uninterrupted pack."""
+    before = (ckpt or {}).get("pack")
+    changes = list(before.get("changes") or []) if isinstance(before, dict) else []
+    if isinstance(before, dict) and before.get("members") != members:
+        changes.append({"at_epoch": session.state.epoch, "members_before": before.get("members"),
+                        "members_after": members})  # fmt: skip
+        log.warning(
+            "%s resumes in a pack of %d (it was in a pack of %s): its metrics from epoch %d on "
+            "differ from those of the pack it started in (dropout draws depend on the members)",
+            session.cfg["run_name"], members, before.get("members"), session.state.epoch,
+        )  # fmt: skip
+    record: dict[str, Any] = {"members": members, "position": position}
+    if changes:
+        record["changes"] = changes
+    return record
+
+
 class Pack(Callback):
     """Members prepared together: their data loaded once, their models built and initialized
     as their own runs would be, their sessions opened (sinks, summaries); trained by
@@ -290,8 +313,10 @@ class Pack(Callback):
             self.sessions.append(
                 MemberSession(self, cfg, run_dir, prep, make_optimizer, ckpt, choices)
             )
-        for position, session in enumerate(self.sessions):
-            session.summary["pack"] = {"members": len(self.sessions), "position": position}
+        for position, ((_, _, _, ckpt, _), session) in enumerate(
+            zip([m for m, _ in prepared], self.sessions, strict=True)
+        ):
+            session.summary["pack"] = pack_record(ckpt, len(self.sessions), position, session)
         log.info(
             "pack of %d: %s",
             len(self.sessions),

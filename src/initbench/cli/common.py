@@ -38,11 +38,39 @@ def hydra_app(
     )
 
     def app() -> None:
+        check_flags(sys.argv[1:])
         check_output_dir(sys.argv[1:])
         check_before_hydra(ENTRY_CONFIGS[program], sys.argv[1:], check)
         main(task)()
 
     return app
+
+
+# Hydra's own command-line flags, the only ``-`` arguments an entry point passes on. Not among
+# them: ``--experimental-rerun FILE``, which unpickles FILE, and which argparse would also
+# match for any prefix of it (``--experiment=X``, what a W&B sweep file without ``command:``
+# passes).
+HYDRA_FLAGS = frozenset({
+    "--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--resolve", "--package", "-p",
+    "--run", "-r", "--multirun", "-m", "--shell-completion", "-sc", "--config-path", "-cp",
+    "--config-name", "-cn", "--config-dir", "-cd", "--info", "-i",
+})  # fmt: skip
+SWEEP_COMMAND = "command: [${env}, ${interpreter}, ${program}, ${args_no_hyphens}]"
+
+
+def check_flags(argv: Sequence[str]) -> None:
+    """Refuse, in one line (exit 2), a ``-`` argument that is not one of Hydra's own flags,
+    before argparse sees it: ``--epochs=3`` or ``--experiment=X`` would otherwise be an argparse
+    error or, as an abbreviation of ``--experimental-rerun``, unpickle the file X."""
+    for arg in argv:
+        name = arg.split("=", 1)[0]
+        if not arg.startswith("-") or name in HYDRA_FLAGS:
+            continue
+        hint = f" (as an override: {arg.lstrip('-')})" if "=" in arg else ""
+        fail(UserError(
+            f"{name} is not an option: settings are key=value overrides{hint}; a W&B sweep "
+            f"file that passes --key=value needs {SWEEP_COMMAND}"
+        ))  # fmt: skip
 
 
 def check_before_hydra(

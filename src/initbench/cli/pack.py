@@ -97,6 +97,17 @@ def member_dirs(pack_dir: Path, names: Sequence[str], overrides: Sequence[list[s
     return dirs
 
 
+def _aliases(dirs: Sequence[Path]) -> tuple[Path, Path] | None:
+    """Two entries of ``dirs`` that are one folder (``a`` and ``b/../a``, or a symlink to it)."""
+    seen: dict[Path, Path] = {}
+    for d in dirs:
+        key = d.resolve()
+        if key in seen:
+            return seen[key], d
+        seen[key] = d
+    return None
+
+
 def check(cfg: dict) -> None:
     """Before Hydra creates the pack's folder: the pack node, the shared config, and every
     member's overrides."""
@@ -131,6 +142,12 @@ def _pack(cfg: DictConfig) -> None:
         overrides = member_overrides(pack)
         members = [compose_member(shared + m) for m in overrides]
         dirs = pack["dirs"] or member_dirs(pack_dir, [c["run_name"] for c, _ in members], overrides)
+        same = _aliases([Path(d) for d in dirs])
+        if same:
+            raise UserError(
+                f"pack.dirs names one folder twice ({same[0]} and {same[1]}); list each "
+                "member's folder once"
+            )
         index = {
             "pack": cfg.run_name,
             "shared_overrides": shared,

@@ -49,6 +49,21 @@ from initbench.telemetry.sinks import markdown_table
 log = logging.getLogger(__name__)
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet reads as a formula
+
+
+def safe_csv(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with every text cell that a spreadsheet would run as a formula (``=cmd|...``,
+    ``+``, ``-``, ``@``) prefixed with ``'`` (CSV injection); numbers are left as they are."""
+    out = table.copy()
+    for column in out.columns:
+        if not pd.api.types.is_numeric_dtype(out[column]):
+            out[column] = out[column].map(
+                lambda v: "'" + v if isinstance(v, str) and v.startswith(FORMULA_START) else v
+            )
+    return out
+
+
 @dataclass
 class ReportFiles:
     """What :func:`build_report` wrote."""
@@ -99,11 +114,11 @@ def build_report(
     set_target(runset, target_acc)
     runs = runset.runs
     results_csv = out_dir / "results.csv"
-    runs.to_csv(results_csv, index=False)
+    safe_csv(runs).to_csv(results_csv, index=False)
     echo(f"{len(runs)} runs -> {results_csv}")
     boards = leaderboards(runs)
     leaderboard_csv = out_dir / "leaderboard.csv"
-    leaderboard_table(boards).to_csv(leaderboard_csv, index=False)
+    safe_csv(leaderboard_table(boards)).to_csv(leaderboard_csv, index=False)
     echo(f"{len(boards)} leaderboards -> {leaderboard_csv}")
     if not boards:
         notes.append("no finished or diverged training runs: no leaderboards or curves")
@@ -111,7 +126,7 @@ def build_report(
     tuned_csv = None
     if tuned:
         tuned_csv = out_dir / "tuned.csv"
-        tuned_table(tuned).to_csv(tuned_csv, index=False)
+        safe_csv(tuned_table(tuned)).to_csv(tuned_csv, index=False)
         echo(f"{len(tuned)} tuned leaderboards -> {tuned_csv}")
     figures: list[tuple[str, str, Path]] = []  # (section, caption, path)
 
@@ -222,6 +237,11 @@ TUNED_TEXT = (
 )
 
 
+def _text(value: object) -> str:
+    """A name from a config or a path as Markdown text: HTML escaped, never markup."""
+    return html.escape(str(value), quote=False)
+
+
 def _summary_markdown(
     runset: RunSet,
     boards: Mapping[tuple[str, str], pd.DataFrame],
@@ -244,17 +264,17 @@ def _summary_markdown(
         "",
     ]
     if notes:
-        out += ["## Left out", ""] + [f"- {n}" for n in notes] + [""]
+        out += ["## Left out", ""] + [f"- {_text(n)}" for n in notes] + [""]
     if tuned:
         out += ["## Each scheme at its best learning rate", "", TUNED_TEXT, ""]
         for arch, board in tuned.items():
-            out += [f"### {arch}", "", markdown_table(*tuned_rows(board)), ""]
+            out += [f"### {_text(arch)}", "", markdown_table(*tuned_rows(board)), ""]
     if boards:
         out += ["## Best scheme per architecture × activation", ""]
         out += [markdown_table(*best_grid(boards)), ""]
         out += ["## Leaderboards", ""]
         for (arch, act), board in boards.items():
-            out += [f"### {arch} · {act}", "", markdown_table(*board_rows(board)), ""]
+            out += [f"### {_text(arch)} · {_text(act)}", "", markdown_table(*board_rows(board)), ""]
     header, rows = step0_rows(runset)
     if rows:
         out += [

@@ -8,7 +8,6 @@ Only files the runs wrote are read: ``summary.json``, ``config.yaml``, ``metrics
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import tempfile
@@ -18,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from initbench.io import read_json, read_yaml
+from initbench.io import UnreadableFile, load_json, load_yaml, read_json, read_jsonl
 from initbench.report.runset import CURVE_KEYS, RawRun, ReportError, RunSet, WeightPanel
 from initbench.report.tables import assemble, cell_runs, first_seed
 from initbench.telemetry.weights import WEIGHTS_FILE, read_weight_samples
@@ -57,6 +56,15 @@ HOLDOUT_KEYS = ("holdout/loss", "holdout/acc")
 CONFIG_NODES = ("model", "dataset", "init", "activation", "optimizer", "trainer")
 
 
+MAX_COUNT = 2**53  # a count beyond this (epochs, steps, parameters) is no run's: refused
+
+
+def _short(value: Any) -> str:
+    """``repr(value)``, cut to 60 characters for a note."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def malformed(summary: Any, config: Any) -> str | None:
     """Why a run's hand-edited or damaged files cannot be read, or None when they can."""
     if summary is not None:
@@ -65,37 +73,33 @@ def malformed(summary: Any, config: Any) -> str | None:
         for key, kinds in SUMMARY_FIELDS.items():
             value = summary.get(key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, kinds)):
-                return f"summary.json: {key} is {value!r}"
+                return f"summary.json: {key} is {_short(value)}"
+            if isinstance(value, int) and abs(value) > MAX_COUNT:  # no run counts that far
+                return f"summary.json: {key} is {_short(value)}"
         for key, value in (summary.get("final") or {}).items():
             if value is not None and (
                 isinstance(value, bool) or not isinstance(value, int | float)
             ):
-                return f"summary.json: final.{key} is {value!r}"
+                return f"summary.json: final.{key} is {_short(value)}"
         for key, value in (summary.get("init_cost") or {}).items():
             kinds = (str,) if key == "device" else (int, float)
             if value is not None and (isinstance(value, bool) or not isinstance(value, kinds)):
-                return f"summary.json: init_cost.{key} is {value!r}"
+                return f"summary.json: init_cost.{key} is {_short(value)}"
     if config is not None:
         if not isinstance(config, dict):
             return f"config.yaml is a {type(config).__name__}, not a mapping"
         for key in CONFIG_NODES:
             if key in config and not isinstance(config[key], dict):
-                return f"config.yaml: {key} is {config[key]!r}"
+                return f"config.yaml: {key} is {_short(config[key])}"
     return None
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
+def _optional(load: Any, path: Path) -> Any:
+    """``load(path)``, or None when there is no such file."""
     try:
-        with open(path) as f:
-            for line in f:
-                try:
-                    rows.append(json.loads(line))
-                except ValueError:
-                    continue
-    except OSError:
-        pass
-    return rows
+        return load(path)
+    except FileNotFoundError:
+        return None
 
 
 def _run_dirs(folder: Path) -> list[Path]:
@@ -139,12 +143,14 @@ def load_local(folder: str | Path) -> RunSet:
         )
     raws, skipped = [], []
     for run_dir in dirs:
-        summary = read_json(run_dir / "summary.json")
-        diagnose = read_json(run_dir / "diagnose.json")
-        config = read_yaml(run_dir / "config.yaml")
-        problem = malformed(summary, config)
-        if summary is None and (run_dir / "summary.json").exists():
-            problem = "summary.json is not valid JSON"
+        try:
+            summary = _optional(load_json, run_dir / "summary.json")
+            diagnose = _optional(load_json, run_dir / "diagnose.json")
+            config = _optional(load_yaml, run_dir / "config.yaml")
+            curves = read_jsonl(run_dir / "metrics.jsonl")
+            problem = malformed(summary, config)
+        except UnreadableFile as err:  # a FIFO, a device, too big, too deep, not JSON
+            problem = str(err)
         if problem is not None:
             log.warning("skipping %s: %s", run_dir, problem)
             skipped.append(
@@ -160,7 +166,7 @@ def load_local(folder: str | Path) -> RunSet:
                 sweep=_sweep_of(run_dir, folder),
                 config=config if isinstance(config, dict) else {},
                 summary=summary if isinstance(summary, dict) else None,
-                curves=_read_jsonl(run_dir / "metrics.jsonl"),
+                curves=curves,
                 layers=list((diagnose or {}).get("layers") or []),
                 run_dir=str(run_dir),
                 mtime=stamp.stat().st_mtime if stamp.exists() else 0.0,

@@ -11,9 +11,8 @@
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,17 +59,47 @@ def combination_name(params: Mapping[str, Any], prefix: str = "") -> str:
     return name
 
 
-def grid_combinations(sweep: Sweep) -> list[Combination]:
-    """Every combination of a grid, in W&B's order (the last parameter varies fastest)."""
+def _product(seqs: Sequence[Sequence[Any]]) -> Iterator[tuple[Any, ...]]:
+    """``itertools.product`` over indexable sequences (the last varies fastest) that never
+    copies them: ``itertools.product`` first turns each into a tuple, a ``range`` of a billion
+    seeds included."""
+    sizes = [len(s) for s in seqs]
+    if 0 in sizes:
+        return
+    index = [0] * len(seqs)
+    while True:
+        yield tuple(s[i] for s, i in zip(seqs, index, strict=True))
+        k = len(seqs) - 1
+        while k >= 0:
+            index[k] += 1
+            if index[k] < sizes[k]:
+                break
+            index[k] = 0
+            k -= 1
+        if k < 0:
+            return
+
+
+def grid_combinations(sweep: Sweep, limit: int | None = None) -> list[Combination]:
+    """Every combination of a grid, in W&B's order (the last parameter varies fastest); with
+    ``limit``, only the first ``limit``, the rest never built (a grid over a range of a
+    billion seeds hands out its head at once)."""
     keys = [p.key for p in sweep.params]
-    out = []
-    seen = set()
-    for values in itertools.product(*(p.grid_values() for p in sweep.params)):
+    out: list[Combination] = []
+    seen, names = set(), set()
+    for values in _product([p.grid_sequence() for p in sweep.params]):
+        if limit is not None and len(out) >= limit:
+            break
         params = dict(zip(keys, values, strict=True))
-        name = combination_name(params)
-        if name in seen:  # a value listed twice: W&B runs it once
+        identity = json.dumps([[k, repr(v)] for k, v in params.items()])
+        if identity in seen:  # a value listed twice: W&B runs it once
             continue
-        seen.add(name)
+        seen.add(identity)
+        name = combination_name(params)
+        if name in names:  # other values that read the same (a value holding "__key-"): hashed
+            digest = hashlib.sha1(identity.encode()).hexdigest()[:8]
+            name = f"{name[:140]}-{digest}"
+        names.add(name)
         out.append(Combination(len(out), params, name))
     return out
 
@@ -98,8 +127,7 @@ def combinations(sweep: Sweep, count: int | None = None, seed: int = 0) -> list[
     if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
         raise SweepError(f"--count must be an integer >= 1 (got {count!r})")
     if sweep.method == "grid":
-        combos = grid_combinations(sweep)
-        return combos if count is None else combos[:count]
+        return grid_combinations(sweep, limit=count)
     count = count if count is not None else sweep.run_cap
     if not count:
         raise SweepError(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import json
 import math
 import os
 import signal
@@ -26,7 +25,7 @@ from typing import IO, Any
 
 from initbench.config import is_pack_member_key
 from initbench.data import missing_data
-from initbench.io import atomic_write, dumps_strict, read_json, safe_name
+from initbench.io import atomic_write, dumps_strict, open_log, read_json, read_jsonl, safe_name
 from initbench.progress import Progress, hms
 from initbench.signals import handling_signals
 from initbench.sweep.combinations import Combination, combinations, varying_keys
@@ -69,17 +68,13 @@ def _last_metric(run_dir: Path, name: str | None) -> float | None:
         return None
     value = None
     try:
-        with open(run_dir / "metrics.jsonl") as f:
-            for line in f:
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(row, dict) and name in row:  # null: a non-finite value
-                    value = float("nan") if row[name] is None else row[name]
-    except OSError:
+        rows = read_jsonl(run_dir / "metrics.jsonl")
+    except ValueError:  # not a regular file, too big: no metric to show
         return None
-    return value
+    for row in rows:
+        if name in row:  # null: a non-finite value
+            value = float("nan") if row[name] is None else row[name]
+    return value if value is None or isinstance(value, int | float) else None
 
 
 def read_outcome(combo: Combination, run_dir: Path, metric: str | None = None) -> Outcome:
@@ -159,7 +154,9 @@ def write_index(sweep: Sweep, combos: Sequence[Combination], out_dir: Path) -> N
         "metric": sweep.metric,
         "combinations": [{"name": c.name, "params": dict(c.params)} for c in combos],
     }
-    (out_dir / INDEX).write_text(dumps_strict(index, indent=2, default=str))
+    text = dumps_strict(index, indent=2, default=str)
+    with atomic_write(out_dir / INDEX) as f:  # temp + rename: never through a symlink
+        f.write(text)
 
 
 def run_local_sweep(
@@ -299,7 +296,7 @@ class _LocalRun:
     def launch(self, job: Job) -> None:
         job.folder.mkdir(parents=True, exist_ok=True)
         cmd = job.cmd
-        log = open(job.folder / LOG, "a")
+        log = open_log(job.folder / LOG)
         log.write(f"\n$ {' '.join(cmd)}\n")
         log.flush()
         # own process group: a Ctrl-C reaches the children only through stop_all; and a
@@ -423,7 +420,9 @@ def _write_record(
         "error": _last_error_line(job.folder / LOG) if status == "failed" else None,
     }
     run_dir.mkdir(parents=True, exist_ok=True)  # a pack that failed first made no folders
-    (run_dir / RECORD).write_text(dumps_strict(record, indent=2, default=str))
+    text = dumps_strict(record, indent=2, default=str)
+    with atomic_write(run_dir / RECORD) as f:  # temp + rename: never through a symlink
+        f.write(text)
     return record
 
 
@@ -576,6 +575,11 @@ def local_sweep(
     sweep = load_sweep(path)
     combos = combinations(sweep, count=count, seed=seed)
     out_dir = Path(out) if out is not None else default_out_dir(sweep)
+    if any(c in str(out_dir.absolute()) for c in ",="):  # it goes to Hydra as hydra.run.dir=...
+        raise SweepError(
+            f"--out {out_dir}: a folder whose path holds ',' or '=' cannot be a run directory "
+            "(Hydra reads hydra.run.dir=a,b as two runs); choose another folder"
+        )
     keys = varying_keys(combos)
     _check_runnable(sweep, Path("."), parallel)  # a dry run too: what the real run would refuse
     if check:

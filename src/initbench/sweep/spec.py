@@ -10,13 +10,14 @@ returns a :class:`Sweep` of :class:`Param`.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
+
+from initbench.io import UnreadableFile, load_yaml
 
 METHODS = ("grid", "random")
 # W&B's parameter distributions (docs: "Sweep configuration options"); grid takes the first four.
@@ -37,6 +38,11 @@ DISTRIBUTIONS = GRID_DISTRIBUTIONS + (
     "q_beta",
 )
 DEFAULT_COMMAND = ("${env}", "${interpreter}", "${program}", "${args}")
+# The project's programs: they take key=value overrides, never --key=value (cli.common).
+OUR_PROGRAMS = ("train.py", "diagnose.py", "pack.py")
+
+
+MAX_Q_VALUES = 10**6  # a q_uniform grid parameter of more values is refused, not built
 
 
 class SweepError(ValueError):
@@ -52,15 +58,28 @@ class Param:
     spec: Mapping[str, Any]
 
     def grid_values(self) -> list[Any]:
-        """The values a grid takes, as W&B's grid search expands them."""
+        """The values a grid takes, as W&B's grid search expands them (a list: see
+        :meth:`grid_sequence` for a range that need not be built)."""
+        return list(self.grid_sequence())
+
+    def grid_sequence(self) -> Sequence[Any]:
+        """:meth:`grid_values` without building it where it is a range (``int_uniform``: a
+        ``range``), so a grid over a billion seeds can hand out its first combinations."""
         s = self.spec
         if self.distribution == "constant":
             return [s["value"]]
         if self.distribution == "categorical":
             return list(s["values"])
         if self.distribution == "int_uniform":
-            return list(range(int(s["min"]), int(s["max"]) + 1))
+            return range(int(s["min"]), int(s["max"]) + 1)
         if self.distribution == "q_uniform":
+            size = math.ceil((s["max"] - s["min"]) / s["q"])
+            if size > MAX_Q_VALUES:
+                raise SweepError(
+                    f"parameter {self.key!r}: q_uniform from {s['min']} to {s['max']} in steps "
+                    f"of {s['q']} is {size} values, more than a grid can take ({MAX_Q_VALUES}); "
+                    "use a larger q or method: random"
+                )
             return np.arange(s["min"], s["max"], s["q"]).tolist()
         raise SweepError(
             f"parameter {self.key!r}: distribution {self.distribution!r} cannot be gridded; "
@@ -181,11 +200,11 @@ def load_sweep(path: str | Path) -> Sweep:
     path = Path(path)
     where = str(path)
     try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise SweepError(f"cannot read sweep file {path}: {err.strerror}") from None
-    except yaml.YAMLError as err:
-        raise SweepError(f"{where} is not valid YAML: {err}") from None
+        raw = load_yaml(path)
+    except FileNotFoundError:
+        raise SweepError(f"cannot read sweep file {path}: no such file") from None
+    except UnreadableFile as err:  # not a regular file, too big or deep, not YAML
+        raise SweepError(f"cannot read sweep file {path}: {err}") from None
     if not isinstance(raw, dict):
         raise SweepError(f"{where}: a sweep file is a mapping with method, program, parameters")
     method = raw.get("method")
@@ -202,6 +221,13 @@ def load_sweep(path: str | Path) -> Sweep:
     command = raw.get("command", list(DEFAULT_COMMAND))
     if not isinstance(command, list) or not all(isinstance(c, str) for c in command):
         raise SweepError(f"{where}: command must be a list of strings")
+    if "${args}" in command and Path(program).name in OUR_PROGRAMS:
+        given = "command: [..., ${args}]" if "command" in raw else "no command: (W&B's default)"
+        raise SweepError(
+            f"{where}: {given} passes --key=value, which {program} refuses (settings are "
+            "key=value overrides); add command: [${env}, ${interpreter}, ${program}, "
+            "${args_no_hyphens}]"
+        )
     params_raw = raw.get("parameters")
     if not isinstance(params_raw, dict) or not params_raw:
         raise SweepError(f"{where}: parameters is missing or empty")
@@ -226,8 +252,8 @@ def load_sweep(path: str | Path) -> Sweep:
                 raise SweepError(
                     f"{where}: parameter {key!r}: probabilities must match values and sum to 1"
                 )
-        if dist in GRID_DISTRIBUTIONS:
-            for value in param.grid_values():
+        if dist in ("constant", "categorical"):  # listed values; a range's are numbers
+            for value in param.grid_sequence():
                 check_value(key, value, where)
         params.append(param)
     run_cap = raw.get("run_cap")

@@ -9,6 +9,7 @@ finite edges, at most 512 bins: W&B's limit), so no sink bins raw tensors itself
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import os
@@ -65,9 +66,11 @@ def figure_to_rgb(figure: Any) -> np.ndarray:  # a matplotlib Figure
 
 
 def markdown_table(columns: Sequence[Any], rows: Sequence[Sequence[Any]]) -> str:
-    """A Markdown table, ``|`` in cells escaped (TensorBoard's text plugin renders it; so
-    does the report's summary.md)."""
-    esc = [[str(c).replace("|", "\\|") for c in row] for row in [columns, *rows]]
+    """A Markdown table, ``|`` and HTML (``<``, ``>``, ``&``) in cells escaped, so a name from a
+    config is text, never markup (TensorBoard's text plugin renders it; so do the report's
+    summary.md and the W&B page built from it)."""
+    esc = [[html.escape(str(c), quote=False).replace("|", "\\|") for c in row]
+           for row in [columns, *rows]]  # fmt: skip
     lines = ["| " + " | ".join(esc[0]) + " |", "|" + "|".join("---" for _ in columns) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in esc[1:]]
     return "\n".join(lines)
