@@ -494,6 +494,24 @@ def test_the_newest_of_repeated_combinations_is_kept(runs_folder, tmp_path):
     assert any("kept the newest" in note and "old" in note for note in runset.notes)
 
 
+def test_a_step0_report_of_the_same_combination_never_replaces_the_trained_run(
+    runs_folder, tmp_path
+):
+    """src/diagnose.py run after training (same init, seed, model) writes a newer folder with
+    diagnose.json only: both are kept, the trained run stays in the leaderboard."""
+    import os
+
+    folder = tmp_path / "both"
+    shutil.copytree(runs_folder / "tiny" / "kaiming_normal-relu-0", folder / "trained")
+    (folder / "diagnosed").mkdir()
+    shutil.copy(folder / "trained" / "diagnose.json", folder / "diagnosed" / "diagnose.json")
+    os.utime(folder / "diagnosed" / "diagnose.json", (4_000_000_000, 4_000_000_000))
+    runset = load_local(folder)
+    assert sorted(runset.runs["run_id"]) == ["diagnosed", "trained"]
+    assert sorted(runset.runs["status"]) == ["diagnosed", "finished"]
+    assert not any("kept the newest" in note for note in runset.notes)
+
+
 # ---- statistics: bootstrap intervals over seeds, ties with the best ------------------------------
 
 

@@ -159,6 +159,34 @@ def meta_model(cfg: Mapping[str, Any]) -> nn.Module:
         raise UserError(str(err)) from None
 
 
+def check_holdout(holdout: int, n_train: int, dataset: str) -> None:
+    """``trainer.holdout`` leaves training examples to train on; ValueError naming it if not."""
+    if holdout >= n_train:
+        raise ValueError(
+            f"trainer.holdout must be smaller than the {n_train} training examples of "
+            f"{dataset} (got {holdout})"
+        )
+
+
+def check_structure(cfg: Mapping[str, Any]) -> None:
+    """What the config check cannot see without the model's structure and the data's size,
+    checked before an entry point creates any folder: the model builds (on the ``meta``
+    device) for the dataset's shape — a CNN's stride-2 stages, TAT's depth, a user's network —
+    and ``trainer.holdout`` is smaller than the training split.
+
+    Raises:
+        UserError: one line naming the field.
+    """
+    meta_model(cfg)
+    ds_name, ds_params = group_params(cfg["dataset"])
+    try:
+        check_holdout(
+            cfg["trainer"]["holdout"], datasets.dataset_shape(ds_name, **ds_params).n_train, ds_name
+        )
+    except ValueError as err:
+        raise UserError(str(err)) from None
+
+
 def estimate_run_memory(cfg: Mapping[str, Any]) -> MemoryEstimate:
     """The run's peak memory (see :mod:`initbench.memory`), from the config and the dataset's
     and model's shapes alone: nothing is loaded or built.
@@ -168,12 +196,7 @@ def estimate_run_memory(cfg: Mapping[str, Any]) -> MemoryEstimate:
     """
     ds_name, ds_params = group_params(cfg["dataset"])
     data = datasets.dataset_shape(ds_name, **ds_params)
-    holdout = cfg["trainer"]["holdout"]
-    if holdout >= data.n_train:
-        raise ValueError(
-            f"trainer.holdout must be smaller than the {data.n_train} training examples of "
-            f"{ds_name} (got {holdout})"
-        )
+    check_holdout(cfg["trainer"]["holdout"], data.n_train, ds_name)
     target, params = model_params(cfg["model"])
     size = model_size(target, input_shape=data.input_shape, num_classes=data.num_classes, **params)
     trainer, report = cfg["trainer"], cfg["diagnose"]

@@ -267,7 +267,8 @@ def write_report(
 
 
 TABLE_COLUMNS = ["layer", "kind", "fan_in", "fan_out", "weight_std", "act_mean", "act_std",
-                 "act_rms", "grad_std", "dead", "saturated", "nonfinite"]  # fmt: skip
+                 "act_rms", "grad_std", "dead", "saturated", "nonfinite", "cos"]  # fmt: skip
+TABLE_KEYS = (*LAYER_KEYS, "act_cos")  # a report written before act_cos existed shows "-"
 
 
 def table_rows(report: Mapping[str, Any]) -> list[list[Any]]:
@@ -278,7 +279,7 @@ def table_rows(report: Mapping[str, Any]) -> list[list[Any]]:
             return "-"
         return f"{v:.3g}" if isinstance(v, float) else str(v)
 
-    return [[fmt(row[k]) for k in LAYER_KEYS] for row in report["layers"]]
+    return [[fmt(row.get(k)) for k in TABLE_KEYS] for row in report["layers"]]
 
 
 def format_table(report: Mapping[str, Any]) -> str:

@@ -470,10 +470,13 @@ class _Fit:
             record_epoch(self.states[member], {**metrics, "epoch": epoch}, self.sinks[member])
         seconds = time.perf_counter() - start
         if self.single:
+            extra = "".join(  # a callback's metrics (holdout/acc ...) after the built-in ones
+                f"  {k} {v[0]:.4f}" for k, v in columns.items() if k not in CORE_METRICS
+            )
             log.info(
-                "epoch %d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f  (%.1f s)",
+                "epoch %d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f%s  (%.1f s)",
                 epoch, self.epochs, columns["train/loss"][0], columns["train/acc"][0],
-                val_loss[0], val_acc[0], seconds,
+                val_loss[0], val_acc[0], extra, seconds,
             )  # fmt: skip
         else:
             log.info(
@@ -482,6 +485,9 @@ class _Fit:
             )  # fmt: skip
         for callback in self.callbacks:
             callback.on_epoch_end(list(self.ids))
+
+
+CORE_METRICS = ("train/loss", "train/acc", "val/loss", "val/acc")
 
 
 def record_epoch(state: TrainState, metrics: dict[str, float], sink: Sink | None) -> None:

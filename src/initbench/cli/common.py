@@ -14,7 +14,8 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError
 
-from initbench.config import CONF_DIR, ENTRY_CONFIGS, check_config, register_resolvers
+from initbench.build import check_structure
+from initbench.config import CONF_DIR, ENTRY_CONFIGS, SCHEMA, check_config, register_resolvers
 from initbench.errors import UserError
 
 
@@ -24,10 +25,17 @@ def fail(err: UserError) -> NoReturn:
     sys.exit(2)
 
 
+def check_run(cfg: dict) -> None:
+    """A run's config before any folder exists: its fields (:func:`check_config`), then what
+    needs the model's structure and the data's size (:func:`initbench.build.check_structure`)."""
+    check_config(cfg)
+    check_structure(cfg)
+
+
 def hydra_app(
     task: Callable[[DictConfig], None],
     program: str,
-    check: Callable[[dict], None] = check_config,
+    check: Callable[[dict], None] = check_run,
 ) -> Callable[[], None]:
     """``task`` as a Hydra app composing the config of ``program`` (config.ENTRY_CONFIGS),
     checked by ``check`` before Hydra creates the run directory. An output folder that cannot
@@ -66,11 +74,31 @@ def check_flags(argv: Sequence[str]) -> None:
         name = arg.split("=", 1)[0]
         if not arg.startswith("-") or name in HYDRA_FLAGS:
             continue
-        hint = f" (as an override: {arg.lstrip('-')})" if "=" in arg else ""
+        key, _, value = arg.lstrip("-").partition("=")
+        hint = f" (as an override: {_field_named(key)}={value or '...'})"
         fail(UserError(
             f"{name} is not an option: settings are key=value overrides{hint}; a W&B sweep "
             f"file that passes --key=value needs {SWEEP_COMMAND}"
         ))  # fmt: skip
+
+
+def _field_named(key: str) -> str:
+    """The config field ``key`` most likely means: itself, or the one whose last part it is
+    (``epochs`` -> ``trainer.epochs``)."""
+    fields = []
+
+    def walk(node: dict, path: str) -> None:
+        for name, value in node.items():
+            full = f"{path}.{name}" if path else name
+            if isinstance(value, dict):
+                walk(value, full)
+            fields.append(full)
+
+    walk(SCHEMA, "")
+    if key in fields:
+        return key
+    matches = [f for f in fields if f.rsplit(".", 1)[-1] == key]
+    return matches[0] if len(matches) == 1 else key
 
 
 def check_before_hydra(

@@ -22,6 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from initbench.build import check_structure
 from initbench.cli.common import fail, hydra_app
 from initbench.config import CONF_DIR, PACK_MEMBER_KEYS, check_pack_config, is_pack_member_key
 from initbench.errors import Interrupted, RunFailed, UserError
@@ -112,6 +113,7 @@ def check(cfg: dict) -> None:
     """Before Hydra creates the pack's folder: the pack node, the shared config, and every
     member's overrides."""
     check_pack_config(cfg)
+    check_structure({k: v for k, v in cfg.items() if k != "pack"})
     member_overrides(cfg["pack"])
     shared_overrides(sys.argv[1:])
 

@@ -253,9 +253,10 @@ def _variants(runs: pd.DataFrame) -> list[str]:
 
 
 def _drop_duplicates(runs: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
-    """Keep the newest of runs that repeat one combination (e.g. from two sweeps)."""
-    runs = runs.sort_values("_mtime")
-    key = ["architecture", "activation", "variant", "seed"]
+    """Keep the newest of runs that repeat one combination (e.g. from two sweeps); a step-0
+    report alone (``src/diagnose.py``) never stands in for a trained run, nor the reverse."""
+    runs = runs.sort_values("_mtime").assign(_diagnosed=runs["status"] == "diagnosed")
+    key = ["architecture", "activation", "variant", "seed", "_diagnosed"]
     done = runs[runs["status"].isin(TRAINED + ("diagnosed",))]
     dropped = done[done.duplicated(subset=key, keep="last")]
     if len(dropped):
@@ -264,7 +265,7 @@ def _drop_duplicates(runs: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
             f"activation, scheme and seed); kept the newest, left out: "
             + ", ".join(dropped["run_id"].astype(str))
         )
-    runs = runs.drop(index=dropped.index).drop(columns="_mtime")
+    runs = runs.drop(index=dropped.index).drop(columns=["_mtime", "_diagnosed"])
     return runs.sort_values("run_id").reset_index(drop=True)
 
 
