@@ -110,7 +110,12 @@ def test_activation_gains():
         "gelu",
         "silu",
         "linear",
+        "tat",
     }
+    # TAT's gain is 1 by construction: its transform already restores a unit second moment
+    assert activation_gain("tat") == 1.0
+    tat = make_activation("tat", depth=30).double()
+    assert float(tat(z).pow(2).mean()) == pytest.approx(1.0, abs=5e-3)
 
 
 def measured_size(model: nn.Module, input_shape) -> tuple[int, int, int]:

@@ -155,9 +155,19 @@ def test_unbounded_and_vanishing_signals_are_reported() -> None:
 
 @pytest.mark.parametrize("activation", list_activations())
 def test_every_activation_is_covered(activation: str) -> None:
-    mf = mean_field(activation, 1.5, 0.05)
+    params = {"depth": 30} if activation == "tat" else {}  # TAT's slope is solved for a depth
+    mf = mean_field(activation, 1.5, 0.05, **params)
     assert isinstance(mf, MeanField)
     assert mf.chi1 > 0 and 0 <= mf.c_star <= 1 and mf.xi_c > 0
+
+
+def test_tat_needs_the_depth_it_is_solved_for() -> None:
+    with pytest.raises(ValueError, match="activation=tat: its slope is solved for the network's"):
+        mean_field("tat", 1.0, 0.0)
+    # chi1 = sigma_w2 E[phi'(z)^2] = sigma_w2 scale^2 (1 + a^2) / 2 = sigma_w2: TAT with
+    # weights of variance 1/fan_in and no bias sits at the edge of chaos by construction
+    assert mean_field("tat", 1.0, 0.0, depth=30).chi1 == pytest.approx(1.0, rel=1e-6)
+    assert mean_field("tat", 2.0, 0.0, depth=30).chi1 == pytest.approx(2.0, rel=1e-6)
 
 
 def test_activation_params_are_passed_on() -> None:

@@ -134,8 +134,9 @@ def config_changes(
     """Differences between two configs other than in the keys (or whole nodes) ``allowed``:
     by default those that make a checkpoint unusable (anything but RESUMABLE_CHANGES)."""
     a, b = _flatten(old, allowed), _flatten(new, allowed)
-    for key, default in ADDED_FIELDS.items():  # a run saved before the field existed
+    for key, default in ADDED_FIELDS.items():  # a config from before the field existed
         a.setdefault(key, default)
+        b.setdefault(key, default)
     return [
         f"{k}: {a.get(k)!r} -> {b.get(k)!r}"
         for k in sorted(set(a) | set(b))

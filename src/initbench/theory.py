@@ -294,6 +294,11 @@ def _phi(activation: str, params: dict[str, Any]) -> _Phi:
         raise ValueError(f"activation must be a registered activation name (got {activation!r})")
     for key, value in params.items():
         _check_real(key, value, low=-math.inf)
+    if activation == "tat" and params.get("depth") is None:
+        raise ValueError(
+            "activation=tat: its slope is solved for the network's depth; pass depth=<number "
+            "of TAT layers>"
+        )
     return _Phi(activation, params)  # an unknown name or parameter raises ValueError
 
 
