@@ -142,8 +142,8 @@ class Trainable(Protocol):
         the examples per member in the batch."""
         ...
 
-    def evaluate(self) -> tuple[list[float], list[float]]:
-        """Each member's mean loss and accuracy on the test split."""
+    def evaluate(self, split: str = "test") -> tuple[list[float], list[float]]:
+        """Each member's mean loss and accuracy on ``split`` (the test split, or the holdout)."""
         ...
 
     def train(self, mode: bool = True) -> None: ...
@@ -243,9 +243,9 @@ class SingleModel:
         correct = (logits.detach().argmax(1) == y).sum()
         return loss.detach().reshape(1), correct.reshape(1), len(y)
 
-    def evaluate(self) -> tuple[list[float], list[float]]:
+    def evaluate(self, split: str = "test") -> tuple[list[float], list[float]]:
         loss, acc = evaluate(
-            self.model, self.data, self.eval_batch_size, self.precision, self.channels_last
+            self.model, self.data, self.eval_batch_size, self.precision, self.channels_last, split
         )
         return [loss], [acc]
 

@@ -366,31 +366,36 @@ class PackedTraining:
             self.plans = tuple(p.index_select(0, index) if p is not None else None
                                for p in self.plans)  # fmt: skip
 
-    def evaluate(self) -> tuple[list[float], list[float]]:
-        """Every member's mean cross-entropy and accuracy on its test split."""
+    def evaluate(self, split: str = "test") -> tuple[list[float], list[float]]:
+        """Every member's mean cross-entropy and accuracy on its ``split`` (test or holdout)."""
         datasets = [m.data for m in self.members]
-        return evaluate_pack(self.pack, datasets, self.eval_batch_size, self.precision)
+        return evaluate_pack(self.pack, datasets, self.eval_batch_size, self.precision, split)
 
 
 @torch.no_grad()
 def evaluate_pack(
-    pack: PackedModel, datasets: Sequence[DeviceDataset], batch_size: int, precision: str
+    pack: PackedModel,
+    datasets: Sequence[DeviceDataset],
+    batch_size: int,
+    precision: str,
+    split: str = "test",
 ) -> tuple[list[float], list[float]]:
-    """Each member's mean cross-entropy and accuracy on its dataset's test split (one batched
-    pass over a test split the members share)."""
+    """Each member's mean cross-entropy and accuracy on its dataset's ``split`` (test or
+    holdout; one batched pass over a split the members share)."""
     pack.train(False)
     k, data, device = len(datasets), datasets[0], datasets[0].device
     shared = all(d is data for d in datasets)
+    splits = [d.tensors(split) for d in datasets]
     loss_sum = torch.zeros(k, device=device, dtype=torch.float64)
     correct = torch.zeros(k, device=device, dtype=torch.int64)
-    n = len(data.test_y)
+    n = len(splits[0][1])
     for i in range(0, n, batch_size):
         sl = slice(i, i + batch_size)
         if shared:
-            x, y = data.test_x[sl], data.test_y[sl].expand(k, -1)
+            x, y = splits[0][0][sl], splits[0][1][sl].expand(k, -1)
         else:
-            x = torch.stack([d.test_x[sl] for d in datasets])
-            y = torch.stack([d.test_y[sl] for d in datasets])
+            x = torch.stack([xs[sl] for xs, _ in splits])
+            y = torch.stack([ys[sl] for _, ys in splits])
         with autocast_context(device, precision):
             logits = pack(x, shared=shared)
         b = y.shape[1]

@@ -33,7 +33,7 @@ from initbench.checkpoint import (
     save_checkpoint,
 )
 from initbench.diagnose import init_cost_scalars, log_init, step0_report
-from initbench.engine import Callback, SingleModel, TrainState, evaluate, fit
+from initbench.engine import Callback, SingleModel, TrainState, fit
 from initbench.errors import Interrupted, RunFailed, UserError
 from initbench.io import atomic_write, dumps_strict, read_json, read_yaml, write_json_atomic
 from initbench.lock import hold_run_dir
@@ -297,29 +297,18 @@ def epoch_callbacks(sessions: Sequence[Session]) -> list[Callback]:
     write an ``engine.Callback`` whose ``epoch_metrics`` measures it and add it here."""
     callbacks: list[Callback] = [Checkpoints(sessions)]
     if sessions[0].prep.data.holdout_x is not None:
-        callbacks.insert(0, Holdout(sessions))  # before the checkpoint records the epoch
+        callbacks.insert(0, Holdout())  # before the checkpoint records the epoch
     return callbacks
 
 
 class Holdout(Callback):
-    """Each member's loss and accuracy on the holdout split (``trainer.holdout``) every epoch:
-    ``holdout/loss`` and ``holdout/acc``, the validation data the report tunes by."""
-
-    def __init__(self, sessions: Sequence[Session]) -> None:
-        self.sessions = sessions
+    """Each member's loss and accuracy on the holdout split (``trainer.holdout``) every epoch,
+    evaluated as the test split is (a pack's members in one batched pass): ``holdout/loss``
+    and ``holdout/acc``, the validation data the report tunes by."""
 
     def epoch_metrics(self, trainable: Any, members: list[int]) -> dict[str, list[float]]:
-        losses, accs = [], []
-        for k, model in zip(members, trainable.models(), strict=True):
-            prep = self.sessions[k].prep
-            loss, acc = evaluate(
-                model, prep.data, self.sessions[k].cfg["trainer"]["eval_batch_size"],
-                prep.precision, prep.channels_last, split="holdout",
-            )  # fmt: skip
-            losses.append(loss)
-            accs.append(acc)
-        trainable.train()
-        return {"holdout/loss": losses, "holdout/acc": accs}
+        loss, acc = trainable.evaluate("holdout")
+        return {"holdout/loss": loss, "holdout/acc": acc}
 
 
 class Checkpoints(Callback):

@@ -126,7 +126,9 @@ class DeviceDataset:
         """The device holding the tensors."""
         return self.train_x.device
 
-    def _split(self, split: str) -> tuple[Tensor, Tensor]:
+    def tensors(self, split: str) -> tuple[Tensor, Tensor]:
+        """The inputs and labels of ``split``: ``"train"``, ``"test"`` or (after
+        :meth:`hold_out`) ``"holdout"``."""
         if split == "train":
             return self.train_x, self.train_y
         if split == "test":
@@ -155,7 +157,7 @@ class DeviceDataset:
     def num_batches(self, split: str, batch_size: int) -> int:
         """Batches per pass over ``split``, counting the last partial batch."""
         _check_batch_size(batch_size)
-        n = self._split(split)[0].shape[0]
+        n = self.tensors(split)[0].shape[0]
         return -(-n // batch_size)
 
     def batches(
@@ -169,7 +171,7 @@ class DeviceDataset:
         generator's state afterwards does not depend on how far the epoch was consumed.
         ``"test"`` and ``"holdout"`` are returned in order, never augmented.
         """
-        x, y = self._split(split)
+        x, y = self.tensors(split)
         _check_batch_size(batch_size)
         _check_generator(generator)
         n = x.shape[0]
