@@ -45,15 +45,25 @@ def delta_orthogonal(weight: Tensor, ctx: InitContext, *, gain: float | str) -> 
     matrix with orthonormal columns (needs c_in <= c_out), so every conv layer is an isometry;
     Linear layers get plain orthogonal. Default gain = 1 ("auto" uses the activation's gain).
     Xiao et al. 2018, "Dynamical Isometry and a Mean Field Theory of CNNs"."""
+    _delta_orthogonal(weight, ctx.gain(gain), ctx.generator)
+
+
+def _delta_orthogonal(weight: Tensor, gain: float, generator: torch.Generator | None) -> None:
+    """``weight`` = gain * Q, Q a random c_out x c_in matrix with orthonormal rows or columns,
+    at a conv kernel's centre tap (:func:`_at_centre`)."""
+    tap = torch.empty(weight.shape[:2], dtype=weight.dtype, device=weight.device)
+    nn.init.orthogonal_(tap, gain=gain, generator=generator)
+    _at_centre(weight, tap)
+
+
+def _at_centre(weight: Tensor, matrix: Tensor) -> None:
+    """A Linear weight set to the c_out x c_in ``matrix``; a conv kernel zero except its centre
+    tap (index k // 2 along each spatial dimension), which is ``matrix``."""
     if weight.dim() == 2:
-        nn.init.orthogonal_(weight, gain=ctx.gain(gain), generator=ctx.generator)
+        weight.copy_(matrix)
         return
-    c_out, c_in = weight.shape[:2]
-    centre_tap = torch.empty(c_out, c_in, dtype=weight.dtype, device=weight.device)
-    nn.init.orthogonal_(centre_tap, gain=ctx.gain(gain), generator=ctx.generator)
-    centre = tuple(k // 2 for k in weight.shape[2:])
     weight.zero_()
-    weight[(slice(None), slice(None), *centre)] = centre_tap
+    weight[(slice(None), slice(None), *(k // 2 for k in weight.shape[2:]))] = matrix
 
 
 @register("scaled_orthogonal", aliases=("tat",))
@@ -66,14 +76,7 @@ def scaled_orthogonal(weight: Tensor, ctx: InitContext) -> None:
     deep neural networks without skip connections or normalization layers using Deep Kernel
     Shaping"; Zhang, Botev & Martens 2022, "Deep Learning without Shortcuts"."""
     c_out, c_in = weight.shape[:2]
-    scale = max(1.0, math.sqrt(c_out / c_in))
-    if weight.dim() == 2:
-        nn.init.orthogonal_(weight, gain=scale, generator=ctx.generator)
-        return
-    centre_tap = torch.empty(c_out, c_in, dtype=weight.dtype, device=weight.device)
-    nn.init.orthogonal_(centre_tap, gain=scale, generator=ctx.generator)
-    weight.zero_()
-    weight[(slice(None), slice(None), *(k // 2 for k in weight.shape[2:]))] = centre_tap
+    _delta_orthogonal(weight, max(1.0, math.sqrt(c_out / c_in)), ctx.generator)
 
 
 def hadamard(n: int) -> Tensor:
@@ -103,9 +106,4 @@ def zero_init(weight: Tensor, ctx: InitContext) -> None:
     when out > in; a conv kernel is zero except its centre tap, that matrix for (c_out, c_in).
     No hparams; biases zero. Not the same as ``zeros``. Zhao et al. 2022, "ZerO
     Initialization: Initializing Neural Networks with only Zeros and Ones"."""
-    matrix = zero_matrix(*weight.shape[:2]).to(weight.dtype)
-    if weight.dim() == 2:
-        weight.copy_(matrix)
-        return
-    weight.zero_()
-    weight[(slice(None), slice(None), *(k // 2 for k in weight.shape[2:]))] = matrix
+    _at_centre(weight, zero_matrix(*weight.shape[:2]).to(weight.dtype))
