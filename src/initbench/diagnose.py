@@ -470,14 +470,15 @@ def run_diagnose(cfg: Mapping[str, Any], run_dir: str | Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     with hold_run_dir(run_dir):  # one process per run directory, as for training
-        report = report_for(cfg, prepare(cfg))
+        prep = prepare(cfg)
+        report = report_for(cfg, prep)
         image = render(report)
         json_path, _ = write_report(report, run_dir, image)
         # The same sinks as a training run, so a W&B sweep of diagnose runs gets one W&B run each.
         sink = make_sinks(cfg, run_dir)
         try:
             log_init(report.get("init"), sink)
-            sink.log_scalars(init_cost_scalars(inits.InitCost(**report["init_cost"])), 0)
+            sink.log_scalars(init_cost_scalars(prep.init_cost), 0)
             log_report(report, sink, image=image)
             sink.save_file(json_path)
             last = report["layers"][-1]

@@ -37,12 +37,10 @@ def _start(weight: Tensor, ctx: InitContext, *, start: str, **_: Any) -> None:
     scheme.fn(weight, ctx, **{k: v for k, v in scheme.hparams.items() if k != "bias"})
 
 
-def _layer_weights(layers: list[tuple[str, nn.Module]]) -> list[nn.Parameter]:
-    return [layer.weight for _, layer in layers]
-
-
-def _log_every(steps: int) -> int:
-    return max(1, steps // 10)
+def _logged(step: int, steps: int) -> bool:
+    """Whether ``step`` is one of the about ten a learned scheme logs: every steps/10, and the
+    last."""
+    return step % max(1, steps // 10) == 0 or step == steps - 1
 
 
 # ---- MetaInit ---------------------------------------------------------------------------------
@@ -111,7 +109,7 @@ def metainit(
     learning to initialize"."""
     module.eval()
     params = [p for p in module.parameters() if p.requires_grad]
-    weights = _layer_weights(layers)
+    weights = [layer.weight for _, layer in layers]
     x0 = ctx.inputs
     with torch.no_grad():
         num_classes = int(module(x0[:1]).shape[-1])
@@ -131,7 +129,7 @@ def metainit(
                 norm = w.norm()
                 memory[j] = momentum * memory[j] - lr * float(torch.sign((w * g).sum() / norm))
                 w.mul_((norm + memory[j]) / norm)
-        if step % _log_every(steps) == 0 or step == steps - 1:
+        if _logged(step, steps):
             ctx.log(step=step, gq=float(gq.detach()))
 
 
@@ -260,7 +258,7 @@ def gradinit(
                 objective = ctx.loss_fn(_call(module, ahead, x[second]), y[second]) / eta
             grad_scales = torch.autograd.grad(objective, scales)
             opt.step([float(g) for g in grad_scales], constraint)
-            if step % _log_every(steps) == 0 or step == steps - 1:
+            if _logged(step, steps):
                 ctx.log(step=step, loss=float(loss.detach()), gnorm=float(gnorm.detach()),
                         constraint=int(constraint))  # fmt: skip
     finally:

@@ -65,6 +65,11 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _wrong(value: Any, kinds: tuple[type, ...]) -> bool:
+    """A JSON value that is neither null nor of ``kinds`` (a bool is never a number)."""
+    return value is not None and (isinstance(value, bool) or not isinstance(value, kinds))
+
+
 def malformed(summary: Any, config: Any) -> str | None:
     """Why a run's hand-edited or damaged files cannot be read, or None when they can."""
     if summary is not None:
@@ -72,19 +77,13 @@ def malformed(summary: Any, config: Any) -> str | None:
             return f"summary.json is a {type(summary).__name__}, not an object"
         for key, kinds in SUMMARY_FIELDS.items():
             value = summary.get(key)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, kinds)):
-                return f"summary.json: {key} is {_short(value)}"
-            if isinstance(value, int) and abs(value) > MAX_COUNT:  # no run counts that far
-                return f"summary.json: {key} is {_short(value)}"
-        for key, value in (summary.get("final") or {}).items():
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int | float)
-            ):
-                return f"summary.json: final.{key} is {_short(value)}"
-        for key, value in (summary.get("init_cost") or {}).items():
-            kinds = (str,) if key == "device" else (int, float)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, kinds)):
-                return f"summary.json: init_cost.{key} is {_short(value)}"
+            if _wrong(value, kinds) or (isinstance(value, int) and abs(value) > MAX_COUNT):
+                return f"summary.json: {key} is {_short(value)}"  # no run counts that far
+        for node in ("final", "init_cost"):
+            for key, value in (summary.get(node) or {}).items():
+                text = node == "init_cost" and key == "device"  # the only text in either
+                if _wrong(value, (str,) if text else (int, float)):
+                    return f"summary.json: {node}.{key} is {_short(value)}"
     if config is not None:
         if not isinstance(config, dict):
             return f"config.yaml is a {type(config).__name__}, not a mapping"
