@@ -41,7 +41,13 @@ class Combination:
         return " ".join(f"{k}={self.params[k]}" for k in keys if k in self.params)
 
 
-def combination_name(params: Mapping[str, Any], prefix: str = "") -> str:
+def _identity(params: Mapping[str, Any]) -> str:
+    """The values as one string: equal for the same values only (``1``, ``1.0`` and ``"1"``
+    differ)."""
+    return json.dumps(list(params.items()), default=str)
+
+
+def combination_name(params: Mapping[str, Any], prefix: str = "", hashed: bool = False) -> str:
     """A folder name from the values, readable and safe in a Hydra override.
 
     ``{"init": "zeros", "seed": 0}`` -> ``init-zeros__seed-0``; characters other than letters,
@@ -49,12 +55,13 @@ def combination_name(params: Mapping[str, Any], prefix: str = "") -> str:
     path) and a short hash of the values is then appended, so two combinations never share a
     folder; over-long names are shortened the same way. Every part is ``key-value``, so the
     name is one path component, never ``.`` or ``..``, whatever the values (``../../x``).
+    ``hashed``: append the hash anyway (values that read like another combination's name).
     """
     parts = [f"{k}-{v}" for k, v in params.items()]
     name = prefix + "__".join(UNSAFE_CHAR.sub("_", p) for p in parts)
     exact = prefix + "__".join(parts)
-    if name != exact or len(name) > 150:
-        digest = hashlib.sha1(json.dumps(list(params.items()), default=str).encode()).hexdigest()
+    if hashed or name != exact or len(name) > 150:
+        digest = hashlib.sha1(_identity(params).encode()).hexdigest()
         name = f"{name[:140]}-{digest[:8]}"
     return name
 
@@ -91,14 +98,13 @@ def grid_combinations(sweep: Sweep, limit: int | None = None) -> list[Combinatio
         if limit is not None and len(out) >= limit:
             break
         params = dict(zip(keys, values, strict=True))
-        identity = json.dumps([[k, repr(v)] for k, v in params.items()])
+        identity = _identity(params)
         if identity in seen:  # a value listed twice: W&B runs it once
             continue
         seen.add(identity)
         name = combination_name(params)
-        if name in names:  # other values that read the same (a value holding "__key-"): hashed
-            digest = hashlib.sha1(identity.encode()).hexdigest()[:8]
-            name = f"{name[:140]}-{digest}"
+        if name in names:  # other values that read the same (a value holding "__key-")
+            name = combination_name(params, hashed=True)
         names.add(name)
         out.append(Combination(len(out), params, name))
     return out
