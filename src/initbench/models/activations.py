@@ -78,6 +78,11 @@ register_activation("silu", lambda: nn.SiLU(), "other", None)
 register_activation("linear", lambda: nn.Identity(), "other", "linear")
 
 
+# TAT's parameters (conf/activation/tat.yaml): the target C(0), and the depth to solve for.
+TAT_ETA = Field("real", low=0, high=1, low_open=True, high_open=True)
+TAT_DEPTH = Field("int", low=1, nullable=True)
+
+
 def leaky_relu_cmap(c: float | np.ndarray, alpha: float) -> float | np.ndarray:
     """The local C-map of TAT's leaky ReLU, sqrt(2/(1+a^2)) LReLU_a, at unit input length: the
     output correlation of two unit-variance Gaussian inputs of correlation ``c``,
@@ -95,7 +100,7 @@ def tat_slope(depth: int, eta: float) -> float:
     Raises:
         ValueError: ``eta`` out of (0, 1), or a network too shallow to reach it (even a = 0).
     """
-    Field("real", low=0, high=1, low_open=True, high_open=True).check("activation.eta", eta)
+    TAT_ETA.check("activation.eta", eta)
     Field("int", low=1).check("TAT's depth", depth)
 
     def c0(alpha: float) -> float:
@@ -133,8 +138,8 @@ class TAT(nn.Module):
 
     def __init__(self, eta: float = 0.9, depth: int | None = None) -> None:
         super().__init__()
-        Field("real", low=0, high=1, low_open=True, high_open=True).check("activation.eta", eta)
-        Field("int", low=1, nullable=True).check("activation.depth", depth)
+        TAT_ETA.check("activation.eta", eta)
+        TAT_DEPTH.check("activation.depth", depth)
         self.eta, self.depth = float(eta), depth
         self.register_buffer("negative_slope", torch.tensor(float("nan")))
         self.register_buffer("scale", torch.tensor(float("nan")))
@@ -166,8 +171,7 @@ class TAT(nn.Module):
 
 register_activation(
     "tat", TAT, "relu", None, gain=1.0,
-    fields={"eta": Field("real", low=0, high=1, low_open=True, high_open=True),
-            "depth": Field("int", low=1, nullable=True)},
+    fields={"eta": TAT_ETA, "depth": TAT_DEPTH},
 )  # fmt: skip
 
 
