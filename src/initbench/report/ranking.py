@@ -9,14 +9,13 @@ text and figures (``tables``, ``render``) format what this returns.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from initbench.report.runset import TRAINED, RunSet
+from initbench.report.runset import TRAINED, RunSet, variant_labels
 
 TARGET_FRACTION = 0.9  # default target accuracy: this fraction of the architecture's best
 
@@ -186,14 +185,6 @@ def _step0(layers: pd.DataFrame, run_id: str) -> tuple[float, float, float]:
     return float(act.iloc[-1]), float(grad.iloc[0]), cos
 
 
-def _without_lr(variant: str) -> str:
-    """A variant label without its ``lr=`` setup (``kaiming_normal [lr=0.001 epochs=2]`` ->
-    ``kaiming_normal [epochs=2]``): the runs a learning rate is picked among."""
-    label = re.sub(r"(?<=[\[ ])lr=\S+?(?=[\] ])", "", variant)
-    label = re.sub(r"\[\s*\]|\s+(?=\])|(?<=\[)\s+", "", label)
-    return " ".join(label.split())
-
-
 def tuned_leaderboards(
     runs: pd.DataFrame, layers: pd.DataFrame, stall_margin: float
 ) -> dict[str, pd.DataFrame]:
@@ -203,6 +194,7 @@ def tuned_leaderboards(
     interval over seeds, what the init cost (mean seconds and passes) and the step-0 signal of
     its first seed. A diverged run counts as chance on both splits; *stalled*: within
     ``stall_margin`` of chance on the test split."""
+    runs = runs.assign(tuned=variant_labels(runs, skip=("lr",)))  # the variant but its lr
     trained = runs[runs["status"].isin(TRAINED) & runs["final_holdout_acc"].notna()
                    | (runs["status"] == "diverged")].copy()  # fmt: skip
     trained = trained[trained["architecture"].isin(
@@ -211,7 +203,6 @@ def tuned_leaderboards(
         return {}
     trained["holdout"] = trained.apply(_holdout_score, axis=1, column="final_holdout_acc")
     trained["test"] = trained.apply(_holdout_score, axis=1, column="final_val_acc")
-    trained["tuned"] = trained["variant"].map(_without_lr)
     boards = {}
     for arch, cell in trained.groupby("architecture", sort=True):
         rows = []

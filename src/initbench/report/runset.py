@@ -23,6 +23,32 @@ COLUMNS = [  # results.csv, in this order
 ]  # fmt: skip
 
 
+SETUP_KEYS = ("optimizer", "lr", "batch_size", "epochs")  # shown in a label where they vary
+
+
+def fmt_value(value: Any) -> str:
+    """A setting in a label: ``0.001``, ``adam``."""
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def variant_labels(runs: pd.DataFrame, skip: tuple[str, ...] = ()) -> list[str]:
+    """Each run's scheme label, plus the training setup (:data:`SETUP_KEYS` but ``skip``)
+    where it differs within an architecture: ``kaiming_normal [lr=0.001]``. With
+    ``skip=("lr",)``: the runs a learning rate is picked among share a label."""
+    keys = [k for k in SETUP_KEYS if k not in skip]
+    varying: dict[str, list[str]] = {}
+    for arch, group in runs.groupby("architecture", dropna=False):
+        trained = group[group["status"] != "diagnosed"]
+        varying[arch] = [k for k in keys if trained[k].astype(str).nunique() > 1]
+    out = []
+    for _, row in runs.iterrows():
+        setup = " ".join(f"{k}={fmt_value(row[k])}" for k in varying.get(row["architecture"], []))
+        out.append(f"{row['scheme']} [{setup}]" if setup else row["scheme"])
+    return out
+
+
 class ReportError(Exception):
     """The source holds nothing to report on, or cannot be read; the message says which."""
 

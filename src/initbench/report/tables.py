@@ -22,13 +22,13 @@ import pandas as pd
 
 from initbench import inits
 from initbench.report.ranking import FEW_SEEDS, score, set_target
-from initbench.report.runset import COLUMNS, CURVE_KEYS, TRAINED, RawRun, RunSet
+from initbench.report.runset import COLUMNS, CURVE_KEYS, TRAINED, RawRun, RunSet, variant_labels
+from initbench.report.runset import fmt_value as _fmt
 
 # Fallback for runs whose summary.json has no num_classes (written before it was recorded,
 # diagnose-only runs, W&B summaries); gaussian takes it from its config.
 NUM_CLASSES = {"circles": 2, "fashion_mnist": 10, "cifar10": 10}
 STALL_MARGIN = 0.02  # a finished run whose best val accuracy is within this of chance stalled
-SETUP_KEYS = ("optimizer", "lr", "batch_size", "epochs")
 INT_COLUMNS = ("seed", "batch_size", "epochs", "epochs_completed", "diverged_at_step", "n_params")
 CURVE_PANELS = ("val/acc", "val/loss", "train/loss")  # the learning-curve figure's panels
 STEP0_PANELS = ("act_std", "grad_std")  # the step-0 figure's panels
@@ -64,12 +64,6 @@ def architecture_label(cfg: Mapping[str, Any]) -> str:
         if args:
             shape += "(" + ",".join(f"{k}={_fmt(v)}" for k, v in sorted(args.items())) + ")"
     return f"{shape}/{dataset}"
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
 
 
 def _init_hparams(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -217,7 +211,7 @@ def assemble(source: str, raws: Sequence[RawRun]) -> RunSet:
                 }
             )
     runs = pd.DataFrame(rows)
-    runs["variant"] = _variants(runs)
+    runs["variant"] = variant_labels(runs)
     runs = _drop_duplicates(runs, notes)
     runs["target_acc"] = np.nan
     runs["epochs_to_target"] = np.nan
@@ -236,20 +230,6 @@ def assemble(source: str, raws: Sequence[RawRun]) -> RunSet:
     set_target(runset, None)
     _note_gaps(runset)
     return runset
-
-
-def _variants(runs: pd.DataFrame) -> list[str]:
-    """The scheme label, plus the training setup where it differs within an architecture."""
-    out = []
-    varying: dict[str, list[str]] = {}
-    for arch, group in runs.groupby("architecture", dropna=False):
-        trained = group[group["status"] != "diagnosed"]
-        varying[arch] = [k for k in SETUP_KEYS if trained[k].astype(str).nunique() > 1]
-    for _, row in runs.iterrows():
-        keys = varying.get(row["architecture"], [])
-        setup = " ".join(f"{k}={_fmt(row[k])}" for k in keys)
-        out.append(f"{row['scheme']} [{setup}]" if setup else row["scheme"])
-    return out
 
 
 def _drop_duplicates(runs: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
