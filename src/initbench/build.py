@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,6 +139,12 @@ def memory_hint(estimate: MemoryEstimate, limit: float, model_cfg: Mapping[str, 
     return f"reduce {BATCH_FIELDS[estimate.batch]} or {model}"
 
 
+def init_structure(cfg: Mapping[str, Any]) -> Callable[[nn.Module], None] | None:
+    """What the config's init adds to the model (:func:`initbench.inits.structure_of`)."""
+    name, params = group_params(cfg["init"])
+    return inits.structure_of(name, **params)
+
+
 def meta_model(cfg: Mapping[str, Any]) -> nn.Module:
     """The config's model built on the ``meta`` device (no memory, no data loaded): its
     structure, for checks before anything real is built.
@@ -153,7 +159,8 @@ def meta_model(cfg: Mapping[str, Any]) -> nn.Module:
         shape = datasets.dataset_shape(ds_name, **ds_params)
         return build_on_meta(
             target, input_shape=shape.input_shape, num_classes=shape.num_classes,
-            activation=act_name, activation_params=act_params, **params,
+            activation=act_name, activation_params=act_params, adapt=init_structure(cfg),
+            **params,
         )  # fmt: skip
     except ValueError as err:
         raise UserError(str(err)) from None
@@ -198,7 +205,10 @@ def estimate_run_memory(cfg: Mapping[str, Any]) -> MemoryEstimate:
     data = datasets.dataset_shape(ds_name, **ds_params)
     check_holdout(cfg["trainer"]["holdout"], data.n_train, ds_name)
     target, params = model_params(cfg["model"])
-    size = model_size(target, input_shape=data.input_shape, num_classes=data.num_classes, **params)
+    size = model_size(
+        target, input_shape=data.input_shape, num_classes=data.num_classes,
+        adapt=init_structure(cfg), **params,
+    )  # fmt: skip
     trainer, report = cfg["trainer"], cfg["diagnose"]
     return estimate_memory(
         size,

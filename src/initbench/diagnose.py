@@ -62,6 +62,7 @@ from initbench.telemetry import (
     stack,
     summarize,
 )
+from initbench.telemetry.residual import BLOCK_KEYS, BranchMonitor
 from initbench.telemetry.stats import COL
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ EXTRA_KEYS = ("weight_grad_std", "grad_nonfinite", "act_cos")
 MEASURED = LAYER_KEYS[4:] + EXTRA_KEYS  # the numbers that vary between weight draws
 TABLE_TAG = "diagnose/layers"
 FIGURE_TAG = "diagnose/std_vs_depth"
+BLOCKS_TAG = "diagnose/blocks"  # residual blocks: branch, shortcut and output RMS
 JACOBIAN_TAG = "diagnose/jacobian"  # histogram of the singular values; scalars under it
 JACOBIAN_INPUTS = 4  # examples the Jacobian is taken at
 
@@ -187,6 +189,20 @@ def aggregate(draws: list[list[dict]]) -> list[dict]:
     return layers
 
 
+def aggregate_blocks(draws: list[list[dict]]) -> list[dict]:
+    """Per residual block, the median of each :data:`BLOCK_KEYS` value over the weight draws
+    (None where no draw has a finite one)."""
+    blocks = []
+    for i, first in enumerate(draws[0]):
+        row: dict[str, Any] = {"name": first["name"]}
+        for key in BLOCK_KEYS:
+            values = np.array([d[i][key] for d in draws], dtype=float)
+            finite = values[np.isfinite(values)]
+            row[key] = float(np.median(finite)) if finite.size else None
+        blocks.append(row)
+    return blocks
+
+
 def report_for(cfg: Mapping[str, Any], prep: Prepared) -> dict[str, Any]:
     """The report for a prepared run (its model is copied, never changed).
 
@@ -202,7 +218,7 @@ def report_for(cfg: Mapping[str, Any], prep: Prepared) -> dict[str, Any]:
     # data-dependent init is measured out of sample.
     x, y = data.sample_batch(n, generator=torch.Generator().manual_seed(seed + 2))
     x = x.to(dtype)
-    draws, losses, jacobian = [], [], None
+    draws, block_draws, losses, jacobian = [], [], [], None
     for k in range(samples):
         model = copy.deepcopy(prep.model)
         if k > 0:  # weights are drawn on the CPU, as prepare() does
@@ -217,8 +233,10 @@ def report_for(cfg: Mapping[str, Any], prep: Prepared) -> dict[str, Any]:
                 **prep.init_params,
             )
         model = model.to(device=prep.device, dtype=dtype)
-        rows, loss = measure(model, x, y)
+        with BranchMonitor(model) as branches:
+            rows, loss = measure(model, x, y)
         draws.append(rows)
+        block_draws.append(branches.rows())
         losses.append(loss)
         if k == 0 and params.get("jacobian"):
             values, method = jacobian_singular_values(
@@ -235,6 +253,8 @@ def report_for(cfg: Mapping[str, Any], prep: Prepared) -> dict[str, Any]:
         "device": str(prep.device),
         "config": dict(cfg),
     }
+    if block_draws[0]:
+        report["blocks"] = aggregate_blocks(block_draws)
     if jacobian is not None:
         report["jacobian"] = jacobian
     if prep.init_report:  # what a data-dependent init measured (draw 0's)
@@ -293,6 +313,9 @@ def format_table(report: Mapping[str, Any]) -> str:
         note += "; medians over the draws"
     loss = report.get("loss")
     lines.append(f"({note}; initial loss {fmt_loss(loss)})")
+    blocks = report.get("blocks")
+    if blocks:
+        lines.append(format_blocks(blocks))
     jacobian = report.get("jacobian")
     if jacobian:
         lines.append(
@@ -301,6 +324,21 @@ def format_table(report: Mapping[str, Any]) -> str:
             f"{_g(jacobian['mean_sq'])} (isometry: all 1)"
         )
     return "\n".join(lines)
+
+
+BLOCK_COLUMNS = ["block", "branch_rms", "shortcut_rms", "out_rms", "branch/shortcut"]
+
+
+def format_blocks(blocks: Sequence[Mapping[str, Any]]) -> str:
+    """The residual blocks' table: each branch's output scale against its shortcut's."""
+    rows = [BLOCK_COLUMNS] + [
+        [str(b["name"]), *(_g(b.get(k)) for k in BLOCK_KEYS)] for b in blocks
+    ]
+    widths = [max(len(r[j]) for r in rows) for j in range(len(BLOCK_COLUMNS))]
+    lines = ["  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    return "residual blocks (RMS of each branch's output after its gate, of the shortcut, of " \
+        "the block's output):\n" + "\n".join(lines)
 
 
 def fmt_loss(loss: float | None) -> str:
@@ -410,6 +448,10 @@ def log_report(
     """Log the report's table and std-vs-depth plot (``image``, rendered if not given)."""
     sink.log_table(TABLE_TAG, TABLE_COLUMNS, table_rows(report), step)
     sink.log_image(FIGURE_TAG, render(report) if image is None else image, step)
+    blocks = report.get("blocks")
+    if blocks:
+        rows = [[b["name"], *(b.get(k) for k in BLOCK_KEYS)] for b in blocks]
+        sink.log_table(BLOCKS_TAG, ["block", *BLOCK_KEYS], rows, step)
     jacobian = report.get("jacobian")
     if jacobian:
         histogram = jacobian_histogram(jacobian)

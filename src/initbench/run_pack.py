@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from initbench import inits
 from initbench.build import (
     check_memory,
     load_data,
@@ -87,12 +88,26 @@ def check_pack(cfgs: Sequence[Mapping[str, Any]]) -> None:
                 f"({cfg['run_name']}) differs from member 1 ({first['run_name']}) in "
                 f"{'; '.join(changed)}"
             )
+    structures = {_structure(cfg) for cfg in cfgs}
+    if len(structures) > 1:
+        raise UserError(
+            f"the members of a pack must share one model structure, and init "
+            f"{' and '.join(sorted(s for s in structures if s))} adds its own scalars to "
+            f"the model's residual blocks: pack its runs apart from the others (the sweep "
+            f"runner does)"
+        )
     try:
         refuse_batch_norm(meta_model(first))  # the model's structure, before anything is built
     except ValueError as err:
         raise UserError(str(err)) from None
     if first["trainer"]["compile"]:
         raise UserError("trainer.compile must be false in a pack (got true); run it unpacked")
+
+
+def _structure(cfg: Mapping[str, Any]) -> str | None:
+    """The init scheme that changes the model's structure, if the member's init does."""
+    scheme = inits.get_init(cfg["init"]["name"])
+    return scheme.name if scheme.structure is not None else None
 
 
 def run_pack(

@@ -12,13 +12,14 @@ Schemes and their formulas: docs/inits.md; Hydra group: conf/init/<name>.yaml.
 """
 
 # Importing the scheme modules registers their schemes.
-from . import basic, defaults, learned, lsuv, mean_field, orthogonal, variance  # noqa: F401
+from . import basic, defaults, learned, lsuv, mean_field, orthogonal, residual, variance  # noqa: F401
 from .apply import (
     LAYER_TYPES,
     InitCost,
     check_init_params,
     init_module,
     measure_cost,
+    structure_of,
     validate_hparams,
 )
 from .registry import (
@@ -49,6 +50,7 @@ __all__ = [
     "measure_cost",
     "register",
     "resolve",
+    "structure_of",
     "validate_hparams",
     "variance_scaling_",
 ]

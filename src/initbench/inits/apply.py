@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from initbench.models.activations import activation_gain
+from initbench.models.residual import LAYER_TYPES
 
 from .registry import (
     SCHEME_BIAS,
@@ -24,8 +25,6 @@ from .registry import (
     fan_in_and_fan_out,
     get_init,
 )
-
-LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 def init_module(
@@ -56,6 +55,10 @@ def init_module(
         **hparams: the scheme's hparams (see ``get_init(scheme).hparams``), ``bias`` included:
             zeros | default (torch's U(+-1/sqrt(fan_in))) | a constant.
 
+    A scheme for residual networks (``fixup``, ``skipinit``, ``rezero``) first adds its scalar
+    multipliers and biases to the model's :class:`~initbench.models.ResidualBlock` s (once; a
+    second call resets them): build the optimizer after ``init_module``.
+
     Returns:
         A data-dependent scheme's log (the rows it recorded with ``ctx.log``: lsuv's
         {layer, iterations, final_var} per layer); None for the others.
@@ -79,6 +82,9 @@ def init_module(
             except ValueError as err:
                 raise ValueError(f"init {scheme!r}, layer {name or '<root>'!r}: {err}") from None
 
+    if entry.structure is not None:  # before the backup: what it adds is reset, not restored
+        with torch.no_grad():
+            entry.structure(module, **hp)
     ctx = InitContext(gain, generator, module, num_layers=len(layers), loss_fn=loss_fn)
     bias = hp.pop("bias")
     params = [p for _, layer in layers for p in (layer.weight, layer.bias) if p is not None]
@@ -142,6 +148,25 @@ def _run_data_dependent(
 def _device_of(module: nn.Module) -> torch.device:
     param = next(module.parameters(), None)
     return param.device if param is not None else torch.device("cpu")
+
+
+def structure_of(scheme: str, **hparams: Any) -> Callable[[nn.Module], None] | None:
+    """What ``scheme`` adds to a model before it draws (Fixup's, SkipInit's and ReZero's
+    scalars), as a function of the model, or None for a scheme that adds nothing.
+
+    Raises:
+        ValueError: unknown scheme or hparam, or an out-of-range value.
+    """
+    entry = get_init(scheme)
+    if entry.structure is None:
+        return None
+    structure, hp = entry.structure, _checked_hparams(entry, scheme, hparams)
+
+    def adapt(model: nn.Module) -> None:
+        with torch.no_grad():
+            structure(model, **hp)
+
+    return adapt
 
 
 def check_init_params(scheme: str, **hparams: Any) -> dict[str, Any]:

@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from initbench.models.residual import branch_positions
+
 from .registry import InitContext, check_gain, register
 
 
@@ -104,6 +106,13 @@ def zero_init(weight: Tensor, ctx: InitContext) -> None:
     a partial identity (the first ``out`` inputs passed through) when out < in, and
     2^(-m/2) H[:out, :in] with H the Sylvester Hadamard matrix of size 2^m, m = ceil(log2 out),
     when out > in; a conv kernel is zero except its centre tap, that matrix for (c_out, c_in).
-    No hparams; biases zero. Not the same as ``zeros``. Zhao et al. 2022, "ZerO
-    Initialization: Initializing Neural Networks with only Zeros and Ones"."""
+    In a residual network (ResidualBlock branches) its residual form: the last layer of each
+    branch is zero, so every block starts as its shortcut. No hparams; biases zero. Not the
+    same as ``zeros``. Zhao et al. 2022, "ZerO Initialization: Initializing Neural Networks
+    with only Zeros and Ones"."""
+    if ctx.model is not None:
+        position, count = branch_positions(ctx.model).get(ctx.name, (0, 0))
+        if position == count - 1:
+            weight.zero_()
+            return
     _at_centre(weight, zero_matrix(*weight.shape[:2]).to(weight.dtype))

@@ -7,7 +7,10 @@ hparams, and ``register`` records their defaults::
     def xavier_uniform(weight: Tensor, ctx: InitContext, *, gain: float | str) -> None: ...
 
 Each call gets an :class:`InitContext`: the activation's gain, the generator, the model, and
-the layer's qualified name and index (Fixup and SkipInit scale a layer by where it sits).
+the layer's qualified name and index (Fixup scales a layer by where it sits in its residual
+branch). A scheme that needs more of the model than its layers registers a ``structure``
+function, run first on the whole model: Fixup, SkipInit and ReZero add their scalar
+multipliers and biases to the model's residual blocks there.
 
 A data-dependent scheme (``needs_data=True``: LSUV, GradInit, MetaInit) is called once with
 the whole model instead, as ``fn(module, layers, ctx, **hparams)``, after every layer was drawn
@@ -104,6 +107,11 @@ class Scheme:
     # (LSUV: orthogonal); None keeps the layers' weights as they are.
     base: Callable[..., None] | None = None
     examples: int = 256  # training examples a data-dependent scheme is handed (ctx.inputs)
+    # A scheme that changes the model's structure (Fixup, SkipInit, ReZero: scalar multipliers
+    # and biases on residual branches), ``structure(model, **hparams)``: adds what it needs
+    # (once; a model already changed by it is left as is) and sets what it added to its initial
+    # values. Run by init_module before any draw.
+    structure: Callable[..., None] | None = None
 
     @property
     def doc(self) -> str:
@@ -128,10 +136,12 @@ def register(
     draw_bias: Callable[..., None] | None = None,
     base: Callable[..., None] | None = None,
     examples: int = 256,
+    structure: Callable[..., None] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator adding a scheme to the registry; ``hparams`` maps each hparam to its default.
     ``base`` (data-dependent schemes only) draws each layer before the scheme runs;
-    ``examples``: how many training examples a data-dependent scheme is handed."""
+    ``examples``: how many training examples a data-dependent scheme is handed;
+    ``structure``: what the scheme adds to the model before it draws (see :class:`Scheme`)."""
     if base is not None and not needs_data:
         raise ValueError(f"init {name!r}: only a data-dependent scheme (needs_data) has a base")
     hparams = dict(hparams or {})
@@ -150,7 +160,7 @@ def register(
         defaults = MappingProxyType({**hparams, "bias": bias})
         _SCHEMES[name] = Scheme(
             name, fn, defaults, tuple(aliases), needs_data, validate, check_weight, draw_bias,
-            base, examples,
+            base, examples, structure,
         )  # fmt: skip
         _ALIASES.update(dict.fromkeys(aliases, name))
         return fn

@@ -37,10 +37,12 @@ from initbench.models.activations import (
 )
 from initbench.models.cnn import PlainCNN
 from initbench.models.mlp import MLP, activation_factory
+from initbench.models.residual import Gate, ResidualBlock, ScalarBias, residual_blocks
+from initbench.models.resnet import ResNet
 from initbench.models.size import ModelSize
 
 # Short names for the shipped models (the config uses their dotted paths).
-SHIPPED: dict[str, Callable[..., nn.Module]] = {"mlp": MLP, "cnn": PlainCNN}
+SHIPPED: dict[str, Callable[..., nn.Module]] = {"mlp": MLP, "cnn": PlainCNN, "resnet": ResNet}
 # Arguments the run supplies (from the dataset and the activation group), never the config.
 SUPPLIED = ("input_shape", "num_classes", "activation")
 # ... and never set in the model's config either (the activation group's parameters).
@@ -51,9 +53,13 @@ MAX_MODULES = 20_000
 
 __all__ = [
     "MAX_MODULES",
+    "Gate",
     "MLP",
     "ModelSize",
     "PlainCNN",
+    "ResNet",
+    "ResidualBlock",
+    "ScalarBias",
     "activation_gain",
     "build_model",
     "build_on_meta",
@@ -63,6 +69,7 @@ __all__ = [
     "model_factory",
     "model_size",
     "prepare_activations",
+    "residual_blocks",
 ]
 
 
@@ -214,9 +221,11 @@ def build_on_meta(
     num_classes: int,
     activation: str | Callable[[], nn.Module] = "relu",
     activation_params: Mapping[str, Any] | None = None,
+    adapt: Callable[[nn.Module], None] | None = None,
     **params: Any,
 ) -> nn.Module:
     """:func:`build_model` on the ``meta`` device: the model's structure, no memory allocated.
+    ``adapt``: what an init scheme adds to the model (its scalars), applied there too.
 
     Raises:
         ValueError: what :func:`build_model` refuses; a model of more than
@@ -234,10 +243,13 @@ def build_on_meta(
     hook = torch.nn.modules.module.register_module_module_registration_hook(counter)
     try:
         with torch.device("meta"):
-            return build_model(
+            model = build_model(
                 target, input_shape=input_shape, num_classes=num_classes, activation=activation,
                 activation_params=activation_params, **params,
             )  # fmt: skip
+            if adapt is not None:
+                adapt(model)
+            return model
     except _TooManyModules:
         raise ValueError(
             f"the model has more than {MAX_MODULES} modules, too many to check that it fits in "
@@ -257,10 +269,12 @@ def model_size(
     *,
     input_shape: Sequence[int],
     num_classes: int,
+    adapt: Callable[[nn.Module], None] | None = None,
     **params: Any,
 ) -> ModelSize:
     """Parameters and per-example activations of ``build_model(target, ...)``, measured on the
-    ``meta`` device: the model is built there (:func:`build_on_meta`) and one training-mode
+    ``meta`` device: the model is built there (:func:`build_on_meta`, with what ``adapt``, an
+    init scheme's structure, adds) and one training-mode
     forward pass of two examples counts the input and every leaf module's output that is new
     memory (not a view, as ``nn.Flatten``'s, nor its input, as ``nn.Identity``'s). The
     activation does not matter; ``params`` are the builder's.
@@ -271,7 +285,9 @@ def model_size(
     Raises:
         ValueError: what :func:`build_on_meta` refuses.
     """
-    model = build_on_meta(target, input_shape=input_shape, num_classes=num_classes, **params)
+    model = build_on_meta(
+        target, input_shape=input_shape, num_classes=num_classes, adapt=adapt, **params
+    )
     n_params = sum(p.numel() for p in model.parameters())
     sizes = [torch.Size(input_shape).numel()]
 

@@ -38,12 +38,13 @@ STEP0_PANELS = ("act_std", "grad_std")  # the step-0 figure's panels
 
 
 # The shipped models' targets, labelled by their shape (mlp2x256, cnn30).
-SHIPPED_LABELS = {"initbench.models.MLP": "mlp", "initbench.models.PlainCNN": "cnn"}
+SHIPPED_LABELS = {"initbench.models.MLP": "mlp", "initbench.models.PlainCNN": "cnn",
+                  "initbench.models.ResNet": "resnet"}  # fmt: skip
 
 
 def architecture_label(cfg: Mapping[str, Any]) -> str:
     """Model shape and dataset: ``mlp2x256/fashion_mnist``, ``mlp10-5/circles``,
-    ``cnn30/cifar10`` (``-bn`` with batch norm); any other model is its name with its own
+    ``cnn30/cifar10``, ``resnet110/fashion_mnist`` (``-bn`` with batch norm); any other model is its name with its own
     arguments, ``tinyconv(width=32)/cifar10``."""
     model = cfg.get("model") or {}
     dataset = (cfg.get("dataset") or {}).get("name", "?")
@@ -56,8 +57,8 @@ def architecture_label(cfg: Mapping[str, Any]) -> str:
             shape = f"mlp{len(widths)}x{widths[0]}"
         else:
             shape = "mlp" + "-".join(str(w) for w in widths)
-    elif kind == "cnn":
-        shape = f"cnn{model.get('depth')}" + ("-bn" if model.get("norm") == "batch" else "")
+    elif kind in ("cnn", "resnet"):
+        shape = f"{kind}{model.get('depth')}" + ("-bn" if model.get("norm") == "batch" else "")
     else:
         args = {k: v for k, v in model.items() if k not in ("_target_", "name", "arch")}
         shape = str(model.get("name", "?"))

@@ -1,6 +1,8 @@
 """What a local sweep launches: one process per combination, or with ``--pack`` one per pack.
 
-A pack is a group of combinations that differ only in ``init`` (and ``init.*``) and ``seed``:
+A pack is a group of combinations that differ only in ``init`` (and ``init.*``) and ``seed``,
+and whose inits add the same structure to the model (``fixup``, ``skipinit`` and ``rezero``
+each pack apart from the others):
 ``src/pack.py`` trains them as one batched model (:mod:`initbench.run_pack`), each member in
 the folder its unpacked run would have (``<out>/<combination name>``), so skipping what is done
 and resuming stay per combination, and packed and unpacked runs of one sweep mix freely.
@@ -12,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from initbench import inits
 from initbench.config import is_pack_member_key
 from initbench.sweep.combinations import Combination, combination_name
 from initbench.sweep.commands import build_command, fill_command
@@ -63,6 +66,16 @@ def hydra_quote(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def structure_key(init: object) -> str | None:
+    """The scheme whose structure an ``init`` value adds to the model (``fixup``), None for
+    a scheme that adds none (or a value the run itself will refuse)."""
+    try:
+        scheme = inits.get_init(str(init)) if init is not None else None
+    except ValueError:
+        return None
+    return scheme.name if scheme is not None and scheme.structure is not None else None
+
+
 def pack_jobs(
     sweep: Sweep,
     combos: Sequence[Combination],
@@ -78,9 +91,9 @@ def pack_jobs(
     groups: dict[tuple, list[Combination]] = {}
     for combo in combos:
         shared = tuple((k, str(v)) for k, v in combo.params.items() if not is_pack_member_key(k))
-        groups.setdefault(shared, []).append(combo)
+        groups.setdefault((shared, structure_key(combo.params.get("init"))), []).append(combo)
     jobs = []
-    for shared, members in groups.items():
+    for (shared, structure), members in groups.items():
         size = max_members or len(members)
         chunks = [members[i : i + size] for i in range(0, len(members), size)]
         for n, chunk in enumerate(chunks):
@@ -88,6 +101,7 @@ def pack_jobs(
                 jobs += single_jobs(sweep, chunk, out_dir)
                 continue
             name = "pack__" + (combination_name(dict(shared)) or "all")
+            name += f"__{structure}" if structure else ""
             name += f"__{n + 1}" if len(chunks) > 1 else ""
             folder = out_dir / PACKS / name
             args = [a for a in chunk[0].args if not is_pack_member_key(a.split("=", 1)[0])]

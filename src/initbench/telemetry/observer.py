@@ -18,6 +18,8 @@ name (``fc1``, ``conv17``, ``head``)::
     stats/grad_norm/<layer>  stats/update_ratio/<layer>             ||dL/dW||, ||dW|| / ||W||
     stats/dead_frac/<layer>       (ReLU family)
     stats/saturated_frac/<layer>  (tanh, sigmoid, softsign)
+    stats/{branch_rms,shortcut_rms,out_rms,branch_ratio}/<block>   residual blocks
+                                  (initbench.telemetry.residual: a branch's output scale)
 
 Activations are the activation module's output (post-activation; the head's raw output),
 taken in training mode (before dropout); weights and gradients are the ones of that step,
@@ -34,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from initbench.telemetry.residual import BLOCK_KEYS, BranchMonitor
 from initbench.telemetry.sinks import Histogram, Sink
 from initbench.telemetry.stats import (
     COL,
@@ -89,6 +92,7 @@ class Telemetry:
         self.sink = sink
         self.bins = bins if histograms else 0
         self.probes = find_probes(model, example)
+        self.branches = BranchMonitor(model)
         self.names = [p.name for p in self.probes]
         self.activations = [p.activation for p in self.probes]
         self.families = [p.family for p in self.probes]
@@ -111,6 +115,7 @@ class Telemetry:
         self._acts = [None] * len(self.probes)
         for i, probe in enumerate(self.probes):
             self._hooks.append(probe.output.register_forward_hook(self._catch(i)))
+        self.branches.start()
         self._weights0 = stack(self._weights())
 
     def _catch(self, i: int):
@@ -123,6 +128,7 @@ class Telemetry:
         if self._weights0 is None:
             return
         self._remove_hooks()
+        self.branches.stop()
         # a layer the forward pass skipped shows as one NaN
         acts = [
             a if a is not None else torch.full((1,), float("nan"), device=p.layer.weight.device)
@@ -172,6 +178,9 @@ class Telemetry:
                 scalars[f"stats/dead_frac/{name}"] = float(act[COL["dead_frac"]])
             elif self.families[i] == "saturating":
                 scalars[f"stats/saturated_frac/{name}"] = float(act[COL["saturated_frac"]])
+        for name, row in zip(self.branches.names, self.branches.values(), strict=True):
+            for key, value in zip(BLOCK_KEYS, row, strict=True):
+                scalars[f"stats/{key}/{name}"] = float(value)
         if histograms:
             self.sink.log_histograms(histograms, step)
         self.sink.log_scalars(scalars, step)
