@@ -29,6 +29,7 @@ from initbench.inits import (
     resolve,
 )
 from initbench.inits.variance import variance_scaling_
+from initbench.models import ResidualBlock
 from initbench.models.activations import activation_gain
 
 torch.set_num_threads(2)
@@ -72,6 +73,17 @@ def classifier(layer: nn.Module) -> nn.Module:
 
 
 BIG_LAYERS = {"linear": big_linear, "conv": big_conv}
+# Schemes made for residual networks: they act on ResidualBlocks and refuse a model without any.
+RESIDUAL = {name for name in list_inits() if get_init(name).structure is not None}
+
+
+def host(module: nn.Module, name: str) -> nn.Module:
+    """``module`` itself; for a residual scheme, ``module`` as the first layers of one residual
+    branch, whose last layer is a Linear after it (only the structure matters: the registry-wide
+    tests draw weights and never run it)."""
+    if name not in RESIDUAL:
+        return module
+    return nn.Sequential(ResidualBlock(nn.Sequential(module, nn.Linear(1, 1))))
 
 
 def fans(layer: nn.Module) -> tuple[int, int]:
@@ -234,6 +246,10 @@ EXPECTED: dict[str, Check] = {
         layer.weight, max(1.0, math.sqrt(layer.weight.shape[0] / layer.weight.shape[1]))
     ),
     "zero_init": lambda layer, fi, fo, x: assert_zero_init(layer.weight),
+    # residual schemes: ``layer`` is the first of a branch of m = 2 layers in a net of L = 1
+    "fixup": lambda layer, fi, fo, x: assert_normal(layer.weight, 0.0, SQRT2 / fo**0.5),
+    "skipinit": lambda layer, fi, fo, x: assert_normal(layer.weight, 0.0, SQRT2 / fi**0.5),
+    "rezero": lambda layer, fi, fo, x: assert_normal(layer.weight, 0.0, SQRT2 / fi**0.5),
     "metainit": lambda layer, fi, fo, x: assert_rescaled_start(layer),
     "gradinit": lambda layer, fi, fo, x: assert_rescaled_start(layer),
 }
@@ -301,8 +317,8 @@ def test_register_refuses_duplicates_and_hparams_the_function_lacks() -> None:
 def test_weight_statistics(name: str, kind: str) -> None:
     layer = BIG_LAYERS[kind]()
     x, y = batch_for(layer)
-    init_module(classifier(layer), name, activation="relu", data=(x, y), generator=gen(),
-                **QUICK.get(name, {}))  # fmt: skip
+    init_module(host(classifier(layer), name), name, activation="relu", data=(x, y),
+                generator=gen(), **QUICK.get(name, {}))  # fmt: skip
     EXPECTED[name](layer, *fans(layer), x)
 
 
@@ -311,7 +327,7 @@ def test_bias_policy(name: str) -> None:
     layer = big_linear()
     x, quick = batch_for(layer), QUICK.get(name, {})
     bound = 1 / math.sqrt(800)
-    init_module(layer, name, data=x, generator=gen(), **quick)
+    init_module(host(layer, name), name, data=x, generator=gen(), **quick)
     if name == "pytorch_default":  # torch's own bias, the one exception
         assert_uniform(layer.bias, -bound, bound, tol=0.06)
     elif name in DRAWN_BIAS_STD:  # the scheme's own draw (1000 biases: 2.2% standard error)
@@ -319,11 +335,11 @@ def test_bias_policy(name: str) -> None:
     else:
         assert_constant(layer.bias, 0.0)
 
-    init_module(layer, name, data=x, generator=gen(), bias="default", **quick)
+    init_module(host(layer, name), name, data=x, generator=gen(), bias="default", **quick)
     assert_uniform(layer.bias, -bound, bound, tol=0.06)
-    init_module(layer, name, data=x, generator=gen(), bias=0.5, **quick)
+    init_module(host(layer, name), name, data=x, generator=gen(), bias=0.5, **quick)
     assert_constant(layer.bias, 0.5)
-    init_module(layer, name, data=x, generator=gen(), bias="zeros", **quick)
+    init_module(host(layer, name), name, data=x, generator=gen(), bias="zeros", **quick)
     assert_constant(layer.bias, 0.0)
 
 
@@ -332,10 +348,10 @@ def test_same_generator_same_weights(name: str) -> None:
     """All draws go through the generator: the global seed makes no difference."""
     models = [Tiny() for _ in range(3)]
     torch.manual_seed(1)
-    init_module(models[0], name, data=TINY_DATA, generator=gen(7), **QUICK.get(name, {}))
-    torch.manual_seed(2)
-    init_module(models[1], name, data=TINY_DATA, generator=gen(7), **QUICK.get(name, {}))
-    init_module(models[2], name, data=TINY_DATA, generator=gen(8), **QUICK.get(name, {}))
+    for model, global_seed, seed in zip(models, (1, 2, 2), (7, 7, 8), strict=True):
+        torch.manual_seed(global_seed)
+        init_module(host(model, name), name, data=TINY_DATA, generator=gen(seed),
+                    **QUICK.get(name, {}))  # fmt: skip
     assert_same(snapshot(models[0]), snapshot(models[1]))
     if name not in DETERMINISTIC:
         assert not torch.equal(models[0].fc.weight, models[2].fc.weight)
@@ -345,7 +361,8 @@ def test_same_generator_same_weights(name: str) -> None:
 def test_every_linear_and_conv_is_initialized_and_nothing_else(name: str) -> None:
     model = Tiny()
     bn_before = {k: v.clone() for k, v in model.bn.state_dict().items()}
-    init_module(model, name, data=TINY_DATA, generator=gen(), bias=0.25, **QUICK.get(name, {}))
+    init_module(host(model, name), name, data=TINY_DATA, generator=gen(), bias=0.25,
+                **QUICK.get(name, {}))  # fmt: skip
     for layer in (model.c1, model.c2, model.c3, model.fc):
         assert_constant(layer.bias, 0.25)
     if name == "zeros":

@@ -269,7 +269,7 @@ def test_optimizer_state_splits_into_members_and_stacks_back():
     x = torch.randn(3, 8, 24)
     pack(x).sum().backward()
     opt.step()
-    parts = [member_optimizer_state(opt, pack.parameters(), k) for k in range(3)]
+    parts = [member_optimizer_state(opt, k) for k in range(3)]
     # each part loads into an optimizer over the member's own parameters
     for k, part in enumerate(parts):
         own = adam(member_model(*SCHEMES[k]).parameters())

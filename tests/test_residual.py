@@ -10,13 +10,13 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import compose_dict, write_cifar
 from torch import nn
 
+from helpers import compose_dict, write_cifar
 from initbench import inits
 from initbench.build import check_structure, estimate_run_memory
 from initbench.errors import UserError
-from initbench.models import Gate, ResidualBlock, ResNet, ScalarBias, build_model
+from initbench.models import Gate, ResidualBlock, ScalarBias, build_model
 from initbench.models.residual import added_parameters, branch_layers, residual_blocks
 from initbench.run import run
 from initbench.run_pack import check_pack, run_pack
@@ -355,8 +355,7 @@ def test_the_sweep_runner_packs_each_structure_apart(tmp_path):
 
     sweep = load_sweep("sweeps/residual.yaml")
     combos = [
-        Combination(f"c{i}", {"init": init, "seed": seed, "model": "resnet20"},
-                    (f"init={init}", f"seed={seed}", "model=resnet20"))
+        Combination(i, {"model": "resnet20", "init": init, "seed": seed}, f"c{i}")
         for i, (init, seed) in enumerate(
             [(i, s) for i in ("fixup", "skipinit", "kaiming_normal", "xavier_uniform")
              for s in (0, 1)])
@@ -368,3 +367,27 @@ def test_the_sweep_runner_packs_each_structure_apart(tmp_path):
                              "xavier_uniform"), ("skipinit", "skipinit"),
     ]  # fmt: skip
     assert len({job.name for job in jobs}) == len(jobs)
+
+
+def test_fixup_scalars_train_at_their_own_learning_rate(cifar, tmp_path):
+    """The authors' recipe: the scalar biases and multipliers at a tenth of the learning rate,
+    one optimizer group of their own, in the run and in its checkpoint."""
+    from initbench.engine import optimizer_for, optimizer_params
+    from initbench.models.residual import lr_scales
+
+    model = initialized("fixup", depth=14, width=4)
+    opt = optimizer_for(functools.partial(torch.optim.SGD, lr=0.1), model.parameters(),
+                        lr_scales(model))  # fmt: skip
+    assert [g["lr"] for g in opt.param_groups] == [0.1, pytest.approx(0.01)]
+    scalars = {id(p) for m in model.modules() if isinstance(m, (Gate, ScalarBias))
+               for p in m.parameters(recurse=False)}  # fmt: skip
+    assert {id(p) for p in opt.param_groups[1]["params"]} == scalars
+    assert len(optimizer_params(opt)) == len(list(model.parameters()))
+    other = initialized("fixup", depth=14, width=4, scalar_lr=0.5)
+    assert set(lr_scales(other)) == {1.0, 0.5}
+    assert set(lr_scales(initialized("skipinit", depth=14, width=4))) == {1.0}
+    summary = run(cfg_for(cifar, "init=fixup"), tmp_path / "run",
+                  functools.partial(torch.optim.SGD, lr=0.01))  # fmt: skip
+    assert summary["status"] == "finished"
+    ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert [g["lr"] for g in ckpt["optimizer"]["param_groups"]] == [0.01, pytest.approx(0.001)]

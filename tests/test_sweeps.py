@@ -148,6 +148,7 @@ def test_the_packed_grid_trains_the_grids_runs():
 
 
 DEEP_PLAIN = ("scaled_orthogonal", "zero_init", "metainit", "gradinit")
+RESIDUAL = ("fixup", "skipinit", "rezero")
 
 
 def test_grid_covers_every_scheme_architecture_and_activation():
@@ -157,9 +158,13 @@ def test_grid_covers_every_scheme_architecture_and_activation():
     # mean_field is a point of the (sigma_w2, sigma_b2) plane that sweeps/edge_of_chaos.yaml
     # walks, not a fixed scheme: its default is tanh's critical point; the schemes made for deep
     # plain networks (TAT's weights, ZerO, MetaInit, GradInit) have their own sweep,
-    # sweeps/deep_plain.yaml, with a learning-rate grid and a holdout
-    assert sorted(params["init"]) == sorted(set(list_inits()) - {"mean_field", *DEEP_PLAIN})
+    # sweeps/deep_plain.yaml, with a learning-rate grid and a holdout; the schemes made for
+    # residual networks (Fixup, SkipInit, ReZero) theirs, sweeps/residual.yaml
+    assert sorted(params["init"]) == sorted(
+        set(list_inits()) - {"mean_field", *DEEP_PLAIN, *RESIDUAL}
+    )
     assert set(DEEP_PLAIN) <= {resolve(i) for i in sweep_values("deep_plain", "init")}
+    assert {*RESIDUAL, "zero_init"} <= set(sweep_values("residual", "init"))
     assert {"fashion_mlp", "cifar_cnn", "cifar_cnn30"} <= set(params["experiment"])
     assert {"relu", "leaky_relu", "tanh", "sigmoid", "selu", "gelu"} <= set(params["activation"])
     assert len(params["seed"]) == 3

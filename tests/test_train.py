@@ -10,7 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from helpers import CPU_OVERRIDES, FASHION_DIR, compose_dict, run_train_cli, write_cifar
 from initbench import engine
-from initbench.inits import list_aliases, list_inits, resolve
+from initbench.inits import get_init, list_aliases, list_inits, resolve
 from initbench.run import run
 
 TAGS = {"train/loss", "train/acc", "val/loss", "val/acc"}
@@ -160,12 +160,19 @@ def test_default_run_reaches_fashion_mnist_accuracy(tmp_path):
 
 @pytest.mark.parametrize("init", sorted(set(list_inits()) | set(list_aliases())))
 def test_every_scheme_and_alias_trains_through_the_config(tmp_path, init):
+    """On the circles MLP; the schemes made for residual networks on a small ResNet."""
+    model, layer = ["model.width=32"], "fc1.weight"
+    if get_init(init).structure is not None:
+        write_cifar(tmp_path / "data" / "cifar-10-batches-py", n_per_batch=8, n_test=8)
+        model = ["model=resnet", "model.depth=8", "model.width=4", "dataset=cifar10",
+                 f"data_dir={tmp_path / 'data'}", "trainer.batch_size=10"]  # fmt: skip
+        layer = "layer1.block1.branch.conv1.weight"
     summary, run_dir = run_in_process(
-        tmp_path, [f"init={init}", "trainer.epochs=1", "logger=[]", "model.width=32"]
+        tmp_path, [f"init={init}", "trainer.epochs=1", "logger=[]", *model]
     )
     assert summary["status"] == "finished"
     assert summary["init_scheme"] == resolve(init)
-    weights = torch.load(run_dir / "checkpoint.pt", weights_only=False)["model"]["fc1.weight"]
+    weights = torch.load(run_dir / "checkpoint.pt", weights_only=False)["model"][layer]
     assert torch.isfinite(weights).all()
     if init == "lsuv":  # the data-dependent scheme got its batch and reports per layer
         assert [row["layer"] for row in summary["init_report"]] == ["fc1", "fc2", "head"]

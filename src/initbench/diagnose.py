@@ -331,14 +331,14 @@ BLOCK_COLUMNS = ["block", "branch_rms", "shortcut_rms", "out_rms", "branch/short
 
 def format_blocks(blocks: Sequence[Mapping[str, Any]]) -> str:
     """The residual blocks' table: each branch's output scale against its shortcut's."""
-    rows = [BLOCK_COLUMNS] + [
-        [str(b["name"]), *(_g(b.get(k)) for k in BLOCK_KEYS)] for b in blocks
-    ]
+    rows = [BLOCK_COLUMNS] + [[str(b["name"]), *(_g(b.get(k)) for k in BLOCK_KEYS)] for b in blocks]
     widths = [max(len(r[j]) for r in rows) for j in range(len(BLOCK_COLUMNS))]
     lines = ["  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
     lines.insert(1, "-" * len(lines[0]))
-    return "residual blocks (RMS of each branch's output after its gate, of the shortcut, of " \
+    return (
+        "residual blocks (RMS of each branch's output after its gate, of the shortcut, of "
         "the block's output):\n" + "\n".join(lines)
+    )
 
 
 def fmt_loss(loss: float | None) -> str:

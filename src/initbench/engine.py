@@ -76,6 +76,32 @@ class TrainState:
         return cls(**state)
 
 
+def optimizer_for(
+    make_optimizer: Callable[..., torch.optim.Optimizer],
+    params: Iterable[torch.Tensor],
+    scales: Sequence[float] | None = None,
+) -> torch.optim.Optimizer:
+    """``make_optimizer(params)``; with ``scales`` (one learning-rate factor per parameter,
+    :func:`initbench.models.residual.lr_scales`) other than all 1, one parameter group per
+    factor, in order of first appearance, each at the optimizer's lr times its factor. The
+    optimizer's own order (:func:`optimizer_params`) is then group by group."""
+    params = list(params)
+    if scales is None or all(s == 1.0 for s in scales):
+        return make_optimizer(params)
+    groups: dict[float, list[torch.Tensor]] = {}
+    for param, scale in zip(params, scales, strict=True):
+        groups.setdefault(float(scale), []).append(param)
+    optimizer = make_optimizer([{"params": group} for group in groups.values()])
+    for group, scale in zip(optimizer.param_groups, groups, strict=True):
+        group["lr"] *= scale
+    return optimizer
+
+
+def optimizer_params(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    """The optimizer's parameters in its own order (the indices of its ``state_dict``)."""
+    return [p for group in optimizer.param_groups for p in group["params"]]
+
+
 def autocast_context(device: torch.device, precision: str):
     """bf16 autocast on CUDA; plain fp32 elsewhere."""
     if precision == "bf16" and device.type == "cuda":

@@ -37,7 +37,7 @@ from torch.func import functional_call, stack_module_state
 
 from initbench.data import DeviceDataset
 from initbench.data.base import crop_and_flip
-from initbench.engine import StepObserver, TrainState, autocast_context
+from initbench.engine import StepObserver, TrainState, autocast_context, optimizer_params
 
 log = logging.getLogger(__name__)
 
@@ -160,14 +160,13 @@ def _is_stacked(value: Any, param: Tensor) -> bool:
     return isinstance(value, Tensor) and value.dim() > 0 and value.shape == param.shape
 
 
-def member_optimizer_state(
-    optimizer: torch.optim.Optimizer, params: Sequence[Tensor], k: int
-) -> dict[str, Any]:
+def member_optimizer_state(optimizer: torch.optim.Optimizer, k: int) -> dict[str, Any]:
     """Member ``k``'s part of the pack optimizer's state, in the form an unpacked run's
-    optimizer has (``state_dict()`` of an optimizer over the member's own parameters)."""
+    optimizer has (``state_dict()`` of an optimizer over the member's own parameters, grouped
+    as the pack's by :func:`initbench.engine.optimizer_for`)."""
     full = optimizer.state_dict()
     state = {}
-    for i, param in enumerate(params):
+    for i, param in enumerate(optimizer_params(optimizer)):
         if i in full["state"]:
             state[i] = {
                 key: value[k].clone() if _is_stacked(value, param) else copy.deepcopy(value)
@@ -181,7 +180,8 @@ def stacked_optimizer_state(
 ) -> dict[str, Any]:
     """The pack optimizer's state from its members' (the inverse of
     :func:`member_optimizer_state`); per-tensor values are stacked, scalars (Adam's step
-    count, equal in a pack) taken from the first member."""
+    count, equal in a pack) taken from the first member. ``params``: the pack optimizer's,
+    in its order (:func:`initbench.engine.optimizer_params`)."""
     first = member_states[0]
     state = {}
     for i, param in enumerate(params):
@@ -200,7 +200,6 @@ def stacked_optimizer_state(
 def shrink_optimizer(
     optimizer: torch.optim.Optimizer,
     make_optimizer: MakeOptimizer,
-    old_params: Sequence[Tensor],
     new_params: Sequence[nn.Parameter],
     keep: Sequence[int],
 ) -> torch.optim.Optimizer:
@@ -208,7 +207,7 @@ def shrink_optimizer(
     kept members' state."""
     full = optimizer.state_dict()
     index = list(keep)
-    for i, param in enumerate(old_params):
+    for i, param in enumerate(optimizer_params(optimizer)):
         for key, value in full["state"].get(i, {}).items():
             if _is_stacked(value, param):
                 full["state"][i][key] = value[index]
@@ -353,10 +352,9 @@ class PackedTraining:
 
     def drop(self, keep: Sequence[int]) -> None:
         """Take the members not in ``keep`` out of the stacks, the optimizer and the plans."""
-        old = self.pack.parameters()
         self.pack.keep(keep)
         self.optimizer = shrink_optimizer(
-            self.optimizer, self.make_optimizer, old, self.pack.parameters(), keep
+            self.optimizer, self.make_optimizer, self.pack.parameters(), keep
         )
         self.members = [self.members[k] for k in keep]
         self.ids = [self.ids[k] for k in keep]

@@ -33,10 +33,11 @@ from initbench.checkpoint import (
     save_checkpoint,
 )
 from initbench.diagnose import init_cost_scalars, log_init, step0_report
-from initbench.engine import Callback, SingleModel, TrainState, fit
+from initbench.engine import Callback, SingleModel, TrainState, fit, optimizer_for
 from initbench.errors import Interrupted, RunFailed, UserError
 from initbench.io import atomic_write, dumps_strict, read_json, read_yaml, write_json_atomic
 from initbench.lock import hold_run_dir
+from initbench.models.residual import lr_scales
 from initbench.signals import StopNow, stop_on_signals
 from initbench.telemetry import MultiSink, Telemetry, build_telemetry
 from initbench.telemetry.weights import record_weights
@@ -346,7 +347,9 @@ class Session:
     ) -> None:
         self.cfg, self.run_dir, self.prep = cfg, run_dir, prep
         self.fresh = ckpt is None
-        self.optimizer = make_optimizer(prep.model.parameters())
+        self.optimizer = optimizer_for(
+            make_optimizer, prep.model.parameters(), lr_scales(prep.model)
+        )
         self.data_gen = torch.Generator().manual_seed(cfg["seed"] + 1)
         self.state = TrainState()
         self.wall_before = 0.0

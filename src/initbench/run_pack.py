@@ -14,6 +14,7 @@ as separate packs, one per resume point.
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 from collections.abc import Callable, Mapping, Sequence
@@ -35,10 +36,11 @@ from initbench.build import (
 from initbench.checkpoint import config_changes, load_previous_checkpoint
 from initbench.config import PACK_MEMBER_KEYS
 from initbench.data import is_seeded
-from initbench.engine import Callback, fit
+from initbench.engine import Callback, fit, optimizer_for, optimizer_params
 from initbench.errors import Interrupted, UserError
 from initbench.io import atomic_write
 from initbench.lock import hold_run_dir
+from initbench.models.residual import lr_scales
 from initbench.packing import (
     Member,
     PackedModel,
@@ -249,7 +251,7 @@ class MemberSession(Session):
     def optimizer_state(self) -> dict[str, Any]:
         training = self.pack.training
         position = training.ids.index(self.pack.sessions.index(self))
-        return member_optimizer_state(training.optimizer, training.pack.parameters(), position)
+        return member_optimizer_state(training.optimizer, position)
 
 
 def _check_packable(prep: Any) -> None:
@@ -359,17 +361,19 @@ class Pack(Callback):
             telemetry = session.telemetry()
             members.append(Member(session.state, session.data_gen, session.prep.data, telemetry))
         pack = PackedModel([s.prep.model for s in self.sessions], self.device)
-        optimizer = self.make_optimizer(pack.parameters())
+        # the members' parameter groups (Fixup's scalars at their own rate), over the stacks
+        make = functools.partial(optimizer_for, self.make_optimizer, scales=lr_scales(pack.base))
+        optimizer = make(pack.parameters())
         if not self.sessions[0].fresh:
             optimizer.load_state_dict(
                 stacked_optimizer_state(
-                    [s.optimizer.state_dict() for s in self.sessions], pack.parameters()
+                    [s.optimizer.state_dict() for s in self.sessions], optimizer_params(optimizer)
                 )
             )
         for session in self.sessions:
             session.optimizer = None  # the pack's optimizer holds every member's state
         self.training = PackedTraining(
-            pack, members, optimizer, self.make_optimizer, batch_size=trainer["batch_size"],
+            pack, members, optimizer, make, batch_size=trainer["batch_size"],
             eval_batch_size=trainer["eval_batch_size"], precision=self.sessions[0].prep.precision,
         )  # fmt: skip
         fit(

@@ -72,11 +72,12 @@ def _check_alpha(hp: Mapping[str, Any]) -> None:
 # ----------------------------------------------------------------------------- Fixup
 
 
-def _fixup_structure(model: nn.Module, **_: Any) -> None:
+def _fixup_structure(model: nn.Module, *, scalar_lr: float, **_: Any) -> None:
     """Fixup's scalars: a bias at each branch's entry (which a downsampling shortcut also sees)
     and before each of its weight layers and activations after the first, a multiplier (1) and
     a bias at its end; and, when the model is an ``nn.Sequential``, a bias before each of its
-    own activations and weight layers after the first (the stem's activation, the head)."""
+    own activations and weight layers after the first (the stem's activation, the head). They
+    train at ``scalar_lr`` times the run's learning rate."""
     for _, block in require_blocks(model, "fixup"):
         if claim(block, "fixup"):
             block.entry = ScalarBias()
@@ -86,22 +87,31 @@ def _fixup_structure(model: nn.Module, **_: Any) -> None:
     if top and not any(isinstance(child, ScalarBias) for child in model.children()):
         insert_before(model, _weight_or_activation, skip_first=True)
     _reset(model, 1.0)
+    for m in model.modules():
+        if isinstance(m, (ScalarBias, Gate)):
+            m.lr_scale = float(scalar_lr)
+
+
+def _check_fixup(hp: Mapping[str, Any]) -> None:
+    _check_mode(hp)
+    check_real("scalar_lr", hp["scalar_lr"], low=0, strict=True)
 
 
 @register(
     "fixup",
-    hparams={"mode": "fan_out"},
-    validate=_check_mode,
+    hparams={"mode": "fan_out", "scalar_lr": 0.1},
+    validate=_check_fixup,
     structure=_fixup_structure,
 )
-def fixup(weight: Tensor, ctx: InitContext, *, mode: str) -> None:
+def fixup(weight: Tensor, ctx: InitContext, *, mode: str, scalar_lr: float) -> None:
     """Fixup: the last layer of each residual branch and the classifier (the model's last
     Linear layer) at zero; the other layers of a branch of m layers He-normal scaled by
     L^(-1/(2m-2)), L the number of residual branches; every other layer He-normal. Adds a
     scalar bias at each branch's entry, before each of its later layers and activations and at
     its end, a scalar multiplier (1) on each branch, and a bias before the stem's activation and
-    the head (in an nn.Sequential model). Default mode = fan_out, as the authors' code. Zhang,
-    Dauphin & Ma 2019, "Fixup Initialization: Residual Learning Without Normalization"."""
+    the head (in an nn.Sequential model); they train at scalar_lr times the run's learning
+    rate. Defaults: mode = fan_out and scalar_lr = 0.1, as the authors' code. Zhang, Dauphin &
+    Ma 2019, "Fixup Initialization: Residual Learning Without Normalization"."""
     assert ctx.model is not None
     where = branch_positions(ctx.model)
     if ctx.name in where:

@@ -26,11 +26,13 @@ LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
 class ScalarBias(nn.Module):
-    """``x + b`` with one trainable scalar ``b`` (Fixup's scalar biases), 0 when made."""
+    """``x + b`` with one trainable scalar ``b`` (Fixup's scalar biases), 0 when made.
+    ``lr_scale``: its learning rate as a fraction of the run's (:func:`lr_scales`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, lr_scale: float = 1.0) -> None:
         super().__init__()
         self.bias = nn.Parameter(torch.zeros(1))
+        self.lr_scale = lr_scale
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.bias
@@ -39,12 +41,13 @@ class ScalarBias(nn.Module):
 class Gate(nn.Module):
     """``scale * x`` (+ ``bias`` when made with ``bias=True``) with trainable scalars: the
     multiplier on a residual branch (SkipInit's and ReZero's alpha, Fixup's scale and last
-    bias)."""
+    bias). ``lr_scale``: their learning rate as a fraction of the run's (:func:`lr_scales`)."""
 
-    def __init__(self, scale: float = 1.0, bias: bool = False) -> None:
+    def __init__(self, scale: float = 1.0, bias: bool = False, lr_scale: float = 1.0) -> None:
         super().__init__()
         self.scale = nn.Parameter(torch.full((1,), float(scale)))
         self.bias = nn.Parameter(torch.zeros(1)) if bias else None
+        self.lr_scale = lr_scale
 
     def forward(self, x: Tensor) -> Tensor:
         x = x * self.scale
@@ -63,7 +66,10 @@ class ResidualBlock(nn.Module):
     """
 
     def __init__(
-        self, branch: nn.Sequential, shortcut: nn.Module | None = None, post: nn.Module | None = None
+        self,
+        branch: nn.Sequential,
+        shortcut: nn.Module | None = None,
+        post: nn.Module | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(branch, nn.Sequential):
@@ -131,7 +137,9 @@ def claim(block: ResidualBlock, form: str) -> bool:
     return True
 
 
-def insert_before(seq: nn.Sequential, wanted: Callable[[nn.Module], bool], skip_first: bool) -> None:
+def insert_before(
+    seq: nn.Sequential, wanted: Callable[[nn.Module], bool], skip_first: bool
+) -> None:
     """Put a :class:`ScalarBias` (named ``bias_<child>``) before each child of ``seq`` that
     ``wanted`` accepts, except the first such child when ``skip_first``."""
     items: list[tuple[str, nn.Module]] = []
@@ -152,3 +160,13 @@ def added_parameters(model: nn.Module) -> int:
         p.numel() for m in model.modules() if isinstance(m, (ScalarBias, Gate))
         for p in m.parameters(recurse=False)
     )  # fmt: skip
+
+
+def lr_scales(model: nn.Module) -> list[float]:
+    """Each parameter's learning-rate factor, in ``model.parameters()`` order: a module's
+    ``lr_scale`` (Fixup's scalars train at a tenth of the run's rate), 1 for the others."""
+    scale = {
+        id(p): float(getattr(m, "lr_scale", 1.0))
+        for m in model.modules() for p in m.parameters(recurse=False)
+    }  # fmt: skip
+    return [scale[id(p)] for p in model.parameters()]

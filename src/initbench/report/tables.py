@@ -44,8 +44,8 @@ SHIPPED_LABELS = {"initbench.models.MLP": "mlp", "initbench.models.PlainCNN": "c
 
 def architecture_label(cfg: Mapping[str, Any]) -> str:
     """Model shape and dataset: ``mlp2x256/fashion_mnist``, ``mlp10-5/circles``,
-    ``cnn30/cifar10``, ``resnet110/fashion_mnist`` (``-bn`` with batch norm); any other model is its name with its own
-    arguments, ``tinyconv(width=32)/cifar10``."""
+    ``cnn30/cifar10``, ``resnet110/fashion_mnist`` (``-bn`` with batch norm); any other model
+    is its name with its own arguments, ``tinyconv(width=32)/cifar10``."""
     model = cfg.get("model") or {}
     dataset = (cfg.get("dataset") or {}).get("name", "?")
     kind = SHIPPED_LABELS.get(model.get("_target_"), model.get("arch"))  # arch: older runs

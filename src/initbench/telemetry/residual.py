@@ -77,7 +77,9 @@ class BranchMonitor:
         nan = torch.tensor(float("nan"))
         device = next((v.device for v in self._values.values()), nan.device)
         cols = [
-            torch.stack([self._values.get((i, key), nan.to(device)) for i in range(len(self.blocks))])
+            torch.stack(
+                [self._values.get((i, key), nan.to(device)) for i in range(len(self.blocks))]
+            )
             for key in BLOCK_KEYS[:3]
         ]
         table = torch.stack(cols, 1).double().cpu().numpy()
