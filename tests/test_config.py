@@ -189,11 +189,25 @@ def test_cli_bad_value_is_one_clear_line_not_a_traceback(tmp_path):
     assert "Traceback" not in proc.stderr + proc.stdout
 
 
-def test_cli_unknown_group_option_lists_the_options(tmp_path):
-    proc = run_train_cli("init=nonsense", f"hydra.run.dir={tmp_path}")
-    assert proc.returncode != 0
-    assert "Could not find 'init/nonsense'" in proc.stderr
-    assert "kaiming" in proc.stderr  # Hydra lists the available options
+@pytest.mark.parametrize(
+    "args, line",
+    [
+        (["init=kaiming_norml"], "initbench: error: init=kaiming_norml is not an option of init; "
+                                 "did you mean init=kaiming_normal or "),
+        (["model=resnet11"], "did you mean model=resnet110 or model=resnet"),
+        (["epochs=3"], "initbench: error: epochs is not a config field; did you mean "
+                       "trainer.epochs? "),
+        (["--epochs", "3"], "initbench: error: --epochs is not an option: settings are key=value "
+                            "overrides (as an override: trainer.epochs=...)"),
+        (["init=qqqq"], "init=qqqq is not an option of init; valid: constant, "),
+    ],
+)
+def test_cli_typos_get_one_line_with_what_was_meant(tmp_path, args, line):
+    proc = run_train_cli(*args, f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and line in lines[0], proc.stderr
+    assert not (tmp_path / "run").exists()
 
 
 # ----------------------------------------------------------------------------- the schema
@@ -366,7 +380,7 @@ def test_summary_records_the_init_option_as_chosen(tmp_path):
     "args, message",
     [
         (["trainer.epochs=0"], "initbench: error: trainer.epochs must be an integer >= 1 (got 0)"),
-        (["init=nonexistent"], "Could not find 'init/nonexistent'"),
+        (["init=nonexistent"], "init=nonexistent is not an option of init;"),
         (["-m", "dataset=circles", "trainer.epochs=0"], "trainer.epochs must be an integer >= 1"),
         (["-m", "seed=0,1", "trainer.epochs=3,0"], "trainer.epochs must be an integer >= 1 (got 0"),
         (["--multirun", "init=xavier,nonexistent"], "init=nonexistent is not an option of init;"),

@@ -391,3 +391,18 @@ def test_fixup_scalars_train_at_their_own_learning_rate(cifar, tmp_path):
     assert summary["status"] == "finished"
     ckpt = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
     assert [g["lr"] for g in ckpt["optimizer"]["param_groups"]] == [0.01, pytest.approx(0.001)]
+
+
+def test_a_stopped_fixup_run_resumes_with_its_scalars(cifar, tmp_path):
+    """Resume rebuilds the model with the scheme's scalars, then loads the checkpoint into it:
+    the scalars and their optimizer group come back as they were saved."""
+    make = functools.partial(torch.optim.SGD, lr=0.01, momentum=0.9)
+    first = run(cfg_for(cifar, "init=fixup"), tmp_path / "run", make)
+    saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["model"]
+    gate = "layer1.block1.gate.scale"
+    assert first["epochs_completed"] == 1 and saved[gate].item() != 1.0  # it trained
+    resumed = run(cfg_for(cifar, "init=fixup", "trainer.epochs=2"), tmp_path / "run", make)
+    assert resumed["status"] == "finished" and resumed["epochs_completed"] == 2
+    full = run(cfg_for(cifar, "init=fixup", "trainer.epochs=2"), tmp_path / "full", make)
+    for key, value in full["final"].items():
+        assert resumed["final"][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key

@@ -109,6 +109,25 @@ def _join(path: str, key: Any) -> str:
     return f"{path}.{key}" if path else str(key)
 
 
+def field_named(key: str) -> str:
+    """The config field ``key`` most likely means: itself, or the one field whose last part it
+    is (``epochs`` -> ``trainer.epochs``)."""
+    fields: list[str] = []
+
+    def walk(node: Mapping[str, Any], path: str) -> None:
+        for name, value in node.items():
+            full = _join(path, name)
+            if isinstance(value, dict):
+                walk(value, full)
+            fields.append(full)
+
+    walk(SCHEMA, "")
+    if key in fields:
+        return key
+    matches = [f for f in fields if f.rsplit(".", 1)[-1] == key]
+    return matches[0] if len(matches) == 1 else key
+
+
 def _check_keys(
     path: str, node: Any, valid: Sequence[str], *, required: bool = True, optional=()
 ) -> None:
@@ -119,7 +138,9 @@ def _check_keys(
     for key in node:
         if key not in valid:
             near = difflib.get_close_matches(str(key), list(valid), n=1, cutoff=0.6)
-            hint = f"did you mean {_join(path, near[0])}? " if near else ""
+            nested = field_named(str(key)) if not path else str(key)  # epochs: trainer.epochs
+            suggestion = _join(path, near[0]) if near else nested if nested != key else None
+            hint = f"did you mean {suggestion}? " if suggestion else ""
             raise UserError(
                 f"{_join(path, key)} is not a config field; {hint}valid fields of {where}: "
                 f"{', '.join(valid)}"

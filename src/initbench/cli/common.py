@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -15,7 +16,13 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError
 
 from initbench.build import check_structure
-from initbench.config import CONF_DIR, ENTRY_CONFIGS, SCHEMA, check_config, register_resolvers
+from initbench.config import (
+    CONF_DIR,
+    ENTRY_CONFIGS,
+    check_config,
+    field_named,
+    register_resolvers,
+)
 from initbench.errors import UserError
 
 
@@ -75,30 +82,11 @@ def check_flags(argv: Sequence[str]) -> None:
         if not arg.startswith("-") or name in HYDRA_FLAGS:
             continue
         key, _, value = arg.lstrip("-").partition("=")
-        hint = f" (as an override: {_field_named(key)}={value or '...'})"
+        hint = f" (as an override: {field_named(key)}={value or '...'})"
         fail(UserError(
             f"{name} is not an option: settings are key=value overrides{hint}; a W&B sweep "
             f"file that passes --key=value needs {SWEEP_COMMAND}"
         ))  # fmt: skip
-
-
-def _field_named(key: str) -> str:
-    """The config field ``key`` most likely means: itself, or the one whose last part it is
-    (``epochs`` -> ``trainer.epochs``)."""
-    fields = []
-
-    def walk(node: dict, path: str) -> None:
-        for name, value in node.items():
-            full = f"{path}.{name}" if path else name
-            if isinstance(value, dict):
-                walk(value, full)
-            fields.append(full)
-
-    walk(SCHEMA, "")
-    if key in fields:
-        return key
-    matches = [f for f in fields if f.rsplit(".", 1)[-1] == key]
-    return matches[0] if len(matches) == 1 else key
 
 
 def check_before_hydra(
@@ -149,15 +137,19 @@ def _check_composed(
     multirun: bool = False,
 ) -> None:
     """One composition of ``overrides`` checked by ``check`` (see check_before_hydra).
-    In a multirun an unknown group option is refused here too (Hydra would create the sweep
-    folder first), in one line with the options."""
+    An unknown group option is refused here too, in one line with the nearest options and the
+    valid ones (Hydra would print its search path, and in a multirun create the sweep folder
+    first)."""
     try:
         cfg = _compose(config_name, overrides)
     except MissingConfigException as err:
         group, _, option = str(err.missing_cfg_file or "").rpartition("/")
-        if multirun and err.options and group:
+        if err.options and group:
+            near = difflib.get_close_matches(option, err.options, n=3, cutoff=0.6)
+            hint = f"did you mean {' or '.join(f'{group}={n}' for n in near)}? " if near else ""
             fail(UserError(
-                f"{group}={option} is not an option of {group}; valid: {', '.join(err.options)}"
+                f"{group}={option} is not an option of {group}; {hint}valid: "
+                f"{', '.join(err.options)}"
             ))  # fmt: skip
         return
     except ConfigCompositionException as err:
