@@ -708,7 +708,8 @@ def test_yaml_file_is_a_valid_call(name: str) -> None:
     # What the training entry point does with it.
     model = Tiny()
     before = snapshot(model)
-    init_module(model, name, activation=nn.ReLU(), data=TINY_DATA, generator=gen(), **hp)
+    init_module(host(model, name), name, activation=nn.ReLU(), data=TINY_DATA, generator=gen(),
+                **hp)  # fmt: skip
     assert not torch.equal(before["fc.weight"], model.fc.weight)
 
 
