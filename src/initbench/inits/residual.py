@@ -154,8 +154,8 @@ def _rezero_structure(model: nn.Module, *, alpha: float, **_: Any) -> None:
     structure=_skipinit_structure,
 )
 def skipinit(weight: Tensor, ctx: InitContext, *, alpha: float, mode: str) -> None:
-    """SkipInit: a trainable scalar alpha (default 0) multiplies each residual branch, so every
-    block starts as its shortcut; the layers are He-normal (default mode fan_in). The block's
+    """SkipInit: a trainable scalar alpha multiplies each residual branch, so every block starts
+    as its shortcut; the layers are He-normal. Defaults: alpha = 0, mode = fan_in. The block's
     activation after the sum stays. Adds one parameter per residual branch. De & Smith 2020,
     "Batch Normalization Biases Residual Blocks Towards the Identity Function in Deep
     Networks"."""
@@ -169,8 +169,8 @@ def skipinit(weight: Tensor, ctx: InitContext, *, alpha: float, mode: str) -> No
     structure=_rezero_structure,
 )
 def rezero(weight: Tensor, ctx: InitContext, *, alpha: float, mode: str) -> None:
-    """ReZero: each block becomes x + alpha * F(x) with a trainable scalar alpha (default 0):
-    the activation after the sum is removed, so the residual stream is the identity map; the
-    layers are He-normal (default mode fan_in). Adds one parameter per residual branch.
+    """ReZero: each block becomes x + alpha * F(x) with a trainable scalar alpha: the
+    activation after the sum is removed, so the residual stream is the identity map; the
+    layers are He-normal. Defaults: alpha = 0, mode = fan_in. Adds one parameter per residual branch.
     Bachlechner et al. 2021, "ReZero is All You Need: Fast Convergence at Large Depth"."""
     _he(weight, ctx, mode)
