@@ -192,13 +192,21 @@ def test_cli_bad_value_is_one_clear_line_not_a_traceback(tmp_path):
 @pytest.mark.parametrize(
     "args, line",
     [
-        (["init=kaiming_norml"], "initbench: error: init=kaiming_norml is not an option of init; "
-                                 "did you mean init=kaiming_normal or "),
+        (
+            ["init=kaiming_norml"],
+            "initbench: error: init=kaiming_norml is not an option of init; "
+            "did you mean init=kaiming_normal or ",
+        ),
         (["model=resnet11"], "did you mean model=resnet110 or model=resnet"),
-        (["epochs=3"], "initbench: error: epochs is not a config field; did you mean "
-                       "trainer.epochs? "),
-        (["--epochs", "3"], "initbench: error: --epochs is not an option: settings are key=value "
-                            "overrides (as an override: trainer.epochs=...)"),
+        (
+            ["epochs=3"],
+            "initbench: error: epochs is not a config field; did you mean trainer.epochs? ",
+        ),
+        (
+            ["--epochs", "3"],
+            "initbench: error: --epochs is not an option: settings are key=value "
+            "overrides (as an override: trainer.epochs=...)",
+        ),
         (["init=qqqq"], "init=qqqq is not an option of init; valid: constant, "),
     ],
 )

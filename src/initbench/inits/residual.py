@@ -171,6 +171,6 @@ def skipinit(weight: Tensor, ctx: InitContext, *, alpha: float, mode: str) -> No
 def rezero(weight: Tensor, ctx: InitContext, *, alpha: float, mode: str) -> None:
     """ReZero: each block becomes x + alpha * F(x) with a trainable scalar alpha: the
     activation after the sum is removed, so the residual stream is the identity map; the
-    layers are He-normal. Defaults: alpha = 0, mode = fan_in. Adds one parameter per residual branch.
-    Bachlechner et al. 2021, "ReZero is All You Need: Fast Convergence at Large Depth"."""
+    layers are He-normal. Defaults: alpha = 0, mode = fan_in. Adds one parameter per residual
+    branch. Bachlechner et al. 2021, "ReZero is All You Need: Fast Convergence at Large Depth"."""
     _he(weight, ctx, mode)
