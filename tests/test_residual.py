@@ -306,6 +306,7 @@ def test_a_fixup_run_trains_reports_its_blocks_and_counts_its_scalars(cifar, tmp
     assert summary["status"] == "finished"
     plain = count(resnet(8, 4))
     assert summary["n_params"] == plain + 5 * 3 + 2
+    assert summary["n_params_added"] == 5 * 3 + 2
     diag = json.loads((tmp_path / "run" / "diagnose.json").read_text())
     assert [b["name"] for b in diag["blocks"]] == ["layer1.block1", "layer2.block1",
                                                     "layer3.block1"]  # fmt: skip

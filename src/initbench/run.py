@@ -37,7 +37,7 @@ from initbench.engine import Callback, SingleModel, TrainState, fit, optimizer_f
 from initbench.errors import Interrupted, RunFailed, UserError
 from initbench.io import atomic_write, dumps_strict, read_json, read_yaml, write_json_atomic
 from initbench.lock import hold_run_dir
-from initbench.models.residual import lr_scales
+from initbench.models.residual import added_parameters, lr_scales
 from initbench.signals import StopNow, stop_on_signals
 from initbench.telemetry import MultiSink, Telemetry, build_telemetry
 from initbench.telemetry.weights import record_weights
@@ -274,15 +274,17 @@ def first_summary(
         },
         "device": str(prep.device),
         "n_params": sum(p.numel() for p in prep.model.parameters()),
+        "n_params_added": added_parameters(prep.model),  # by the init (Fixup's scalars, ...)
         "num_classes": prep.data.num_classes,
         "init_report": prep.init_report,
         "init_cost": prep.init_cost.as_dict(),
         "wandb_run_id": wandb_run_id,
     }
+    added = f", {summary['n_params_added']} added by the init" if summary["n_params_added"] else ""
     log.info(
-        "run %s: %s on %s (%d params), init %s, activation %s, device %s",
+        "run %s: %s on %s (%d params%s), init %s, activation %s, device %s",
         cfg["run_name"], summary["choices"]["model"], cfg["dataset"]["name"],
-        summary["n_params"], prep.init_name, cfg["activation"]["name"], prep.device,
+        summary["n_params"], added, prep.init_name, cfg["activation"]["name"], prep.device,
     )  # fmt: skip
     return summary
 
