@@ -90,7 +90,7 @@ def check_pack(cfgs: Sequence[Mapping[str, Any]]) -> None:
                 f"({cfg['run_name']}) differs from member 1 ({first['run_name']}) in "
                 f"{'; '.join(changed)}"
             )
-    structures = {_structure(cfg) for cfg in cfgs}
+    structures = {inits.structure_scheme(cfg["init"]["name"]) for cfg in cfgs}
     if len(structures) > 1:
         raise UserError(
             f"the members of a pack must share one model structure, and init "
@@ -104,12 +104,6 @@ def check_pack(cfgs: Sequence[Mapping[str, Any]]) -> None:
         raise UserError(str(err)) from None
     if first["trainer"]["compile"]:
         raise UserError("trainer.compile must be false in a pack (got true); run it unpacked")
-
-
-def _structure(cfg: Mapping[str, Any]) -> str | None:
-    """The init scheme that changes the model's structure, if the member's init does."""
-    scheme = inits.get_init(cfg["init"]["name"])
-    return scheme.name if scheme.structure is not None else None
 
 
 def run_pack(

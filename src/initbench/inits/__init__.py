@@ -20,6 +20,7 @@ from .apply import (
     init_module,
     measure_cost,
     structure_of,
+    structure_scheme,
     validate_hparams,
 )
 from .registry import (
@@ -51,6 +52,7 @@ __all__ = [
     "register",
     "resolve",
     "structure_of",
+    "structure_scheme",
     "validate_hparams",
     "variance_scaling_",
 ]

@@ -169,6 +169,18 @@ def structure_of(scheme: str, **hparams: Any) -> Callable[[nn.Module], None] | N
     return adapt
 
 
+def structure_scheme(scheme: Any) -> str | None:
+    """The canonical name of ``scheme`` when it changes the model's structure (``fixup``,
+    ``skipinit``, ``rezero``): models initialized by different ones cannot be stacked in one
+    pack. None for a scheme that adds nothing, and for a name that is not a scheme (the run
+    itself refuses it)."""
+    try:
+        entry = get_init(str(scheme))
+    except ValueError:
+        return None
+    return entry.name if entry.structure is not None else None
+
+
 def check_init_params(scheme: str, **hparams: Any) -> dict[str, Any]:
     """Validate a scheme's name and hparams without touching a model; returns them with defaults.
 

@@ -9,8 +9,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from initbench.models.residual import branch_positions
-
 from .registry import InitContext, check_gain, register
 
 
@@ -110,9 +108,8 @@ def zero_init(weight: Tensor, ctx: InitContext) -> None:
     branch is zero, so every block starts as its shortcut. No hparams; biases zero. Not the
     same as ``zeros``. Zhao et al. 2022, "ZerO Initialization: Initializing Neural Networks
     with only Zeros and Ones"."""
-    if ctx.model is not None:
-        position, count = branch_positions(ctx.model).get(ctx.name, (0, 0))
-        if position == count - 1:
-            weight.zero_()
-            return
+    where = ctx.branch()
+    if where is not None and where[0] == where[1] - 1:  # the last layer of a residual branch
+        weight.zero_()
+        return
     _at_centre(weight, zero_matrix(*weight.shape[:2]).to(weight.dtype))

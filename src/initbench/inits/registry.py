@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from initbench.fields import Field
+from initbench.models.residual import branch_positions, residual_blocks
 
 BIAS_POLICIES = ("zeros", "default")
 SCHEME_BIAS = "normal"  # the scheme's own bias draw (Scheme.draw_bias), where it has one
@@ -67,6 +68,8 @@ class InitContext:
     device: torch.device | None = None  # where the model trains (and is, when the scheme runs)
     loss_fn: LossFn = F.cross_entropy  # the training loss: loss_fn(logits, targets)
     records: list[dict[str, Any]] = field(default_factory=list)  # what ``log`` collected
+    # The model's residual branches, mapped once per init_module call (see ``branch``).
+    _branches: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def gain(self, gain: float | str) -> float:
         """Resolve a ``gain`` hparam: a number, or ``"auto"`` for the activation's gain."""
@@ -74,7 +77,20 @@ class InitContext:
 
     def layer(self, index: int, name: str) -> InitContext:
         """This context for one layer (it shares ``records``)."""
-        return replace(self, index=index, name=name, records=self.records)
+        return replace(self, index=index, name=name, records=self.records,
+                       _branches=self._branches)  # fmt: skip
+
+    def branch(self) -> tuple[int, int, int] | None:
+        """Where this layer sits in the model's residual branches: (its position in its
+        branch, the branch's number of layers, the model's number of branches); None outside
+        a branch. The model is walked once per init_module call, not once per layer."""
+        if not self._branches:
+            model = self.model if self.model is not None else nn.Module()
+            self._branches.update(
+                positions=branch_positions(model), count=len(residual_blocks(model))
+            )
+        where = self._branches["positions"].get(self.name)
+        return None if where is None else (*where, self._branches["count"])
 
     def loss(self, model: nn.Module | None = None) -> Tensor:
         """The training loss of ``model`` (default: the model being initialized) on the batch."""

@@ -18,7 +18,6 @@ from initbench.models.residual import (
     LAYER_TYPES,
     Gate,
     ScalarBias,
-    branch_positions,
     claim,
     insert_before,
     require_blocks,
@@ -112,14 +111,12 @@ def fixup(weight: Tensor, ctx: InitContext, *, mode: str, scalar_lr: float) -> N
     the head (in an nn.Sequential model); they train at scalar_lr times the run's learning
     rate. Defaults: mode = fan_out and scalar_lr = 0.1, as the authors' code. Zhang, Dauphin &
     Ma 2019, "Fixup Initialization: Residual Learning Without Normalization"."""
-    assert ctx.model is not None
-    where = branch_positions(ctx.model)
-    if ctx.name in where:
-        position, m = where[ctx.name]
+    where = ctx.branch()
+    if where is not None:
+        position, m, branches = where
         if position == m - 1:
             weight.zero_()
             return
-        branches = len(require_blocks(ctx.model, "fixup"))
         _he(weight, ctx, mode, branches ** (-1 / (2 * m - 2)))
     elif ctx.index == ctx.num_layers - 1 and weight.dim() == 2:  # the classifier
         weight.zero_()

@@ -25,21 +25,40 @@ def stage_depths(depth: int) -> list[int]:
     return [depth // n_stages + (1 if i < depth % n_stages else 0) for i in range(n_stages)]
 
 
+def check_norm_and_images(model: str, norm: str, input_shape: Sequence[int] | None) -> None:
+    """The convolutional models' shared checks: ``model.norm`` is one of :data:`NORMS`, and
+    the examples are images (channels, height, width). ValueError naming the field."""
+    if norm not in NORMS:
+        raise ValueError(f"model.norm must be one of {', '.join(NORMS)} (got {norm!r})")
+    if input_shape is not None and len(input_shape) != 3:
+        raise ValueError(
+            f"model={model} needs image input (channels, height, width); the dataset gives "
+            f"examples of shape {tuple(input_shape)}: use model=mlp for vector data"
+        )
+
+
+def conv_norm(
+    name: str, c_in: int, c_out: int, stride: int, *, bias: bool, norm: str
+) -> list[tuple[str, nn.Module]]:
+    """A 3x3 conv (``conv<name>``, padding 1) and, with ``norm="batch"``, its batch norm
+    (``bn<name>``), as ``(name, module)`` pairs to register one by one."""
+    layers: list[tuple[str, nn.Module]] = [
+        (f"conv{name}", nn.Conv2d(c_in, c_out, 3, stride, padding=1, bias=bias))
+    ]
+    if norm == "batch":
+        layers.append((f"bn{name}", nn.BatchNorm2d(c_out)))
+    return layers
+
+
 def check_cnn_args(input_shape: Sequence[int] | None, depth: int, channels: int, norm: str) -> None:
     """Raise ValueError naming the field when the CNN cannot be built as asked."""
     if depth < 1:
         raise ValueError(f"model.depth must be >= 1 (got {depth})")
     if channels < 1:
         raise ValueError(f"model.channels must be >= 1 (got {channels})")
-    if norm not in NORMS:
-        raise ValueError(f"model.norm must be one of {', '.join(NORMS)} (got {norm!r})")
+    check_norm_and_images("cnn", norm, input_shape)
     if input_shape is None:
         return
-    if len(input_shape) != 3:
-        raise ValueError(
-            f"model=cnn needs image input (channels, height, width); the dataset gives "
-            f"examples of shape {tuple(input_shape)}: use model=mlp for vector data"
-        )
     downsamplings = len(stage_depths(depth)) - 1
     smallest = min(input_shape[1:])
     if smallest < 2**downsamplings:
@@ -91,9 +110,8 @@ class PlainCNN(nn.Sequential):
             for j in range(n_layers):
                 i += 1
                 stride = 2 if stage > 0 and j == 0 else 1
-                self.add_module(f"conv{i}", nn.Conv2d(c_in, c_out, 3, stride, padding=1, bias=bias))
-                if norm == "batch":
-                    self.add_module(f"bn{i}", nn.BatchNorm2d(c_out))
+                for key, module in conv_norm(str(i), c_in, c_out, stride, bias=bias, norm=norm):
+                    self.add_module(key, module)
                 self.add_module(f"act{i}", act())
                 c_in = c_out
         self.add_module("pool", nn.AdaptiveAvgPool2d(1))

@@ -20,6 +20,7 @@ for. Convs have no bias by default, as in both papers. Layers are named ``conv1`
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -27,10 +28,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from initbench.fields import BOOL, POSITIVE, Field
+from initbench.models.cnn import NORMS, check_norm_and_images, conv_norm
 from initbench.models.mlp import ActivationFactory, activation_factory
 from initbench.models.residual import ResidualBlock
 
-NORMS = ("none", "batch")
 STAGES = 3
 
 
@@ -63,13 +64,7 @@ def check_resnet_args(input_shape: Sequence[int] | None, depth: int, width: int,
     blocks_per_stage(depth)
     if width < 1:
         raise ValueError(f"model.width must be >= 1 (got {width})")
-    if norm not in NORMS:
-        raise ValueError(f"model.norm must be one of {', '.join(NORMS)} (got {norm!r})")
-    if input_shape is not None and len(input_shape) != 3:
-        raise ValueError(
-            f"model=resnet needs image input (channels, height, width); the dataset gives "
-            f"examples of shape {tuple(input_shape)}: use model=mlp for vector data"
-        )
+    check_norm_and_images("resnet", norm, input_shape)
 
 
 class ResNet(nn.Sequential):
@@ -109,15 +104,8 @@ class ResNet(nn.Sequential):
         act = activation_factory(activation, activation_params)
         n = blocks_per_stage(depth)
         super().__init__()
-
-        def conv_norm(name: str, c_in: int, c_out: int, stride: int) -> list[tuple[str, nn.Module]]:
-            conv = nn.Conv2d(c_in, c_out, 3, stride, padding=1, bias=bias)
-            layers: list[tuple[str, nn.Module]] = [(f"conv{name}", conv)]
-            if norm == "batch":
-                layers.append((f"bn{name}", nn.BatchNorm2d(c_out)))
-            return layers
-
-        for key, module in conv_norm("1", input_shape[0], width, 1):
+        conv = functools.partial(conv_norm, bias=bias, norm=norm)
+        for key, module in conv("1", input_shape[0], width, 1):
             self.add_module(key, module)
         self.add_module("act1", act())
         c_in = width
@@ -127,8 +115,7 @@ class ResNet(nn.Sequential):
             for b in range(1, n + 1):
                 stride = 2 if stage > 0 and b == 1 else 1
                 branch = nn.Sequential(OrderedDict(
-                    [*conv_norm("1", c_in, c_out, stride), ("act1", act()),
-                     *conv_norm("2", c_out, c_out, 1)]
+                    [*conv("1", c_in, c_out, stride), ("act1", act()), *conv("2", c_out, c_out, 1)]
                 ))  # fmt: skip
                 shortcut = Downsample(stride, c_out) if (stride, c_in) != (1, c_out) else None
                 blocks.add_module(f"block{b}", ResidualBlock(branch, shortcut, post=act()))

@@ -66,16 +66,6 @@ def hydra_quote(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def structure_key(init: object) -> str | None:
-    """The scheme whose structure an ``init`` value adds to the model (``fixup``), None for
-    a scheme that adds none (or a value the run itself will refuse)."""
-    try:
-        scheme = inits.get_init(str(init)) if init is not None else None
-    except ValueError:
-        return None
-    return scheme.name if scheme is not None and scheme.structure is not None else None
-
-
 def pack_jobs(
     sweep: Sweep,
     combos: Sequence[Combination],
@@ -91,7 +81,8 @@ def pack_jobs(
     groups: dict[tuple, list[Combination]] = {}
     for combo in combos:
         shared = tuple((k, str(v)) for k, v in combo.params.items() if not is_pack_member_key(k))
-        groups.setdefault((shared, structure_key(combo.params.get("init"))), []).append(combo)
+        structure = inits.structure_scheme(combo.params.get("init"))
+        groups.setdefault((shared, structure), []).append(combo)
     jobs = []
     for (shared, structure), members in groups.items():
         size = max_members or len(members)
