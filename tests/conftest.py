@@ -28,3 +28,17 @@ def no_leftover_children():
     """A test that fails half-way leaves no child process running (helpers.start)."""
     yield
     kill_leftovers()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` are skipped without a CUDA device; those marked
+    ``cuda(cpu_rehearsal=True)`` run on the CPU instead when INITBENCH_CUDA_TESTS_ON_CPU=1 (the
+    device check's CPU rehearsal)."""
+    if torch.cuda.is_available():
+        return
+    rehearse = os.environ.get("INITBENCH_CUDA_TESTS_ON_CPU") == "1"
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        marker = item.get_closest_marker("cuda")
+        if marker is not None and not (rehearse and marker.kwargs.get("cpu_rehearsal")):
+            item.add_marker(skip)

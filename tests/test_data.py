@@ -558,7 +558,7 @@ def test_augmentation_is_deterministic_and_train_only():
     assert sorted(x.sum(dim=(1, 2, 3)).tolist()) == sorted(ds.train_x.sum(dim=(1, 2, 3)).tolist())
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 def test_cuda_batches_match_cpu():
     cpu = _images(True)
     gpu = DeviceDataset(

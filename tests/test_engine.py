@@ -140,7 +140,7 @@ def test_each_epoch_is_logged_in_one_line_with_its_metrics_and_time(caplog):
             f"{row['train/acc']:.4f}  val loss {row['val/loss']:.4f} acc {row['val/acc']:.4f}"
         )
         assert line.startswith(want + "  (")
-        seconds = float(re.fullmatch(r".*\((\d+\.\d) s\)", line).group(1))
+        seconds = float(re.fullmatch(r".*\((\d+\.\d\d) s\)", line).group(1))
         assert 0 <= seconds <= took + 0.05
 
 
@@ -469,8 +469,8 @@ def test_fit_drops_each_diverged_member_and_records_the_others(caplog):
     text = caplog.text
     assert "member 1: step 1: the training loss is not finite; it diverged" in text
     assert "member 2: step 5: the training loss is not finite; it diverged" in text
-    assert re.search(r"epoch 1/2: 2 member\(s\), val acc 0\.100 0\.300  \(\d+\.\d s\)", text)
-    assert re.search(r"epoch 2/2: 1 member\(s\), val acc 0\.100  \(\d+\.\d s\)", text)
+    assert re.search(r"epoch 1/2: 2 member\(s\), val acc 0\.100 0\.300  \(\d+\.\d\d s\)", text)
+    assert re.search(r"epoch 2/2: 1 member\(s\), val acc 0\.100  \(\d+\.\d\d s\)", text)
 
 
 def test_fit_refuses_states_that_do_not_match_its_members():

@@ -110,7 +110,7 @@ def test_meminfo_available_reads_memavailable(tmp_path):
     assert available_memory(CPU) is None or available_memory(CPU) > 0
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 def test_cuda_limit_is_the_devices_free_memory():
     device = torch.device("cuda")
     free, total = torch.cuda.mem_get_info(device)
@@ -120,7 +120,7 @@ def test_cuda_limit_is_the_devices_free_memory():
         check_memory(cfg, device)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 @pytest.mark.parametrize(
     "model", [["model=mlp", "model.width=2048", "model.depth=4"], ["model=cnn", "model.depth=6"]]
 )

@@ -182,7 +182,8 @@ def test_stack_reduces_low_precision_tensors_in_float32_and_keeps_float64():
         assert float(row[COL["std"]]) == pytest.approx(float(ref.std(unbiased=False)), rel=1e-6)
 
 
-def test_the_cuda_bin_counting_counts_as_the_cpus():
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_the_cuda_bin_counting_counts_as_the_cpus(device):
     # _bin_counts uses histc on CUDA (bincount would read its input's max back to the host);
     # both count floor(position) for positions in [0, n), including each row's clamped end.
     g = torch.Generator().manual_seed(0)
@@ -191,7 +192,9 @@ def test_the_cuda_bin_counting_counts_as_the_cpus():
     positions = torch.cat([positions, torch.arange(n).float(), torch.arange(1, 4) * 64 - 0.5])
     cpu = _bin_counts(positions, n)
     assert cpu.sum() == len(positions) and cpu.dtype == torch.int64
-    assert torch.equal(_histc_counts(positions, n).long(), cpu)
+    on_device = positions.to(device)
+    assert torch.equal(_histc_counts(on_device, n).long().cpu(), cpu)
+    assert torch.equal(_bin_counts(on_device, n).long().cpu(), cpu)  # histc there, bincount here
 
 
 def rel(value, expected) -> float:

@@ -500,13 +500,13 @@ class _Fit:
                 f"  {k} {v[0]:.4f}" for k, v in columns.items() if k not in CORE_METRICS
             )
             log.info(
-                "epoch %d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f%s  (%.1f s)",
+                "epoch %d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f%s  (%.2f s)",
                 epoch, self.epochs, columns["train/loss"][0], columns["train/acc"][0],
                 val_loss[0], val_acc[0], extra, seconds,
             )  # fmt: skip
         else:
             log.info(
-                "epoch %d/%d: %d member(s), val acc %s  (%.1f s)",
+                "epoch %d/%d: %d member(s), val acc %s  (%.2f s)",
                 epoch, self.epochs, len(self.ids), " ".join(f"{a:.3f}" for a in val_acc), seconds,
             )  # fmt: skip
         for callback in self.callbacks:
