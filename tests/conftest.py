@@ -1,21 +1,28 @@
-"""Fixtures only (shared helpers live in helpers.py): the real Hydra config, and settings for a
-2-core CPU."""
+"""Fixtures only (shared helpers live in helpers.py): the real Hydra config, and the threads
+rule every entry point uses (initbench.threads)."""
 
 from __future__ import annotations
 
 import os
 
+# isort: off
+# initbench before torch: it sets OpenMP's passive wait policy, which OpenMP reads when torch
+# loads it (the tests' children inherit it).
+import initbench  # noqa: F401
 import pytest
 import torch
 
+# isort: on
+
 from helpers import compose_dict, kill_leftovers
+from initbench.threads import default_threads
 
 # Tests never talk to a W&B server.
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
-# 2 torch threads for 2 cores; INITBENCH_TEST_THREADS=1 where two test processes share them
-# (scripts/mutation.sh).
-torch.set_num_threads(int(os.environ.get("INITBENCH_TEST_THREADS", "2")))
+# The CPUs this process may use, as a run's default; INITBENCH_TEST_THREADS=1 where two test
+# processes share them (scripts/mutation.sh).
+torch.set_num_threads(int(os.environ.get("INITBENCH_TEST_THREADS") or default_threads()[0]))
 
 
 @pytest.fixture

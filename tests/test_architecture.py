@@ -28,6 +28,7 @@ LAYERS = {
         "telemetry",
         "io",
         "memory",
+        "threads",
         "theory",
         "progress",
         "walltime",

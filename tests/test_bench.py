@@ -36,7 +36,17 @@ def test_bench_quick_produces_every_key(tmp_path):
     else:
         assert mlp["ratio"] is None and "FashionMNIST not found" in mlp["skipped"]
     assert result["grid_wall_time_estimate"] is None  # quick figures are not estimates
-    for key in ("telemetry_overhead", "mlp_epoch_speedup_vs_dataloader", "cnn30_speedup_fast_path"):
+    threads = result["threads_under_load"]
+    for phase in ("quiet", "loaded"):
+        arms = threads["mlp"][phase]["ms_per_step"]
+        assert set(arms) == {"default", "1"} and all(v > 0 for v in arms.values())
+    assert threads["ratio"] == threads["mlp"]["loaded"]["default_over_best"] > 0
+    for key in (
+        "telemetry_overhead",
+        "mlp_epoch_speedup_vs_dataloader",
+        "cnn30_speedup_fast_path",
+        "threads_under_load",
+    ):
         assert key in proc.stdout
 
 

@@ -81,7 +81,7 @@ def test_the_readme_network_trains_diagnoses_packs_and_reports(user_folder) -> N
     proc = run_user(user_folder, "src/train.py", *common(user_folder), "init=kaiming_normal",
                     "trainer.epochs=3", "telemetry.every_n_steps=2",
                     f"hydra.run.dir={runs / 'one'}")  # fmt: skip
-    assert "resuming" in proc.stdout and "from epoch 2" in proc.stdout
+    assert "resuming" in proc.stdout and "2 epochs done; epoch 3 starts" in proc.stdout
     summary = json.loads((runs / "one" / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["epochs_completed"] == 3
     assert [row["epoch"] for row in summary_history(runs / "one")] == [1, 2, 3]

@@ -29,7 +29,7 @@ from initbench import run_pack as run_pack_module
 from initbench.cli.pack import member_dirs, resume_hint
 from initbench.data import load_dataset
 from initbench.engine import DIVERGENCE_CHECK_EVERY, Callback, TrainState, fit, train
-from initbench.errors import Interrupted, UserError
+from initbench.errors import Interrupted, UserError, how_to_continue
 from initbench.models import build_model
 from initbench.packing import (
     Member,
@@ -444,7 +444,7 @@ def test_a_stop_before_a_pack_resumes_names_the_pack_folder(tmp_path):
     member = tmp_path / "pack" / "kaiming-relu-mlp-s0"
     before = Interrupted(signal.SIGTERM, member, message=(
         f"stopped by SIGTERM before training resumed; the checkpoint in {member} is as it was. "
-        f"Run the same command with hydra.run.dir={member} to continue."))  # fmt: skip
+        f"{how_to_continue(member)}"))  # fmt: skip
     assert f"hydra.run.dir={tmp_path / 'pack'} to continue" in resume_hint(
         before, tmp_path / "pack"
     )

@@ -90,6 +90,27 @@ def test_a_terminal_gets_a_tqdm_bar_with_rate_and_eta():
     assert out.endswith("\r") and p.closed
 
 
+def test_a_log_line_during_a_bar_goes_above_it_not_onto_it(monkeypatch):
+    """A warning while the bar is drawn (Ctrl-C's "stopping after this step") is written on a
+    line of its own: tqdm clears the bar, writes the line, and draws the bar again below."""
+    stream = FakeTTY()
+    monkeypatch.setattr("sys.stderr", stream)  # a console handler on the terminal's stream
+    handler = logging.StreamHandler(stream)
+    logging.root.addHandler(handler)
+    try:
+        with Progress(50, "epoch 1/1", stream=stream, min_duration=0) as p:
+            p.update(10)
+            logging.getLogger("initbench.signals").warning("SIGINT received: stopping")
+            p.update(10)
+        assert handler in logging.root.handlers  # restored when the bar closes
+    finally:
+        logging.root.removeHandler(handler)
+    out = stream.getvalue()
+    line = next(part for part in out.split("\r") if "SIGINT received" in part)
+    assert line.lstrip(" ").startswith("SIGINT received: stopping\n")  # after the bar's erasure
+    assert "10/50" in out  # the bar drawn again below the line
+
+
 def tiny_data() -> DeviceDataset:
     """40 training examples: 3 steps an epoch in batches of 16."""
     g = torch.Generator().manual_seed(0)

@@ -17,7 +17,7 @@ import pytest
 from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from helpers import compose_dict, finish, run_cli, run_train_cli, start, write_cifar
+from helpers import ROOT, compose_dict, finish, run_cli, run_train_cli, start, write_cifar
 from initbench import checkpoint as checkpoint_module
 from initbench import lock as lock_module
 from initbench import run as run_module
@@ -337,7 +337,7 @@ def test_a_stop_after_a_divergence_records_the_divergence(tmp_path, monkeypatch)
 def test_a_second_process_on_a_run_directory_is_refused_at_once(tmp_path):
     """Two processes on one run directory would mix their files: the second is refused (one
     line, exit 2, naming the first), and the first ends as if it had been alone."""
-    epochs = 25  # long enough for the second to start while the first trains
+    epochs = 100  # long enough for the second to start while the first trains
     first = start_cli(tmp_path, f"trainer.epochs={epochs}")
     wait_for(tmp_path / "checkpoint.pt", first)
     config = (tmp_path / "config.yaml").read_text()
@@ -574,3 +574,73 @@ def test_chaos_script_kills_resumes_and_finds_identical_results(tmp_path, pack):
     assert "chaos: IDENTICAL final metrics and per-epoch history" in proc.stdout
     if pack:  # every member compared
         assert proc.stdout.count("resumed   final") == 6
+
+
+# --------------------------------------------------------------------------- resume by re-running
+
+
+def test_ctrl_c_then_the_same_command_resumes_the_run_in_its_folder(tmp_path):
+    """No hydra.run.dir: the default folder is time-stamped, yet the same command run again
+    finds the interrupted run (same config) and resumes it there, and run once more says it is
+    done; another config, or resume=false, gets a folder of its own."""
+    args = ["src/train.py", *RESUME_OVERRIDES, "trainer.epochs=200"]
+    first = start([str(ROOT / a) if a.startswith("src/") else a for a in args], cwd=tmp_path)
+    outputs = tmp_path / "outputs"
+    deadline = time.monotonic() + 120
+    while not list(outputs.glob("*/*/checkpoint.pt")):
+        assert first.poll() is None and time.monotonic() < deadline, "no checkpoint written"
+        time.sleep(0.1)
+    first.send_signal(signal.SIGINT)
+    stopped = finish(first, timeout=120)
+    assert stopped.returncode == 130
+    (folder,) = [p.parent for p in outputs.glob("*/*/config.yaml")]
+    assert "Run the same command again to continue: it finds this folder" in stopped.stderr
+    assert f"hydra.run.dir={folder}" in stopped.stderr
+
+    def again(*extra):
+        return run_cli(str(ROOT / "src/train.py"), *RESUME_OVERRIDES, "trainer.epochs=4",
+                       *extra, cwd=tmp_path)  # fmt: skip
+
+    resumed = again()  # fewer epochs than the interrupted run had asked for: a resumable change
+    assert resumed.returncode == 0, resumed.stderr
+    assert re.search(rf"resuming {re.escape(str(folder))}: \d+ epochs? done; epoch \d+ ",
+                     resumed.stdout)  # fmt: skip
+    assert [p.parent for p in outputs.glob("*/*/config.yaml")] == [folder]
+    assert json.loads((folder / "summary.json").read_text())["status"] == "finished"
+    done = again()
+    assert f"run {folder} is already finished; nothing to do" in done.stdout
+    time.sleep(1.1)  # a new folder's name has the second it starts in
+    other = again("model.width=16")  # another config: a new folder
+    fresh = again("resume=false")  # the same config, asked to start over: a new folder
+    assert other.returncode == fresh.returncode == 0
+    folders = sorted(p.parent for p in outputs.glob("*/*/config.yaml"))
+    assert len(folders) == 3 and folder in folders
+
+
+def test_a_folder_another_process_holds_is_not_taken(tmp_path):
+    from initbench.config import previous_run
+
+    cfg = compose_dict(RESUME_OVERRIDES)
+    folder = tmp_path / "2026-12-08" / "10-00-00-name"
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(json.dumps(cfg))  # JSON is YAML
+    assert previous_run(tmp_path, "10-00-01", "name", cfg) == folder
+    assert previous_run(tmp_path, "10-00-01", "other-name", cfg) is None
+    assert previous_run(tmp_path, "10-00-01", "name", {**cfg, "seed": 1}) is None
+    with hold_run_dir(folder):
+        assert lock_module.in_use(folder)
+        assert previous_run(tmp_path, "10-00-01", "name", cfg) is None
+    assert not lock_module.in_use(folder)
+
+
+@pytest.mark.parametrize(
+    "epoch, step_in_epoch, global_step, expected",
+    [(0, 19, 19, "0 epochs done; epoch 1 goes on from its step 20 (19 steps done in all)"),
+     (3, 0, 96, "3 epochs done; epoch 4 starts (96 steps done in all)"),
+     (1, 5, 37, "1 epoch done; epoch 2 goes on from its step 6 (37 steps done in all)")],
+)  # fmt: skip
+def test_the_resume_line_says_how_far_the_run_got(epoch, step_in_epoch, global_step, expected):
+    from initbench.engine import TrainState
+
+    state = TrainState(epoch=epoch, step_in_epoch=step_in_epoch, global_step=global_step)
+    assert run_module.resume_point(state) == expected

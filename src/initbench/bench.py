@@ -16,7 +16,9 @@ exactly the share of snapshot steps a long run has. Targets: <= 1.10 on CPU, <= 
 from __future__ import annotations
 
 import copy
+import functools
 import importlib.util
+import json
 import os
 import pickle
 import platform
@@ -342,6 +344,107 @@ def cnn30_speedup_fast_path(ctx: BenchContext) -> dict[str, Any]:
     }
 
 
+def thread_arm(model: str, threads: str, steps: int, batch_size: int, depth: int) -> None:
+    """One arm of :func:`threads_under_load`, run in a child process: print the seconds per
+    training step (``engine.train``, fp32, on the CPU) of ``model`` (``mlp``: the default run's
+    FashionMNIST-shaped MLP; ``cnn``: the plain CNN of ``depth`` layers on CIFAR-10-shaped
+    batches) with ``threads``: ``default`` (initbench's rule), ``torch`` (torch's own default;
+    the child imported torch before initbench, so OpenMP kept its default wait policy too) or
+    a count."""
+    from initbench.threads import default_threads
+
+    if threads == "default":
+        torch.set_num_threads(default_threads()[0])
+    elif threads != "torch":
+        torch.set_num_threads(int(threads))
+    shape = (1, 28, 28) if model == "mlp" else (3, 32, 32)
+    g = torch.Generator().manual_seed(0)
+    n = batch_size * steps
+    data = DeviceDataset(
+        name="shaped", train_x=torch.randn(n, *shape, generator=g),
+        train_y=torch.randint(0, 10, (n,), generator=g), test_x=torch.randn(batch_size, *shape),
+        test_y=torch.randint(0, 10, (batch_size,), generator=g), input_shape=shape,
+        num_classes=10,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    kwargs = {"depth": 2, "width": 256, "dropout": 0.2} if model == "mlp" else {"depth": depth}
+    net = build_model(model, input_shape=shape, num_classes=10, activation="relu", **kwargs)
+    cpu = torch.device("cpu")
+    warm = fixed_steps(data, 2, batch_size)
+    _train_steps(net, warm, batch_size=batch_size, precision="fp32", channels_last=False,
+                 device=cpu)  # fmt: skip
+    seconds = _train_steps(net, data, batch_size=batch_size, precision="fp32",
+                           channels_last=False, device=cpu)  # fmt: skip
+    print(json.dumps({"s_per_step": seconds / steps, "threads": torch.get_num_threads()}))
+
+
+def _thread_arm_seconds(model: str, threads: str, steps: int, batch_size: int, depth: int) -> float:
+    """Seconds per step of one :func:`thread_arm` in a fresh process (its OpenMP settings are
+    read once, at start)."""
+    first = "import torch; " if threads == "torch" else ""
+    code = (f"{first}from initbench.bench import thread_arm; "
+            f"thread_arm({model!r}, {threads!r}, {steps}, {batch_size}, {depth})")  # fmt: skip
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS")}  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"thread arm {model}/{threads} failed: {proc.stderr[-500:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])["s_per_step"]
+
+
+@measurement("threads_under_load")
+def threads_under_load(ctx: BenchContext) -> dict[str, Any]:
+    """Seconds per training step on the CPU of the default MLP and the 30-layer CNN, each
+    thread setting in its own process, with the machine as it is (``quiet``) and with one
+    competing busy process (``loaded``): initbench's default (``default``: the CPUs the process
+    may use, passive OpenMP threads; initbench.threads), torch's own default (``torch``:
+    spinning OpenMP threads), and fixed counts 1, 2, 4, ... up to the usable CPUs, the arms
+    taking turns. ``ratio`` is the MLP's loaded default / best; targets: default / best <= 1.1
+    quiet and <= 2 loaded."""
+    from initbench.threads import usable_cpus
+
+    if ctx.prep.device.type != "cpu":
+        return {"ratio": None, "skipped": "a CPU measurement (run with --device cpu)"}
+    usable, source = usable_cpus()
+    counts = sorted({1, usable, *(2**k for k in range(1, 8) if 2**k < usable)})
+    modes = ["default", "torch", *map(str, counts)]
+    workloads = {"mlp": ("mlp", 40, 128, 0), "cnn30": ("cnn", 3, 128, 30)}
+    if ctx.quick:  # the code path only: the MLP, two settings
+        workloads, modes, counts = {"mlp": ("mlp", 4, 32, 0)}, ["default", "1"], [1]
+    repeats = 1 if ctx.quick else 2
+    result: dict[str, Any] = {"usable_cpus": usable, "usable_cpus_from": source}
+    for phase in ("quiet", "loaded"):
+        busy = None
+        if phase == "loaded":
+            busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        try:
+            load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+            for name, args in workloads.items():
+                t = _median_interleaved(
+                    {m: functools.partial(_thread_arm_seconds, args[0], m, *args[1:])
+                     for m in modes}, repeats,
+                )  # fmt: skip
+                fixed = {m: t[m] for m in modes if m.isdigit()}
+                best = min(fixed, key=lambda m: fixed[m])
+                result.setdefault(name, {})[phase] = {
+                    "ms_per_step": {m: 1e3 * v for m, v in t.items()},
+                    "best_threads": int(best),
+                    "default_over_best": t["default"] / fixed[best],
+                    "default_over_one": t["default"] / fixed["1"],
+                    "torch_over_best": t["torch"] / fixed[best] if "torch" in t else None,
+                    "load_average_1min": load,
+                }
+        finally:
+            if busy is not None:
+                busy.kill()
+                busy.wait()
+    result["ratio"] = result["mlp"]["loaded"]["default_over_best"]
+    result["quiet_ratio"] = result["mlp"]["quiet"]["default_over_best"]
+    result["target"], result["target_op"] = 2.0, "<="
+    result["target_quiet"] = 1.1
+    return result
+
+
 ROOT = CONF_DIR.parent  # the repository: src/train.py, src/pack.py, sweeps/
 GRID = ROOT / "sweeps" / "grid.yaml"
 
@@ -566,7 +669,8 @@ def format_results(results: Mapping[str, Any]) -> str:
             lines.append(f"{name:<33} {'-':>7} {'-':>8}  skipped: {r.get('skipped')}")
             continue
         target = r.get("target")
-        target = "-" if target is None else (f"<={target:.2f}" if target < 2 else f">={target:g}")
+        op = r.get("target_op") or ("<=" if target is not None and target < 2 else ">=")
+        target = "-" if target is None else f"{op}{target:.2f}" if op == "<=" else f">={target:g}"
         figures = ", ".join(
             f"{k} {v:.4g}" for k, v in r.items()
             if isinstance(v, float) and k not in ("ratio", "target")

@@ -34,6 +34,7 @@ from initbench.memory import (
 )
 from initbench.models import build_model, build_on_meta, make_activation, model_size
 from initbench.telemetry import MultiSink, SinkContext
+from initbench.threads import default_threads
 
 log = logging.getLogger(__name__)
 
@@ -312,8 +313,8 @@ def prepare(
     if check:
         check_memory(cfg, device)  # before anything is allocated
     trainer = cfg["trainer"]
-    if trainer["num_threads"]:
-        torch.set_num_threads(trainer["num_threads"])
+    # null: the CPUs this process may really use (initbench.threads)
+    torch.set_num_threads(trainer["num_threads"] or default_threads()[0])
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
     seed = cfg["seed"]

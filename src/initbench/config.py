@@ -24,6 +24,7 @@ plain dict gets the same errors as the command line.
 from __future__ import annotations
 
 import difflib
+import glob
 import inspect
 import math
 import os
@@ -37,9 +38,11 @@ from omegaconf import OmegaConf
 
 from initbench import data as datasets
 from initbench import inits
+from initbench.checkpoint import config_changes
 from initbench.errors import UserError
 from initbench.fields import BOOL, POSITIVE, STR, Field, Int
-from initbench.io import safe_name
+from initbench.io import read_yaml, safe_name
+from initbench.lock import in_use
 from initbench.models import check_model_params
 from initbench.models.activations import get_activation, list_activations
 from initbench.telemetry.stats import MAX_BINS
@@ -322,6 +325,50 @@ def wandb_run_dir(default: str) -> str:
     return default
 
 
+def run_dir(root: str, stamp: str, name: str, *, _root_: Any) -> str:
+    """``hydra.run.dir`` of train.py: ``<root>/<stamp>-<name>`` (``stamp`` the date and time,
+    ``name`` the run's name), except that
+
+    - under a W&B sweep agent it is the agent run's fixed folder (:func:`wandb_run_dir`);
+    - with ``resume: true`` (the default), the newest folder ``<root>/*/<time>-<name>`` of an
+      earlier run of this same config (:func:`initbench.checkpoint.config_changes` finds no
+      difference a resume forbids) that no process holds now: so running an interrupted
+      command again resumes it, and running a finished one again says it is done.
+
+    ``_root_``: the composed config (OmegaConf passes it), whose job part is compared with
+    each candidate folder's config.yaml.
+    """
+    default = wandb_run_dir(f"{root}/{stamp}-{name}")
+    if default != f"{root}/{stamp}-{name}":  # a W&B agent's run
+        return default
+    try:
+        job = OmegaConf.to_container(
+            OmegaConf.masked_copy(_root_, [k for k in _root_ if k != "hydra"]), resolve=True
+        )
+    except Exception:  # a bad value: let the run report it, in a fresh folder
+        return default
+    if not job.get("resume", True):
+        return default
+    found = previous_run(Path(root), stamp.rsplit("/", 1)[-1], name, job)
+    return str(found) if found is not None else default
+
+
+def previous_run(root: Path, time_stamp: str, name: str, job: Mapping[str, Any]) -> Path | None:
+    """The newest ``root/<date>/<time>-<name>`` holding a run of ``job``'s config (see
+    :func:`run_dir`) that no process holds; ``time_stamp`` is this run's time part, which
+    gives the length of the others'."""
+    suffix = f"-{name}"
+    candidates = [
+        p for p in root.glob(f"*/*{glob.escape(suffix)}")
+        if p.name[len(time_stamp):] == suffix and (p / "config.yaml").is_file()
+    ]  # fmt: skip
+    for folder in sorted(candidates, key=lambda p: (p.parent.name, p.name), reverse=True):
+        old = read_yaml(folder / "config.yaml")
+        if isinstance(old, Mapping) and not config_changes(old, job) and not in_use(folder):
+            return folder
+    return None
+
+
 def choice(group: str, default: str) -> str:
     """The option picked for config group ``group`` in this Hydra run (``init=normal_std10`` ->
     ``normal_std10``), so run names tell apart two variants of one scheme; ``default`` where no
@@ -414,6 +461,7 @@ def register_resolvers() -> None:
     :func:`target_name` (the label of conf/model/custom.yaml)."""
     resolvers = (
         ("wandb_run_dir", wandb_run_dir),
+        ("run_dir", run_dir),
         ("choice", choice),
         ("safe", safe_name),
         ("help_fields", help_fields),

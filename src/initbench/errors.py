@@ -20,6 +20,15 @@ class RunFailed(Exception):
     summary.json; reported as one line, exit code 1."""
 
 
+def how_to_continue(run_dir: Path) -> str:
+    """What a stopped run's message says to resume it: train.py's default run directory is the
+    newest folder of an earlier run of the same config (initbench.config.run_dir)."""
+    return (
+        f"Run the same command again to continue: it finds this folder (the newest run of this "
+        f"config), or name it with hydra.run.dir={run_dir}."
+    )
+
+
 class Interrupted(Exception):
     """The run was stopped by a signal; exit with 128 + signum.
 
@@ -37,6 +46,4 @@ class Interrupted(Exception):
             what = f"stopped by {name}; checkpoint saved in {run_dir}."
         else:
             what = f"stopped at once by a second {name}; nothing saved since the last checkpoint."
-        super().__init__(
-            message or f"{what} Run the same command with hydra.run.dir={run_dir} to continue."
-        )
+        super().__init__(message or f"{what} {how_to_continue(run_dir)}")

@@ -65,6 +65,25 @@ def hold_run_dir(run_dir: str | Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+def in_use(run_dir: str | Path) -> bool:
+    """Whether another process holds ``run_dir`` now (False where there is no ``flock``)."""
+    if fcntl is None:
+        return False
+    try:
+        fd = os.open(Path(run_dir) / LOCK, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # releases the lock if this process took it
+    return False
+
+
 def _lock(fd: int, run_dir: Path) -> bool:
     """Take the lock without waiting: True when taken, False when the file system cannot."""
     if fcntl is None:

@@ -81,9 +81,14 @@ class Progress:
             tty = bool(getattr(stream, "isatty", lambda: False)())
         self.write = write or (lambda line: print(line, file=stream, flush=True))
         self.bar = None
+        self.redirect = None
         if tty:
             from tqdm import tqdm
+            from tqdm.contrib.logging import logging_redirect_tqdm
 
+            # log lines (a signal's warning, an epoch's line) go above the bar, not onto it
+            self.redirect = logging_redirect_tqdm(tqdm_class=tqdm)
+            self.redirect.__enter__()
             self.bar = tqdm(
                 total=self.total,
                 desc=desc,
@@ -156,6 +161,7 @@ class Progress:
         """Remove the bar (lines need nothing); safe to call twice."""
         if not self.closed and self.bar is not None:
             self.bar.close()
+            self.redirect.__exit__(None, None, None)
         self.closed = True
 
     def __enter__(self) -> Progress:

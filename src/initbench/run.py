@@ -34,7 +34,7 @@ from initbench.checkpoint import (
 )
 from initbench.diagnose import init_cost_scalars, log_init, step0_report
 from initbench.engine import Callback, SingleModel, TrainState, fit, optimizer_for
-from initbench.errors import Interrupted, RunFailed, UserError
+from initbench.errors import Interrupted, RunFailed, UserError, how_to_continue
 from initbench.io import atomic_write, dumps_strict, read_json, read_yaml, write_json_atomic
 from initbench.lock import hold_run_dir
 from initbench.models.residual import added_parameters, lr_scales
@@ -110,7 +110,7 @@ def record_stop_before_training(cfg: Mapping[str, Any], run_dir: Path, signum: i
     if (run_dir / CHECKPOINT).exists():
         message = (
             f"stopped by {name} before training resumed; the checkpoint in {run_dir} is as "
-            f"it was. Run the same command with hydra.run.dir={run_dir} to continue."
+            f"it was. {how_to_continue(run_dir)}"
         )
     else:
         message = (
@@ -122,6 +122,17 @@ def record_stop_before_training(cfg: Mapping[str, Any], run_dir: Path, signum: i
     summary.update(status="interrupted", error=message)
     write_json_atomic(run_dir / "summary.json", summary)
     return message
+
+
+def resume_point(state: TrainState) -> str:
+    """Where a resumed run stands, in words: ``12 epochs done; epoch 13 goes on from its step
+    31 (1148 steps done in all)``, or ``3 epochs done; epoch 4 starts (96 steps done in all)``."""
+    done = f"{state.epoch} epoch{'s' if state.epoch != 1 else ''} done"
+    if state.step_in_epoch:
+        where = f"epoch {state.epoch + 1} goes on from its step {state.step_in_epoch + 1}"
+    else:
+        where = f"epoch {state.epoch + 1} starts"
+    return f"{done}; {where} ({state.global_step} steps done in all)"
 
 
 def check_writable(run_dir: Path) -> None:
@@ -145,7 +156,8 @@ def already_done(cfg: Mapping[str, Any], run_dir: Path) -> dict[str, Any] | None
     done = (old.get("epochs_completed") or 0) >= cfg["trainer"]["epochs"]
     if status == "diverged" or (status == "finished" and done):
         refuse_other_config(cfg, read_yaml(run_dir / "config.yaml"), run_dir, f"a {status} run")
-        log.info("run %s is already %s; nothing to do", run_dir, status)
+        log.info("run %s is already %s; nothing to do (resume=false trains it again in a new "
+                 "folder)", run_dir, status)  # fmt: skip
         return old
     return None
 
@@ -282,9 +294,10 @@ def first_summary(
     }
     added = f", {summary['n_params_added']} added by the init" if summary["n_params_added"] else ""
     log.info(
-        "run %s: %s on %s (%d params%s), init %s, activation %s, device %s",
+        "run %s: %s on %s (%d params%s), init %s, activation %s, device %s%s",
         cfg["run_name"], summary["choices"]["model"], cfg["dataset"]["name"],
         summary["n_params"], added, prep.init_name, cfg["activation"]["name"], prep.device,
+        f" ({torch.get_num_threads()} threads)" if prep.device.type == "cpu" else "",
     )  # fmt: skip
     return summary
 
@@ -378,8 +391,7 @@ class Session:
             self.prep.init_cost = inits.InitCost(**known)
         restore_rng(ckpt, self.prep.device, self.data_gen)
         self.wall_before = ckpt.get("wall_s") or 0.0
-        log.info("resuming %s from epoch %d, step %d", self.run_dir, self.state.epoch,
-                 self.state.global_step)  # fmt: skip
+        log.info("resuming %s: %s", self.run_dir, resume_point(self.state))
 
     def wall_s(self) -> float:
         return self.wall_before + time.perf_counter() - self.start

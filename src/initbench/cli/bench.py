@@ -10,7 +10,9 @@ Measurements (keys of bench.json): mlp_epoch_speedup_vs_dataloader (the FashionM
 epoch in a torchvision DataLoader loop over ours; needs the FashionMNIST files),
 telemetry_overhead (telemetry at its interval over off, on the workload: the default run's MLP
 on Gaussian inputs of FashionMNIST's size, or train.py overrides given here),
-cnn30_speedup_fast_path (eager fp32 over the fast path, CIFAR-10-shaped batches), and
+cnn30_speedup_fast_path (eager fp32 over the fast path, CIFAR-10-shaped batches),
+threads_under_load (CPU: the default thread rule against 1..N threads and torch's default,
+quiet and beside a busy process), and
 grid_wall_time_estimate (sweeps/grid.yaml on this device), with ``meta`` (device, torch,
 threads). Prints a table and writes --out.
 """

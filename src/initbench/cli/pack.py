@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from initbench.build import check_structure
 from initbench.cli.common import fail, hydra_app
 from initbench.config import CONF_DIR, PACK_MEMBER_KEYS, check_pack_config, is_pack_member_key
-from initbench.errors import Interrupted, RunFailed, UserError
+from initbench.errors import Interrupted, RunFailed, UserError, how_to_continue
 from initbench.io import safe_name, write_json_atomic
 from initbench.run_pack import run_pack
 from initbench.telemetry.sinks import log_agent_run as log_agent_run_in_child
@@ -187,9 +187,10 @@ def _pack(cfg: DictConfig) -> None:
 def resume_hint(stop: Interrupted, pack_dir: Path) -> str:
     """A pack's stop message: resuming means running it again in its folder (the members'
     folders are inside it), not in a member's."""
-    text = str(stop).replace(f"hydra.run.dir={stop.run_dir}", f"hydra.run.dir={pack_dir}")
+    how = f"Run the same command with hydra.run.dir={pack_dir} to continue."
+    text = str(stop).replace(how_to_continue(stop.run_dir), how)
     if "hydra.run.dir=" not in text and "starts over" not in text:
-        text += f" Run the same command with hydra.run.dir={pack_dir} to continue."
+        text += f" {how}"
     return text
 
 

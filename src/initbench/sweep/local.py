@@ -32,6 +32,7 @@ from initbench.sweep.combinations import Combination, combinations, varying_keys
 from initbench.sweep.commands import compose_by, compose_combinations
 from initbench.sweep.jobs import Job, pack_jobs, single_jobs
 from initbench.sweep.spec import Sweep, SweepError, load_sweep
+from initbench.threads import child_threads
 from initbench.walltime import (
     BENCH_JSON,
     estimate_wall_time,
@@ -200,7 +201,13 @@ def run_local_sweep(
         sweep,
         out_dir,
         root=root,
-        env={**os.environ, **(env or {}), "WANDB_MODE": wandb_mode, "PYTHONUNBUFFERED": "1"},
+        env={
+            **os.environ,
+            **child_threads(parallel),
+            **(env or {}),
+            "WANDB_MODE": wandb_mode,
+            "PYTHONUNBUFFERED": "1",
+        },  # fmt: skip
         keys=varying_keys(combos),
         total=total,
         ended=total - len(pending),
