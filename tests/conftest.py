@@ -5,24 +5,18 @@ from __future__ import annotations
 
 import os
 
-# isort: off
-# initbench before torch: it sets OpenMP's passive wait policy, which OpenMP reads when torch
-# loads it (the tests' children inherit it).
-import initbench  # noqa: F401
 import pytest
 import torch
 
-# isort: on
-
 from helpers import compose_dict, kill_leftovers
-from initbench.threads import default_threads
+from initbench.threads import ThreadGovernor
 
 # Tests never talk to a W&B server.
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
-# The CPUs this process may use, as a run's default; INITBENCH_TEST_THREADS=1 where two test
-# processes share them (scripts/mutation.sh).
-torch.set_num_threads(int(os.environ.get("INITBENCH_TEST_THREADS") or default_threads()[0]))
+# A run's default rule (the CPUs this process may use, fewer if others keep them busy);
+# INITBENCH_TEST_THREADS=1 where two test processes share them (scripts/mutation.sh).
+ThreadGovernor(int(os.environ.get("INITBENCH_TEST_THREADS") or 0) or None)
 
 
 @pytest.fixture

@@ -827,3 +827,39 @@ def test_names_from_configs_are_text_in_summary_md_and_never_formulas_in_the_csv
     results = files.results_csv.read_text()
     assert "'=HYPERLINK" in results and ",=HYPERLINK" not in results
     assert "-" in results  # numbers and other text untouched
+
+
+def test_the_report_says_in_words_why_the_failing_schemes_fail(report):
+    """zeros stalls at chance from symmetric units; the N(0, 1e30²) run diverges at step 0 with
+    a non-finite forward pass: one sentence each, from what the runs recorded, in why.csv,
+    summary.md and index.html."""
+    files, _ = report
+    why = pd.read_csv(files.out_dir / "why.csv")
+    zeros = why[why["scheme"] == "zeros"]
+    assert set(zeros["activation"]) == set(ACTIVATIONS)
+    assert zeros["outcome"].str.fullmatch(r"stalled at chance \(2 of 2 runs\)").all()
+    assert zeros["cause"].str.startswith("symmetric weights").all()
+    huge = why[why["scheme"].str.contains("normal")]
+    assert len(huge) == 1 and huge["outcome"].iloc[0].startswith("diverged at step")
+    assert "not finite" in huge["cause"].iloc[0] or "explode" in huge["cause"].iloc[0]
+    text = files.summary_md.read_text()
+    section = text.split("## Why the others fail")[1].split("## Signal propagation")[0]
+    assert "| zeros | stalled at chance (2 of 2 runs) | symmetric weights" in section
+    page = files.index_html.read_text()
+    assert "<h2>Why the others fail</h2>" in page and "symmetric weights" in page
+    assert "*95% CI*" not in page and "<em>95% CI</em>" in page  # Markdown rendered, not raw
+
+
+def test_every_scheme_is_drawn_in_the_step0_figure_zeros_on_the_floor(report, runs_folder):
+    from initbench.report.figures import figure_step0
+    from initbench.report.tables import step0_lines
+
+    runset = load_local(runs_folder)
+    lines = step0_lines(runset, "mlp10-5/circles", "tanh", [])
+    fig = figure_step0(lines, "mlp10-5/circles", "tanh")
+    act_axis = fig.axes[0]
+    labels = [t.get_text() for t in act_axis.get_legend().get_texts()]
+    assert any(label.startswith("zeros (") and "zero ▼" in label for label in labels)
+    zeros_line = next(line for line in act_axis.get_lines() if line.get_label().startswith("zeros"))
+    floor = min(v for v in lines["act_std"] if v > 0) / 10
+    assert np.allclose(zeros_line.get_ydata(), floor)  # drawn, at the floor

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 
-from helpers import ROOT
 from initbench import threads
 
 
@@ -68,38 +65,83 @@ def test_omp_num_threads_set_by_the_user_wins(tmp_path, omp, expected):
 
 def test_parallel_children_share_the_usable_cpus():
     usable = threads.usable_cpus({})[0]
-    env = threads.child_threads(2, {})
-    assert env == {"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": str(max(1, usable // 2))}
-    mine = threads.child_threads(2, {"OMP_NUM_THREADS": "4", "OMP_WAIT_POLICY": "ACTIVE"})
-    assert mine == {"OMP_WAIT_POLICY": "ACTIVE"}  # the user's settings stand
+    assert threads.child_threads(2, {}) == {"OMP_NUM_THREADS": str(max(1, usable // 2))}
+    assert threads.child_threads(2, {"OMP_NUM_THREADS": "4"}) == {}  # the user's setting stands
 
 
-def test_importing_initbench_makes_openmp_passive_before_torch_loads_it():
-    code = ("import os, initbench, torch; "
-            "print(os.environ['OMP_WAIT_POLICY'], torch.get_num_threads())")  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         cwd=ROOT, check=True).stdout.split()  # fmt: skip
-    assert out[0] == "PASSIVE"
-    mine = {**env, "OMP_WAIT_POLICY": "ACTIVE"}
-    out = subprocess.run([sys.executable, "-c", code], env=mine, capture_output=True, text=True,
-                         cwd=ROOT, check=True).stdout.split()  # fmt: skip
-    assert out[0] == "ACTIVE"
+@pytest.mark.parametrize(
+    "usable, others, expected",
+    [(2, None, 2), (2, 0.0, 2), (2, 0.2, 2), (2, 0.3, 1), (2, 1.0, 1), (2, 1.9, 1),
+     (16, 3.1, 13), (16, 3.3, 12), (16, 0.24, 16), (1, 5.0, 1)],
+)  # fmt: skip
+def test_threads_are_the_cpus_other_processes_leave(usable, others, expected):
+    assert threads.threads_for(usable, others) == expected
 
 
-def test_a_run_takes_the_default_thread_count_and_says_so(compose_cfg, caplog, tmp_path):
+def write_stat(path, busy, idle, cpus=2):
+    """A /proc/stat whose CPUs have ``busy`` and ``idle`` jiffies in all."""
+    lines = [f"cpu  {busy} 0 0 {idle} 0 0 0 0 0 0"]
+    lines += [f"cpu{i} {busy / cpus} 0 0 {idle / cpus} 0 0 0 0 0 0" for i in range(cpus)]
+    path.write_text("\n".join(lines + ["intr 1 2 3", "ctxt 5"]) + "\n")
+
+
+def test_cpu_load_is_the_busy_share_minus_this_process(tmp_path, monkeypatch):
+    """Two CPUs, 100 jiffies each between the samples: 150 busy is 1.5 CPUs; this process used
+    0.5 CPU (process time over wall time), so others used 1.0."""
+    stat = tmp_path / "stat"
+    clock = {"cpu": 10.0, "wall": 100.0}
+    monkeypatch.setattr(threads.time, "process_time", lambda: clock["cpu"])
+    monkeypatch.setattr(threads.time, "monotonic", lambda: clock["wall"])
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1})
+    write_stat(stat, busy=1000, idle=1000)
+    load = threads.CpuLoad(stat)
+    write_stat(stat, busy=1150, idle=1050)
+    clock.update(cpu=10.5, wall=101.0)
+    assert load.others() == pytest.approx(1.0)
+    assert load.others() is None  # no time passed since the last call
+    assert threads.CpuLoad(tmp_path / "missing").others() is None
+
+
+def test_the_governor_adapts_after_an_epoch_and_a_fixed_count_stays(monkeypatch, caplog):
+    import logging
+
+    import torch
+
+    monkeypatch.setattr(threads, "default_threads", lambda: (2, "the affinity mask"))
+    busy = iter([0.0, 1.0, 0.1])
+    monkeypatch.setattr(threads.CpuLoad, "others", lambda self: next(busy))
+    before = torch.get_num_threads()
+    try:
+        governor = threads.ThreadGovernor(sample_s=0)
+        assert governor.threads == torch.get_num_threads() == 2
+        with caplog.at_level(logging.INFO):
+            governor.on_epoch_end([0])
+        assert governor.threads == torch.get_num_threads() == 1
+        assert "CPU threads 2 -> 1" in caplog.text
+        governor.on_epoch_end([0])
+        assert governor.threads == torch.get_num_threads() == 2
+        assert governor.describe() == "2 threads, adaptive: 2 CPUs from the affinity mask"
+        fixed = threads.ThreadGovernor(3, sample_s=0)
+        fixed.on_epoch_end([0])
+        assert fixed.threads == torch.get_num_threads() == 3 and fixed.describe() == "3 threads"
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_cpu_run_says_its_threads(compose_cfg, caplog, tmp_path):
     import logging
 
     import torch
 
     from initbench.run import run
 
-    cfg = compose_cfg(["dataset=circles", "trainer.epochs=1", "logger=[]", "trainer.device=cpu"])
-    torch.set_num_threads(1)
+    cfg = compose_cfg(["dataset=circles", "trainer.epochs=1", "logger=[]", "trainer.device=cpu",
+                       "trainer.num_threads=1"])  # fmt: skip
+    before = torch.get_num_threads()
     try:
         with caplog.at_level(logging.INFO):
             run(cfg, tmp_path, make_optimizer=lambda p: torch.optim.SGD(p, lr=0.1))
-        assert torch.get_num_threads() == threads.default_threads()[0]
+        assert torch.get_num_threads() == 1
     finally:
-        torch.set_num_threads(threads.default_threads()[0])
-    assert f"device cpu ({threads.default_threads()[0]} threads)" in caplog.text
+        torch.set_num_threads(before)
+    assert "CPU threads: 1 thread" in caplog.text

@@ -348,13 +348,13 @@ def thread_arm(model: str, threads: str, steps: int, batch_size: int, depth: int
     """One arm of :func:`threads_under_load`, run in a child process: print the seconds per
     training step (``engine.train``, fp32, on the CPU) of ``model`` (``mlp``: the default run's
     FashionMNIST-shaped MLP; ``cnn``: the plain CNN of ``depth`` layers on CIFAR-10-shaped
-    batches) with ``threads``: ``default`` (initbench's rule), ``torch`` (torch's own default;
-    the child imported torch before initbench, so OpenMP kept its default wait policy too) or
-    a count."""
-    from initbench.threads import default_threads
+    batches) with ``threads``: ``default`` (a run's rule: initbench.threads.ThreadGovernor,
+    which looks at the load first), ``torch`` (torch's own default: the machine's cores) or a
+    count."""
+    from initbench.threads import ThreadGovernor
 
     if threads == "default":
-        torch.set_num_threads(default_threads()[0])
+        ThreadGovernor()
     elif threads != "torch":
         torch.set_num_threads(int(threads))
     shape = (1, 28, 28) if model == "mlp" else (3, 32, 32)
@@ -381,11 +381,9 @@ def thread_arm(model: str, threads: str, steps: int, batch_size: int, depth: int
 def _thread_arm_seconds(model: str, threads: str, steps: int, batch_size: int, depth: int) -> float:
     """Seconds per step of one :func:`thread_arm` in a fresh process (its OpenMP settings are
     read once, at start)."""
-    first = "import torch; " if threads == "torch" else ""
-    code = (f"{first}from initbench.bench import thread_arm; "
+    code = (f"from initbench.bench import thread_arm; "
             f"thread_arm({model!r}, {threads!r}, {steps}, {batch_size}, {depth})")  # fmt: skip
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS")}  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"thread arm {model}/{threads} failed: {proc.stderr[-500:]}")
@@ -396,10 +394,10 @@ def _thread_arm_seconds(model: str, threads: str, steps: int, batch_size: int, d
 def threads_under_load(ctx: BenchContext) -> dict[str, Any]:
     """Seconds per training step on the CPU of the default MLP and the 30-layer CNN, each
     thread setting in its own process, with the machine as it is (``quiet``) and with one
-    competing busy process (``loaded``): initbench's default (``default``: the CPUs the process
-    may use, passive OpenMP threads; initbench.threads), torch's own default (``torch``:
-    spinning OpenMP threads), and fixed counts 1, 2, 4, ... up to the usable CPUs, the arms
-    taking turns. ``ratio`` is the MLP's loaded default / best; targets: default / best <= 1.1
+    competing busy process (``loaded``): a run's default (``default``: the CPUs the process may
+    use, fewer while others keep them busy; initbench.threads), torch's own default (``torch``:
+    the machine's cores), and fixed counts 1, 2, 4, ... up to the usable CPUs, the arms taking
+    turns. ``ratio`` is the MLP's loaded default / best; targets: default / best <= 1.1
     quiet and <= 2 loaded."""
     from initbench.threads import usable_cpus
 

@@ -41,6 +41,7 @@ from initbench.models.residual import added_parameters, lr_scales
 from initbench.signals import StopNow, stop_on_signals
 from initbench.telemetry import MultiSink, Telemetry, build_telemetry
 from initbench.telemetry.weights import record_weights
+from initbench.threads import ThreadGovernor
 
 log = logging.getLogger(__name__)
 
@@ -294,10 +295,9 @@ def first_summary(
     }
     added = f", {summary['n_params_added']} added by the init" if summary["n_params_added"] else ""
     log.info(
-        "run %s: %s on %s (%d params%s), init %s, activation %s, device %s%s",
+        "run %s: %s on %s (%d params%s), init %s, activation %s, device %s",
         cfg["run_name"], summary["choices"]["model"], cfg["dataset"]["name"],
         summary["n_params"], added, prep.init_name, cfg["activation"]["name"], prep.device,
-        f" ({torch.get_num_threads()} threads)" if prep.device.type == "cpu" else "",
     )  # fmt: skip
     return summary
 
@@ -314,6 +314,10 @@ def epoch_callbacks(sessions: Sequence[Session]) -> list[Callback]:
     callbacks: list[Callback] = [Checkpoints(sessions)]
     if sessions[0].prep.data.holdout_x is not None:
         callbacks.insert(0, Holdout())  # before the checkpoint records the epoch
+    if sessions[0].prep.device.type == "cpu":  # threads adapted to the load (initbench.threads)
+        governor = ThreadGovernor(sessions[0].cfg["trainer"]["num_threads"])
+        log.info("CPU threads: %s", governor.describe())
+        callbacks.append(governor)
     return callbacks
 
 

@@ -1,34 +1,42 @@
-"""CPU threads that never collapse: how many torch may use, and OpenMP threads that sleep.
+"""CPU threads that never collapse: as many as the CPUs this process may use, fewer while other
+processes keep them busy.
 
-Two rules, used by every entry point, the sweep runner's children and the tests:
+torch's intra-op threads wait for work by spinning (OpenMP's default wait policy). On a quiet
+machine that is the fastest: measured on 2 cores, the default MLP ran 300 steps/s with 2
+spinning threads, 213 with 1 and 152 with 2 passive (sleeping) ones. Beside a busy process the
+spinning threads take the cores from the thread with work, and a step waits for all of them:
+81 steps/s with 2 spinning threads, 231 with 1 (docs/performance.md). So the default
+(``trainer.num_threads: null``) is adaptive, not a fixed count:
 
-- :func:`quiet_openmp`: ``OMP_WAIT_POLICY=PASSIVE`` unless set. An idle OpenMP thread otherwise
-  spins for a while before it sleeps; on a machine whose cores are busy with other work, the
-  spinning threads take the cores from the thread with work, and a step waits for all of them
-  (measured on 2 busy cores: the default MLP ran 86 steps/s with 2 spinning threads, 200 with 2
-  passive ones and 237 with one; docs/performance.md). OpenMP reads the variable once, when
-  torch is imported, so ``initbench/__init__`` calls this before anything imports torch.
-- :func:`default_threads`: ``trainer.num_threads: null`` means the CPUs this process may really
-  use — the fewest of its affinity mask, its cgroup's CPU quota and SLURM's
-  ``SLURM_CPUS_PER_TASK`` — or ``OMP_NUM_THREADS`` when set. torch's own default counts the
-  machine's cores, which on a container or a shared node can be many more than it may use.
+- :func:`usable_cpus`: the CPUs this process may use — the fewest of its affinity mask, its
+  cgroup's CPU quota and SLURM's ``SLURM_CPUS_PER_TASK`` (torch's own default counts the
+  machine's cores, which on a container or a shared node can be many more); ``OMP_NUM_THREADS``,
+  when set, is taken as given (:func:`default_threads`);
+- :class:`ThreadGovernor`: before training, and again after every epoch, it measures how much
+  of those CPUs other processes used (``/proc/stat`` against this process's CPU time) and sets
+  torch's threads to the CPUs left, at least 1 (:func:`threads_for`). A competing job that
+  starts mid-run costs at most an epoch at the old count.
 
-This module imports nothing heavy: it runs before torch is imported.
+A fixed ``trainer.num_threads`` (or ``OMP_NUM_THREADS``) turns the adaptation off. The sweep
+runner gives each of its ``--parallel`` children an equal share (:func:`child_threads`).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
-from collections.abc import Mapping, MutableMapping
+import time
+from collections.abc import Mapping
 from pathlib import Path
 
+import torch
+
+from initbench.engine import Callback
+
+log = logging.getLogger(__name__)
+
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-
-
-def quiet_openmp(environ: MutableMapping[str, str] = os.environ) -> None:
-    """``OMP_WAIT_POLICY=PASSIVE`` unless the variable is set (see the module docstring)."""
-    environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def _positive_int(value: str | None) -> int | None:
@@ -104,8 +112,100 @@ def default_threads(environ: Mapping[str, str] = os.environ, **kwargs) -> tuple[
 def child_threads(parallel: int, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
     """The environment for one of ``parallel`` processes sharing this one's CPUs (the sweep
     runner's children): ``OMP_NUM_THREADS`` = the usable CPUs / ``parallel`` (at least 1),
-    unless the user set it, and the passive wait policy."""
-    env = {"OMP_WAIT_POLICY": environ.get("OMP_WAIT_POLICY", "PASSIVE")}
-    if _positive_int(environ.get("OMP_NUM_THREADS")) is None:
-        env["OMP_NUM_THREADS"] = str(max(1, usable_cpus(environ)[0] // max(1, parallel)))
-    return env
+    unless the user set it."""
+    if _positive_int(environ.get("OMP_NUM_THREADS")) is not None:
+        return {}
+    return {"OMP_NUM_THREADS": str(max(1, usable_cpus(environ)[0] // max(1, parallel)))}
+
+
+# Other processes' CPU use that costs a thread: a quarter of a CPU busy is enough for spinning
+# threads to wait on it (threads_for).
+BUSY_SHARE = 0.25
+PROC_STAT = Path("/proc/stat")
+
+
+def threads_for(usable: int, others_busy: float | None) -> int:
+    """Threads for ``usable`` CPUs of which other processes keep ``others_busy`` busy (in
+    CPUs; None: unknown): the CPUs left, rounded down once a quarter of one is taken."""
+    if others_busy is None:
+        return usable
+    return max(1, min(usable, usable - math.ceil(others_busy - BUSY_SHARE)))
+
+
+class CpuLoad:
+    """Other processes' CPU use on this process's CPUs between two :meth:`others` calls, from
+    ``/proc/stat`` (the CPUs of the affinity mask) minus this process's own CPU time."""
+
+    def __init__(self, stat: Path = PROC_STAT) -> None:
+        self.stat = stat
+        self.cpus = (
+            {f"cpu{i}" for i in os.sched_getaffinity(0)} if hasattr(os, "sched_getaffinity")
+            else None
+        )  # fmt: skip
+        self.last = self._read()
+
+    def _read(self) -> tuple[float, float, float, float] | None:
+        """(busy jiffies, all jiffies, this process's CPU seconds, wall seconds); None where
+        there is no /proc/stat."""
+        try:
+            lines = self.stat.read_text().splitlines()
+        except OSError:
+            return None
+        busy = total = 0.0
+        for line in lines:
+            name, *fields = line.split()
+            if not name.startswith("cpu") or name == "cpu":
+                continue
+            if self.cpus is not None and name not in self.cpus:
+                continue
+            values = [float(v) for v in fields[:8]]  # user .. steal (guest is inside user)
+            total += sum(values)
+            busy += sum(values) - values[3] - values[4]  # minus idle and iowait
+        return busy, total, time.process_time(), time.monotonic()
+
+    def others(self) -> float | None:
+        """CPUs (of this process's) that other processes kept busy since the last call."""
+        now, last = self._read(), self.last
+        self.last = now
+        if now is None or last is None or now[1] <= last[1] or now[3] <= last[3]:
+            return None
+        n_cpus = len(self.cpus) if self.cpus else (os.cpu_count() or 1)
+        busy_cpus = (now[0] - last[0]) / (now[1] - last[1]) * n_cpus
+        ours = (now[2] - last[2]) / (now[3] - last[3])
+        return max(0.0, busy_cpus - ours)
+
+
+class ThreadGovernor(Callback):
+    """torch's intra-op threads for ``trainer.num_threads`` (``fixed``): a fixed count as
+    given; None: :func:`default_threads`' CPUs, adapted before training (a ``sample_s`` look
+    at the load) and after every epoch (an ``engine.Callback``) to what other processes leave
+    free (:func:`threads_for`). Changes are logged."""
+
+    def __init__(self, fixed: int | None = None, sample_s: float = 0.1) -> None:
+        self.usable, self.source = (fixed, "trainer.num_threads") if fixed else default_threads()
+        self.adaptive = not fixed and self.source != "OMP_NUM_THREADS"
+        self.load = CpuLoad() if self.adaptive else None
+        if self.load is not None and sample_s > 0:
+            time.sleep(sample_s)
+        self.threads = self._target()
+        torch.set_num_threads(self.threads)
+
+    def _target(self) -> int:
+        return threads_for(self.usable, self.load.others()) if self.load else self.usable
+
+    def on_epoch_end(self, members: list[int]) -> None:
+        if not self.adaptive:
+            return
+        target = self._target()
+        if target != self.threads:
+            log.info("CPU threads %d -> %d (other processes use the rest of the %d CPUs from %s)",
+                     self.threads, target, self.usable, self.source)  # fmt: skip
+            self.threads = target
+            torch.set_num_threads(target)
+
+    def describe(self) -> str:
+        """``2 threads`` or ``1 thread, adaptive: 2 CPUs from the affinity mask``."""
+        text = f"{self.threads} thread{'s' if self.threads != 1 else ''}"
+        if self.adaptive:
+            text += f", adaptive: {self.usable} CPUs from {self.source}"
+        return text

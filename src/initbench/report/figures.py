@@ -90,7 +90,10 @@ def figure_heatmap(grid: pd.DataFrame, arch: str):
 
 def figure_step0(lines: pd.DataFrame, arch: str, act: str):
     """Step-0 activation std and gradient std against depth, per scheme
-    (:func:`~initbench.report.tables.step0_lines`, schemes in its order), log y."""
+    (:func:`~initbench.report.tables.step0_lines`, schemes in its order), log y. Every scheme
+    is drawn: a value of 0 (zeros' symmetric units) sits on a floor a decade below the panel's
+    smallest positive value, a non-finite one on a ceiling a decade above its largest, each
+    marked (▼ / ▲) and counted in the legend."""
     if lines.empty:
         return None
     from matplotlib.ticker import MaxNLocator
@@ -98,27 +101,43 @@ def figure_step0(lines: pd.DataFrame, arch: str, act: str):
     fig = _figure(12, 4.4)
     axes = fig.subplots(1, 2)
     variants = list(dict.fromkeys(lines["variant"]))
+    edges = {}
+    for key in STEP0_PANELS:
+        values = pd.to_numeric(lines[key], errors="coerce").to_numpy(dtype=float)
+        shown = values[np.isfinite(values) & (values > 0)]
+        lo, hi = (shown.min(), shown.max()) if shown.size else (1.0, 1.0)
+        edges[key] = (lo / 10, hi * 10)
     for color, variant in zip(_colors(len(variants)), variants, strict=True):
         layers = lines[lines["variant"] == variant]
         for ax, key in zip(axes, STEP0_PANELS, strict=True):
             raw = layers[key].to_numpy(dtype=float)
-            # a log scale cannot show 0, inf or NaN: they are counted in the legend instead
-            y = np.where(np.isfinite(raw) & (raw > 0), raw, np.nan)
-            gone = [f"{n} zero" for n in [int((raw == 0).sum())] if n] + [
-                f"{n} non-finite" for n in [int((~np.isfinite(raw)).sum())] if n
+            floor, ceiling = edges[key]
+            zero, bad = raw == 0, ~np.isfinite(raw) | (raw < 0)
+            y = np.where(zero, floor, np.where(bad, ceiling, raw))
+            gone = [f"{n} zero ▼" for n in [int(zero.sum())] if n] + [
+                f"{n} non-finite ▲" for n in [int(bad.sum())] if n
             ]
             label = f"{variant} ({', '.join(gone)})" if gone else variant
-            ax.plot(layers["depth"], y, color=color, marker=".", ms=3, label=label)
-    for ax, title in zip(
-        axes, ("activation std (forward)", "gradient std (backward)"), strict=True
+            depth = layers["depth"].to_numpy()
+            ax.plot(depth, y, color=color, marker=".", ms=3, label=label,
+                    ls="--" if gone and (zero | bad).all() else "-")  # fmt: skip
+            if zero.any():
+                ax.plot(depth[zero], y[zero], ls="none", marker="v", color=color, ms=6)
+            if bad.any():
+                ax.plot(depth[bad], y[bad], ls="none", marker="^", color=color, ms=6)
+    for ax, key, title in zip(
+        axes, STEP0_PANELS, ("activation std (forward)", "gradient std (backward)"), strict=True
     ):
         ax.set_yscale("log")
+        floor, ceiling = edges[key]
+        for edge in (floor, ceiling):
+            ax.axhline(edge, color="#999", lw=0.6, ls=":")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("layer (depth)")
         ax.set_title(title)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
-    fig.suptitle(f"{arch}, {act}: step 0 (zero and non-finite values are not drawn)")
+    fig.suptitle(f"{arch}, {act}: step 0 (0 drawn on the floor ▼, non-finite on the ceiling ▲)")
     return fig
 
 

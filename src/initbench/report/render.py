@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from initbench.io import safe_name
+from initbench.report.diagnosis import why_it_fails, why_rows
 from initbench.report.figures import (
     figure_curves,
     figure_edge_of_chaos,
@@ -145,8 +146,11 @@ def build_report(
         | set(zip(diagnosed["architecture"], diagnosed["activation"], strict=True))
     )
     for arch in sorted({a for a, _ in cells}):
+        grid = heatmap_grid(boards, arch)
+        if grid.shape[1] < 2:  # one activation: the leaderboard says it all
+            continue
         save(
-            figure_heatmap(heatmap_grid(boards, arch), arch),
+            figure_heatmap(grid, arch),
             f"heatmap__{arch}",
             arch,
             f"{arch}: best val accuracy, scheme × activation",
@@ -189,9 +193,12 @@ def build_report(
             f"weight histograms left out for {len(weight_skips)} run(s): " + "; ".join(weight_skips)
         )
     summary_md = out_dir / "summary.md"
-    summary_md.write_text(_summary_markdown(runset, boards, notes, tuned))
+    why = why_it_fails(runset, boards)
+    if not why.empty:
+        safe_csv(why).to_csv(out_dir / "why.csv", index=False)
+    summary_md.write_text(_summary_markdown(runset, boards, notes, tuned, why))
     index_html = out_dir / "index.html"
-    index_html.write_text(_index_html(runset, boards, notes, figures, tuned))
+    index_html.write_text(_index_html(runset, boards, notes, figures, tuned, why))
     echo(f"summary -> {summary_md}; page -> {index_html}")
     if wandb:
         _log_to_wandb(runset, out_dir, [p for _, _, p in figures], results_csv)
@@ -237,6 +244,22 @@ TUNED_TEXT = (
 )
 
 
+WHY_TEXT = (
+    "Each scheme that stalls, diverges or trails the best (not tied with it), with the first "
+    "cause its step-0 report shows (first seed): symmetric weights, a non-finite forward pass, "
+    "activations whose RMS leaves [1e-2, 1e2] with depth, dead or saturated units, gradients "
+    "that vanish before the first layer, inputs mapped alike; and the mean-field prediction "
+    "at the measured σ_w² where it applies."
+)
+
+
+def _inline_html(text: str) -> str:
+    """``*emphasis*`` and ```code``` of a Markdown sentence as HTML, the rest escaped."""
+    out = html.escape(text, quote=False)
+    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
+    return re.sub(r"\*([^*]+)\*", r"<em>\1</em>", out)
+
+
 def _text(value: object) -> str:
     """A name from a config or a path as Markdown text: HTML escaped, never markup."""
     return html.escape(str(value), quote=False)
@@ -247,6 +270,7 @@ def _summary_markdown(
     boards: Mapping[tuple[str, str], pd.DataFrame],
     notes: Sequence[str],
     tuned: Mapping[str, pd.DataFrame] | None = None,
+    why: pd.DataFrame | None = None,
 ) -> str:
     runs = runset.runs
     out = [
@@ -275,6 +299,11 @@ def _summary_markdown(
         out += ["## Leaderboards", ""]
         for (arch, act), board in boards.items():
             out += [f"### {_text(arch)} · {_text(act)}", "", markdown_table(*board_rows(board)), ""]
+    if why is not None and not why.empty:
+        out += ["## Why the others fail", "", WHY_TEXT, ""]
+        for (arch, act), _ in why.groupby(["architecture", "activation"], sort=False):
+            out += [f"### {_text(arch)} · {_text(act)}", ""]
+            out += [markdown_table(*why_rows(why, arch, act)), ""]
     header, rows = step0_rows(runset)
     if rows:
         out += [
@@ -302,6 +331,7 @@ def _index_html(
     notes: Sequence[str],
     figures: Sequence[tuple[str, str, Path]],
     tuned: Mapping[str, pd.DataFrame] | None = None,
+    why: pd.DataFrame | None = None,
 ) -> str:
     runs = runset.runs
     parts = [
@@ -322,7 +352,7 @@ def _index_html(
         parts.append("</ul>")
     if tuned:
         parts.append("<h2>Each scheme at its best learning rate</h2>")
-        parts.append(f"<p>{html.escape(TUNED_TEXT)}</p>")
+        parts.append(f"<p>{_inline_html(TUNED_TEXT)}</p>")
         for arch, board in tuned.items():
             parts.append(f"<h3>{html.escape(arch)}</h3>")
             parts.append(_html_table(*tuned_rows(board)))
@@ -330,10 +360,16 @@ def _index_html(
         parts.append("<h2>Best scheme per architecture × activation</h2>")
         parts.append(_html_table(*best_grid(boards)))
         parts.append("<h2>Leaderboards</h2>")
-        parts.append(f"<p>{html.escape(STATISTICS_TEXT)}</p>")
+        parts.append(f"<p>{_inline_html(STATISTICS_TEXT)}</p>")
         for (arch, act), board in boards.items():
             parts.append(f"<h3>{html.escape(arch)} · {html.escape(act)}</h3>")
             parts.append(_html_table(*board_rows(board)))
+    if why is not None and not why.empty:
+        parts.append("<h2>Why the others fail</h2>")
+        parts.append(f"<p>{_inline_html(WHY_TEXT)}</p>")
+        for (arch, act), _ in why.groupby(["architecture", "activation"], sort=False):
+            parts.append(f"<h3>{html.escape(arch)} · {html.escape(act)}</h3>")
+            parts.append(_html_table(*why_rows(why, arch, act)))
     header, rows = step0_rows(runset)
     if rows:
         parts.append("<h2>Signal propagation at step 0</h2>")

@@ -18,6 +18,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from initbench.report.diagnosis import why_it_fails, why_rows
 from initbench.report.ranking import leaderboards
 from initbench.report.runset import ReportError, RunSet
 from initbench.report.tables import best_grid, board_rows
@@ -83,6 +84,11 @@ def leaderboard_markdown(runset: RunSet | None) -> str:
     out = ["**Best scheme per architecture × activation**", "", markdown_table(*best_grid(boards))]
     for (arch, act), board in boards.items():
         out += ["", f"**{arch} · {act}**", "", markdown_table(*board_rows(board))]
+    why = why_it_fails(runset, boards)
+    if not why.empty:
+        out += ["", "**Why the others fail** (the first cause each one's step-0 report shows)"]
+        for (arch, act), _ in why.groupby(["architecture", "activation"], sort=False):
+            out += ["", f"**{arch} · {act}**", "", markdown_table(*why_rows(why, arch, act))]
     return "\n".join(out)
 
 
