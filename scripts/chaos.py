@@ -109,6 +109,12 @@ def main() -> int:
     global PACKED
     PACKED = args.pack
     overrides = DEFAULT_OVERRIDES + args.overrides
+    if "OMP_NUM_THREADS" not in os.environ:
+        # one thread count for the reference and every restart: a run's default adapts to the
+        # load at its start, and a reduction's result depends on the count (initbench.threads)
+        from initbench.threads import default_threads
+
+        os.environ["OMP_NUM_THREADS"] = str(default_threads()[0])
     rng = random.Random(args.seed)
     shutil.rmtree(args.out, ignore_errors=True)
     reference, chaos = args.out / "reference", args.out / "chaos"

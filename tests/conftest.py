@@ -9,14 +9,17 @@ import pytest
 import torch
 
 from helpers import compose_dict, kill_leftovers
-from initbench.threads import ThreadGovernor
+from initbench.threads import choose_threads
 
 # Tests never talk to a W&B server.
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
-# A run's default rule (the CPUs this process may use, fewer if others keep them busy);
-# INITBENCH_TEST_THREADS=1 where two test processes share them (scripts/mutation.sh).
-ThreadGovernor(int(os.environ.get("INITBENCH_TEST_THREADS") or 0) or None)
+# A run's default rule (the CPUs this process may use, fewer if others keep them busy), chosen
+# once for the session and handed to every run and child through OMP_NUM_THREADS, so that runs
+# compared bit for bit compute with one count; INITBENCH_TEST_THREADS=1 where two test
+# processes share the CPUs (scripts/mutation.sh).
+choose_threads(int(os.environ.get("INITBENCH_TEST_THREADS") or 0) or None)
+os.environ["OMP_NUM_THREADS"] = str(torch.get_num_threads())
 
 
 @pytest.fixture

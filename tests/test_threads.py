@@ -102,30 +102,63 @@ def test_cpu_load_is_the_busy_share_minus_this_process(tmp_path, monkeypatch):
     assert threads.CpuLoad(tmp_path / "missing").others() is None
 
 
-def test_the_governor_adapts_after_an_epoch_and_a_fixed_count_stays(monkeypatch, caplog):
-    import logging
-
+def test_threads_are_chosen_once_from_the_load_a_fixed_count_or_the_saved_one(monkeypatch):
     import torch
 
     monkeypatch.setattr(threads, "default_threads", lambda: (2, "the affinity mask"))
-    busy = iter([0.0, 1.0, 0.1])
-    monkeypatch.setattr(threads.CpuLoad, "others", lambda self: next(busy))
+    monkeypatch.setattr(threads.CpuLoad, "others", lambda self: 1.0)  # a busy process beside
     before = torch.get_num_threads()
     try:
-        governor = threads.ThreadGovernor(sample_s=0)
-        assert governor.threads == torch.get_num_threads() == 2
-        with caplog.at_level(logging.INFO):
-            governor.on_epoch_end([0])
-        assert governor.threads == torch.get_num_threads() == 1
-        assert "CPU threads 2 -> 1" in caplog.text
-        governor.on_epoch_end([0])
-        assert governor.threads == torch.get_num_threads() == 2
-        assert governor.describe() == "2 threads, adaptive: 2 CPUs from the affinity mask"
-        fixed = threads.ThreadGovernor(3, sample_s=0)
-        fixed.on_epoch_end([0])
-        assert fixed.threads == torch.get_num_threads() == 3 and fixed.describe() == "3 threads"
+        text = threads.choose_threads(sample_s=0)
+        assert torch.get_num_threads() == 1
+        assert text == "1 thread (2 CPUs from the affinity mask, other processes busy on 1.0)"
+        assert threads.choose_threads(3) == "3 threads (trainer.num_threads)"
+        assert torch.get_num_threads() == 3
+        resumed = threads.choose_threads(None, saved=2)
+        assert torch.get_num_threads() == 2 and resumed.startswith("2 threads (as when the run")
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_resumed_run_computes_with_the_thread_count_it_started_with(compose_cfg, tmp_path,
+                                                                     monkeypatch):  # fmt: skip
+    """Started with 1 thread (the machine was busy), resumed with 2 free CPUs: the resume keeps
+    1 thread, and its metrics equal the uninterrupted 1-thread run's bit for bit."""
+    import itertools
+    from contextlib import contextmanager
+
+    import torch
+
+    from initbench import run as run_module
+    from initbench.errors import Interrupted
+    from initbench.run import run
+
+    base = ["dataset=circles", "dataset.n_train=2000", "trainer.epochs=3", "logger=[]",
+            "trainer.device=cpu", "telemetry.enabled=false", "diagnose.at_start=false"]  # fmt: skip
+    cfg = compose_cfg(base)
+    make = lambda p: torch.optim.Adam(p, lr=1e-3)  # noqa: E731
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # the adaptive rule, not the tests' pin
+    monkeypatch.setattr(threads, "default_threads", lambda: (2, "the affinity mask"))
+    monkeypatch.setattr(threads.CpuLoad, "others", lambda self: 1.0)
+    before = torch.get_num_threads()
+    try:
+        reference = run(cfg, tmp_path / "reference", make_optimizer=make)
+        polls = itertools.count(1)
+
+        @contextmanager
+        def stop_at_40():
+            yield lambda: 15 if next(polls) >= 40 else None
+
+        with monkeypatch.context() as m:
+            m.setattr(run_module, "stop_on_signals", stop_at_40)
+            with pytest.raises(Interrupted):
+                run(cfg, tmp_path / "stopped", make_optimizer=make)
+        monkeypatch.setattr(threads.CpuLoad, "others", lambda self: 0.0)  # the machine is free
+        resumed = run(cfg, tmp_path / "stopped", make_optimizer=make)
+        assert torch.get_num_threads() == 1  # the count the run started with
+    finally:
+        torch.set_num_threads(before)
+    assert resumed["final"] == reference["final"]
 
 
 def test_a_cpu_run_says_its_threads(compose_cfg, caplog, tmp_path):
@@ -144,4 +177,4 @@ def test_a_cpu_run_says_its_threads(compose_cfg, caplog, tmp_path):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
-    assert "CPU threads: 1 thread" in caplog.text
+    assert "CPU threads: 1 thread (trainer.num_threads)" in caplog.text

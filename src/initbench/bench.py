@@ -348,13 +348,13 @@ def thread_arm(model: str, threads: str, steps: int, batch_size: int, depth: int
     """One arm of :func:`threads_under_load`, run in a child process: print the seconds per
     training step (``engine.train``, fp32, on the CPU) of ``model`` (``mlp``: the default run's
     FashionMNIST-shaped MLP; ``cnn``: the plain CNN of ``depth`` layers on CIFAR-10-shaped
-    batches) with ``threads``: ``default`` (a run's rule: initbench.threads.ThreadGovernor,
+    batches) with ``threads``: ``default`` (a run's rule: initbench.threads.choose_threads,
     which looks at the load first), ``torch`` (torch's own default: the machine's cores) or a
     count."""
-    from initbench.threads import ThreadGovernor
+    from initbench.threads import choose_threads
 
     if threads == "default":
-        ThreadGovernor()
+        choose_threads()
     elif threads != "torch":
         torch.set_num_threads(int(threads))
     shape = (1, 28, 28) if model == "mlp" else (3, 32, 32)

@@ -41,7 +41,7 @@ from initbench.models.residual import added_parameters, lr_scales
 from initbench.signals import StopNow, stop_on_signals
 from initbench.telemetry import MultiSink, Telemetry, build_telemetry
 from initbench.telemetry.weights import record_weights
-from initbench.threads import ThreadGovernor
+from initbench.threads import choose_threads
 
 log = logging.getLogger(__name__)
 
@@ -314,11 +314,15 @@ def epoch_callbacks(sessions: Sequence[Session]) -> list[Callback]:
     callbacks: list[Callback] = [Checkpoints(sessions)]
     if sessions[0].prep.data.holdout_x is not None:
         callbacks.insert(0, Holdout())  # before the checkpoint records the epoch
-    if sessions[0].prep.device.type == "cpu":  # threads adapted to the load (initbench.threads)
-        governor = ThreadGovernor(sessions[0].cfg["trainer"]["num_threads"])
-        log.info("CPU threads: %s", governor.describe())
-        callbacks.append(governor)
     return callbacks
+
+
+def start_threads(session: Session) -> None:
+    """A CPU run's threads, chosen once before training (initbench.threads.choose_threads): a
+    resumed run takes the count it started with."""
+    if session.prep.device.type == "cpu":
+        fixed = session.cfg["trainer"]["num_threads"]
+        log.info("CPU threads: %s", choose_threads(fixed, session.saved_threads))
 
 
 class Holdout(Callback):
@@ -366,6 +370,7 @@ class Session:
     ) -> None:
         self.cfg, self.run_dir, self.prep = cfg, run_dir, prep
         self.fresh = ckpt is None
+        self.saved_threads = ckpt.get("threads") if ckpt else None  # the count it started with
         self.optimizer = optimizer_for(
             make_optimizer, prep.model.parameters(), lr_scales(prep.model)
         )
@@ -414,6 +419,7 @@ class Session:
                 "wall_s": self.wall_s(),
                 "init_cost": self.prep.init_cost.as_dict(),
                 "pack": self.summary.get("pack"),  # a member's pack, to see a resume in another
+                "threads": torch.get_num_threads(),  # a resume computes with the same count
             },
         )
         write_metrics(self.run_dir, state)
@@ -458,6 +464,7 @@ class Session:
             batch_size=trainer["batch_size"], eval_batch_size=trainer["eval_batch_size"],
             precision=prep.precision, channels_last=prep.channels_last, observer=telemetry,
         )  # fmt: skip
+        start_threads(self)
         fit(model, [self.state], epochs=trainer["epochs"], sinks=[self.sink],
             callbacks=epoch_callbacks([self]),
             should_stop=lambda: received_signal() is not None)  # fmt: skip

@@ -61,6 +61,7 @@ from initbench.run import (
     record_failure,
     recording_early_ends,
     resumable_checkpoint,
+    start_threads,
 )
 from initbench.signals import stop_on_signals
 
@@ -370,6 +371,7 @@ class Pack(Callback):
             pack, members, optimizer, make, batch_size=trainer["batch_size"],
             eval_batch_size=trainer["eval_batch_size"], precision=self.sessions[0].prep.precision,
         )  # fmt: skip
+        start_threads(self.sessions[0])
         fit(
             self.training, [m.state for m in members], epochs=trainer["epochs"],
             sinks=[s.sink for s in self.sessions],

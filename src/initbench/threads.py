@@ -12,13 +12,16 @@ spinning threads take the cores from the thread with work, and a step waits for 
   cgroup's CPU quota and SLURM's ``SLURM_CPUS_PER_TASK`` (torch's own default counts the
   machine's cores, which on a container or a shared node can be many more); ``OMP_NUM_THREADS``,
   when set, is taken as given (:func:`default_threads`);
-- :class:`ThreadGovernor`: before training, and again after every epoch, it measures how much
-  of those CPUs other processes used (``/proc/stat`` against this process's CPU time) and sets
-  torch's threads to the CPUs left, at least 1 (:func:`threads_for`). A competing job that
-  starts mid-run costs at most an epoch at the old count.
+- :func:`choose_threads`: before training it measures for a tenth of a second how much of
+  those CPUs other processes use (``/proc/stat`` against this process's CPU time) and sets
+  torch's threads to the CPUs left, at least 1 (:func:`threads_for`). The count holds for the
+  run and is saved in its checkpoint: a reduction's result depends on how many threads split
+  it, so a resumed run takes the count it started with and computes exactly what it would
+  have. A job that starts beside a run already training can still slow it (up to 3x for the
+  small MLP on 2 cores); the next run sees it.
 
-A fixed ``trainer.num_threads`` (or ``OMP_NUM_THREADS``) turns the adaptation off. The sweep
-runner gives each of its ``--parallel`` children an equal share (:func:`child_threads`).
+A fixed ``trainer.num_threads`` (or ``OMP_NUM_THREADS``) is taken as given. The sweep runner
+gives each of its ``--parallel`` children an equal share (:func:`child_threads`).
 """
 
 from __future__ import annotations
@@ -31,8 +34,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-
-from initbench.engine import Callback
 
 log = logging.getLogger(__name__)
 
@@ -175,37 +176,27 @@ class CpuLoad:
         return max(0.0, busy_cpus - ours)
 
 
-class ThreadGovernor(Callback):
-    """torch's intra-op threads for ``trainer.num_threads`` (``fixed``): a fixed count as
-    given; None: :func:`default_threads`' CPUs, adapted before training (a ``sample_s`` look
-    at the load) and after every epoch (an ``engine.Callback``) to what other processes leave
-    free (:func:`threads_for`). Changes are logged."""
-
-    def __init__(self, fixed: int | None = None, sample_s: float = 0.1) -> None:
-        self.usable, self.source = (fixed, "trainer.num_threads") if fixed else default_threads()
-        self.adaptive = not fixed and self.source != "OMP_NUM_THREADS"
-        self.load = CpuLoad() if self.adaptive else None
-        if self.load is not None and sample_s > 0:
+def choose_threads(fixed: int | None = None, saved: int | None = None,
+                   sample_s: float = 0.1) -> str:  # fmt: skip
+    """Set torch's intra-op threads for a run and say how they were chosen: ``fixed``
+    (``trainer.num_threads``) as given; else ``saved`` (the count a resumed run started with,
+    so that it computes exactly what it would have: a reduction's result depends on how many
+    threads split it); else ``OMP_NUM_THREADS`` when set; else the CPUs this process may use
+    less those other processes keep busy, from a ``sample_s`` look at the load
+    (:func:`threads_for`). The count then holds for the whole run."""
+    if fixed:
+        n, how = fixed, "trainer.num_threads"
+    elif saved:
+        n, how = saved, "as when the run started (the same count computes the same results)"
+    else:
+        usable, source = default_threads()
+        n, how = usable, source
+        if source != "OMP_NUM_THREADS":
+            load = CpuLoad()
             time.sleep(sample_s)
-        self.threads = self._target()
-        torch.set_num_threads(self.threads)
-
-    def _target(self) -> int:
-        return threads_for(self.usable, self.load.others()) if self.load else self.usable
-
-    def on_epoch_end(self, members: list[int]) -> None:
-        if not self.adaptive:
-            return
-        target = self._target()
-        if target != self.threads:
-            log.info("CPU threads %d -> %d (other processes use the rest of the %d CPUs from %s)",
-                     self.threads, target, self.usable, self.source)  # fmt: skip
-            self.threads = target
-            torch.set_num_threads(target)
-
-    def describe(self) -> str:
-        """``2 threads`` or ``1 thread, adaptive: 2 CPUs from the affinity mask``."""
-        text = f"{self.threads} thread{'s' if self.threads != 1 else ''}"
-        if self.adaptive:
-            text += f", adaptive: {self.usable} CPUs from {self.source}"
-        return text
+            others = load.others()
+            n = threads_for(usable, others)
+            busy = "" if others is None else f", other processes busy on {others:.1f}"
+            how = f"{usable} CPUs from {source}{busy}"
+    torch.set_num_threads(n)
+    return f"{n} thread{'s' if n != 1 else ''} ({how})"
