@@ -595,6 +595,12 @@ def test_a_packed_local_sweep_equals_the_unpacked_one_and_skips_what_is_done(tmp
     proc = run_cli("scripts/local_sweep.py", str(sweep_file), "--out", str(packed_out), "--pack")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "1 already done, 3 to run in 1 processes" in proc.stdout
+    # the pack's 3 members end together: one progress line for the three, not an ETA each;
+    # each member's line gives its run's seconds (the sweep table's) and the process's
+    assert re.findall(r"sweep s: (\d+)/4 runs", proc.stdout) == ["4"]
+    for combo in combinations(load_sweep(sweep_file))[1:]:
+        wall = json.loads((packed_out / combo.name / "summary.json").read_text())["wall_s"]
+        assert re.search(rf"\] finished .*  {wall:.1f} s run, [\d.]+ s process", proc.stdout)
     alone = run_cli("scripts/local_sweep.py", str(sweep_file), "--out", str(alone_out))
     assert alone.returncode == 0
     for combo in combinations(load_sweep(sweep_file)):

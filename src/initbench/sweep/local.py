@@ -336,6 +336,9 @@ class _LocalRun:
                 del self.running[name]
                 for combo in child.job.combos:
                     outcomes[combo.index] = self._ended(child, combo, returncode)
+                # one progress line per process: a pack's members end together, and counting
+                # them one by one would show an ETA per member (a jump to 0:00:00 at the last)
+                self.progress.update(len(child.job.combos))
         return outcomes
 
     def stop_all(self, signum: int, frame: FrameType | None = None) -> None:
@@ -362,15 +365,19 @@ class _LocalRun:
         outcome.error = outcome.error or error
         shown = f"  {metric}={outcome.metric:.4f}" if outcome.metric is not None else ""
         why = f"  ({error})" if error else ""
+        # the run's own seconds (summary.json's wall_s, the sweep table's) and its process's
+        # (start-up, data loading and the step-0 report included; a pack's for its members)
+        took = f"{wall:.1f} s"
+        if isinstance(outcome.wall_s, (int, float)):
+            took = f"{outcome.wall_s:.1f} s run, {wall:.1f} s process"
         self.echo(
             f"[done {self.ended}/{self.total}] {status} {combo.label(self.keys)}{shown}"
-            f"  {wall:.1f} s  (elapsed {self._elapsed()}){why}"
+            f"  {took}  (elapsed {self._elapsed()}){why}"
         )
         if status == "failed":
             self.failed += 1
         if self.failed:
             self.progress.set_postfix(failed=self.failed)
-        self.progress.update()
         return outcome
 
     def _elapsed(self) -> str:
