@@ -582,26 +582,25 @@ def test_chaos_script_kills_resumes_and_finds_identical_results(tmp_path, pack):
 def test_ctrl_c_then_the_same_command_resumes_the_run_in_its_folder(tmp_path):
     """No hydra.run.dir: the default folder is time-stamped, yet the same command run again
     finds the interrupted run (same config) and resumes it there, and run once more says it is
-    done; another config, or resume=false, gets a folder of its own."""
-    args = ["src/train.py", *RESUME_OVERRIDES, "trainer.epochs=200"]
-    first = start([str(ROOT / a) if a.startswith("src/") else a for a in args], cwd=tmp_path)
+    done; another config — more epochs included —, or resume=false, gets a folder of its own."""
+    same = [str(ROOT / "src/train.py"), *RESUME_OVERRIDES, "trainer.epochs=60"]
+    first = start(same, cwd=tmp_path)
     outputs = tmp_path / "outputs"
     deadline = time.monotonic() + 120
     while not list(outputs.glob("*/*/checkpoint.pt")):
         assert first.poll() is None and time.monotonic() < deadline, "no checkpoint written"
-        time.sleep(0.1)
+        time.sleep(0.05)
     first.send_signal(signal.SIGINT)
     stopped = finish(first, timeout=120)
-    assert stopped.returncode == 130
+    assert stopped.returncode == 130, "the run ended before the SIGINT: lengthen it"
     (folder,) = [p.parent for p in outputs.glob("*/*/config.yaml")]
     assert "Run the same command again to continue: it finds this folder" in stopped.stderr
     assert f"hydra.run.dir={folder}" in stopped.stderr
 
     def again(*extra):
-        return run_cli(str(ROOT / "src/train.py"), *RESUME_OVERRIDES, "trainer.epochs=4",
-                       *extra, cwd=tmp_path)  # fmt: skip
+        return run_cli(*same, *extra, cwd=tmp_path)
 
-    resumed = again()  # fewer epochs than the interrupted run had asked for: a resumable change
+    resumed = again()
     assert resumed.returncode == 0, resumed.stderr
     assert re.search(rf"resuming {re.escape(str(folder))}: \d+ epochs? done; epoch \d+ ",
                      resumed.stdout)  # fmt: skip
@@ -610,11 +609,14 @@ def test_ctrl_c_then_the_same_command_resumes_the_run_in_its_folder(tmp_path):
     done = again()
     assert f"run {folder} is already finished; nothing to do" in done.stdout
     time.sleep(1.1)  # a new folder's name has the second it starts in
-    other = again("model.width=16")  # another config: a new folder
-    fresh = again("resume=false")  # the same config, asked to start over: a new folder
-    assert other.returncode == fresh.returncode == 0
+    runs = [
+        again("trainer.epochs=61"),  # a longer run is another run: a new folder
+        again("model.width=16"),  # another config: a new folder
+        again("resume=false"),
+    ]  # the same config, asked to start over: a new folder
+    assert all(r.returncode == 0 for r in runs)
     folders = sorted(p.parent for p in outputs.glob("*/*/config.yaml"))
-    assert len(folders) == 3 and folder in folders
+    assert len(folders) == 4 and folder in folders
 
 
 def test_a_folder_another_process_holds_is_not_taken(tmp_path):

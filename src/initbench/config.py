@@ -38,7 +38,7 @@ from omegaconf import OmegaConf
 
 from initbench import data as datasets
 from initbench import inits
-from initbench.checkpoint import config_changes
+from initbench.checkpoint import RESUMABLE_CHANGES, config_changes
 from initbench.errors import UserError
 from initbench.fields import BOOL, POSITIVE, STR, Field, Int
 from initbench.io import read_yaml, safe_name
@@ -332,8 +332,9 @@ def run_dir(root: str, stamp: str, name: str, *, _root_: Any) -> str:
     - under a W&B sweep agent it is the agent run's fixed folder (:func:`wandb_run_dir`);
     - with ``resume: true`` (the default), the newest folder ``<root>/*/<time>-<name>`` of an
       earlier run of this same config (:func:`initbench.checkpoint.config_changes` finds no
-      difference a resume forbids) that no process holds now: so running an interrupted
-      command again resumes it, and running a finished one again says it is done.
+      difference a resume forbids, nor in ``trainer.epochs``: a longer run is another run
+      here, extended only by naming its folder) that no process holds now: so running an
+      interrupted command again resumes it, and running a finished one again says it is done.
 
     ``_root_``: the composed config (OmegaConf passes it), whose job part is compared with
     each candidate folder's config.yaml.
@@ -353,6 +354,11 @@ def run_dir(root: str, stamp: str, name: str, *, _root_: Any) -> str:
     return str(found) if found is not None else default
 
 
+# What may differ between a run and the same command run again (run_dir): a resume's changes
+# but trainer.epochs (the command asked for as many epochs as before).
+SAME_RUN = tuple(k for k in RESUMABLE_CHANGES if k != "trainer.epochs")
+
+
 def previous_run(root: Path, time_stamp: str, name: str, job: Mapping[str, Any]) -> Path | None:
     """The newest ``root/<date>/<time>-<name>`` holding a run of ``job``'s config (see
     :func:`run_dir`) that no process holds; ``time_stamp`` is this run's time part, which
@@ -364,7 +370,8 @@ def previous_run(root: Path, time_stamp: str, name: str, job: Mapping[str, Any])
     ]  # fmt: skip
     for folder in sorted(candidates, key=lambda p: (p.parent.name, p.name), reverse=True):
         old = read_yaml(folder / "config.yaml")
-        if isinstance(old, Mapping) and not config_changes(old, job) and not in_use(folder):
+        same = isinstance(old, Mapping) and not config_changes(old, job, SAME_RUN)
+        if same and not in_use(folder):
             return folder
     return None
 

@@ -187,7 +187,7 @@ def choose_threads(fixed: int | None = None, saved: int | None = None,
     if fixed:
         n, how = fixed, "trainer.num_threads"
     elif saved:
-        n, how = saved, "as when the run started (the same count computes the same results)"
+        n, how = saved, "as when the run started: the same count computes the same results"
     else:
         usable, source = default_threads()
         n, how = usable, source

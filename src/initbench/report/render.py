@@ -214,6 +214,13 @@ def build_report(
     )
 
 
+LEADERBOARD_TEXT = (
+    "Leaderboards rank schemes by the mean over seeds of the best validation accuracy "
+    "(± sample std; a run that never reached an evaluation counts as chance). *Stalled*: "
+    f"finished within {STALL_MARGIN} of chance accuracy. *Epochs to target*: first epoch "
+    "with val accuracy ≥ the target in results.csv (`target_acc`), mean over the runs that "
+    "reached it (how many, when not all)."
+)
 STATISTICS_TEXT = (
     "*95% CI*: a percentile bootstrap over seeds of the mean best val accuracy "
     f"({BOOTSTRAP_RESAMPLES} resamples of the seeds with replacement, fixed seed {BOOTSTRAP_SEED}, "
@@ -278,11 +285,7 @@ def _summary_markdown(
         "",
         f"Source: `{runset.source}` — {len(runs)} runs: {_counts(runs)}.",
         "",
-        "Leaderboards rank schemes by the mean over seeds of the best validation accuracy "
-        "(± sample std; a run that never reached an evaluation counts as chance). *Stalled*: "
-        f"finished within {STALL_MARGIN} of chance accuracy. *Epochs to target*: first epoch "
-        "with val accuracy ≥ the target in results.csv (`target_acc`), mean over the runs that "
-        "reached it (how many, when not all).",
+        LEADERBOARD_TEXT,
         "",
         STATISTICS_TEXT,
         "",
@@ -360,6 +363,7 @@ def _index_html(
         parts.append("<h2>Best scheme per architecture × activation</h2>")
         parts.append(_html_table(*best_grid(boards)))
         parts.append("<h2>Leaderboards</h2>")
+        parts.append(f"<p>{_inline_html(LEADERBOARD_TEXT)}</p>")
         parts.append(f"<p>{_inline_html(STATISTICS_TEXT)}</p>")
         for (arch, act), board in boards.items():
             parts.append(f"<h3>{html.escape(arch)} · {html.escape(act)}</h3>")
