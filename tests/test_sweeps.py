@@ -28,6 +28,7 @@ from initbench.sweep import (
     combinations,
     compose_combinations,
     default_out_dir,
+    grid_combinations,
     load_sweep,
     read_outcome,
     varying_keys,
@@ -299,7 +300,7 @@ def test_edge_of_chaos_sweep_spans_both_phases_and_depths_past_6_xi_c():
 # ----------------------------------------------------------------------------- semantics
 
 
-def test_grid_is_the_product_in_file_order_and_names_are_safe(tmp_path):
+def test_grid_is_the_product_in_wandbs_order_and_names_keep_file_order(tmp_path):
     sweep = load_sweep(
         write_sweep(
             tmp_path / "s.yaml",
@@ -319,7 +320,10 @@ def test_grid_is_the_product_in_file_order_and_names_are_safe(tmp_path):
         "init.bias": "zeros",
         "optimizer.lr": 0.1,
     }
-    assert [c.params["seed"] for c in combos[:4]] == [0, 0, 1, 1]  # last key varies fastest
+    # W&B sorts the names (init, init.bias, optimizer.lr, seed): seed, the last, varies fastest
+    assert [c.params["seed"] for c in combos[:4]] == [0, 1, 2, 0]
+    assert combos[3].params["optimizer.lr"] == pytest.approx(0.2)
+    assert list(combos[3].params) == ["init", "seed", "init.bias", "optimizer.lr"]  # file order
     assert combos[0].args == ["init=zeros", "seed=0", "init.bias=zeros", "optimizer.lr=0.1"]
     assert combos[0].name == "init-zeros__seed-0__init.bias-zeros__optimizer.lr-0.1"
     odd = combination_name({"x": "a/b c"})
@@ -761,3 +765,17 @@ def test_a_sweep_reruns_from_the_copy_it_saved(tmp_path):
     write_index(again, combinations(again), tmp_path)
     assert (tmp_path / "sweep.yaml").read_text() == saved
     assert json.loads((tmp_path / "combinations.json").read_text())["sweep"] == "circles"
+
+
+def test_a_grid_runs_in_the_order_wandbs_own_grid_engine_hands_it_out():
+    """tests/data/wandb_grid_order.json: the first runs of every grid sweep file, computed once
+    with W&B's grid engine (``sweeps.grid_search.grid_search_next_runs``; the ``sweeps``
+    package pins numpy < 2, so it is kept out of the install): it sorts the parameter names
+    and varies the last fastest. ``local_sweep --count N`` must run W&B's first N."""
+    data = json.loads((ROOT / "tests" / "data" / "wandb_grid_order.json").read_text())
+    grid_files = {p.name for p in (ROOT / "sweeps").glob("*.yaml")
+                  if load_sweep(p).method == "grid"}  # fmt: skip
+    assert set(data["files"]) == grid_files  # every grid file pinned (regenerate if one is added)
+    for name, expected in data["files"].items():
+        got = grid_combinations(load_sweep(ROOT / "sweeps" / name), limit=len(expected))
+        assert [c.params for c in got] == expected, name

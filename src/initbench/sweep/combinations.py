@@ -88,16 +88,20 @@ def _product(seqs: Sequence[Sequence[Any]]) -> Iterator[tuple[Any, ...]]:
 
 
 def grid_combinations(sweep: Sweep, limit: int | None = None) -> list[Combination]:
-    """Every combination of a grid, in W&B's order (the last parameter varies fastest); with
-    ``limit``, only the first ``limit``, the rest never built (a grid over a range of a
-    billion seeds hands out its head at once)."""
+    """Every combination of a grid, in W&B's order — its grid engine sorts the parameter names
+    and varies the last of them fastest (``sweeps.grid_search``; tests/data pins its first runs
+    of every sweep file) —, each combination's parameters kept in file order (its folder's
+    name); with ``limit``, only the first ``limit``, the rest never built (a grid over a range
+    of a billion seeds hands out its head at once)."""
     keys = [p.key for p in sweep.params]
+    ordered = sorted(sweep.params, key=lambda p: p.key)
     out: list[Combination] = []
     seen, names = set(), set()
-    for values in _product([p.grid_sequence() for p in sweep.params]):
+    for values in _product([p.grid_sequence() for p in ordered]):
         if limit is not None and len(out) >= limit:
             break
-        params = dict(zip(keys, values, strict=True))
+        drawn = dict(zip([p.key for p in ordered], values, strict=True))
+        params = {key: drawn[key] for key in keys}
         identity = _identity(params)
         if identity in seen:  # a value listed twice: W&B runs it once
             continue
