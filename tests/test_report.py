@@ -277,11 +277,6 @@ def test_a_wandb_sweep_gives_the_same_tables(runs_folder, report):
     """The W&B source (through a stand-in for the public API) goes through the same table."""
     _, local = report
 
-    class Summary(dict):
-        @property
-        def _json_dict(self):
-            return dict(self)
-
     class FakeRun:
         def __init__(self, run_dir: Path):
             self.id = run_dir.name
@@ -293,7 +288,7 @@ def test_a_wandb_sweep_gives_the_same_tables(runs_folder, report):
                 if (run_dir / "metrics.jsonl").exists()
                 else []
             )
-            self.summary = Summary(
+            self.summary_metrics = dict(
                 {
                     **{
                         k: s.get(k)
@@ -431,7 +426,7 @@ def test_the_wandb_source_reads_the_step0_report_a_run_uploads(tmp_path, monkeyp
         id = outcome["wandb_run_id"]
         state = "finished"
         config = compose_dict(["experiment=circles_mlp", "trainer.epochs=2"])
-        summary = {**{k: v for k, v in outcome.items() if k != "final"}, "val/acc": 0.5}
+        summary_metrics = {**{k: v for k, v in outcome.items() if k != "final"}, "val/acc": 0.5}
 
         def scan_history(self, keys):
             return [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -770,6 +765,8 @@ def test_the_wandb_report_page_is_built_offline_with_every_panel(runs_folder):
     for p in curves:
         assert p.x == "trainer/step" and p.groupby.name == "init.name"
         assert (p.groupby_aggfunc, p.groupby_rangefunc) == ("mean", "minmax")
+    # every init group drawn: W&B's default is 10 runs or groups a plot, fewer than a sweep's
+    assert all(p.max_runs_to_show >= 100 for p in lines)
     curve_grid = next(b for b in page.blocks if type(b).__name__ == "PanelGrid" and b.panels
                       and b.panels[0] in curves)  # fmt: skip
     assert curve_grid.runsets[0].groupby == ["init.name"]

@@ -210,7 +210,7 @@ def load_wandb(path: str, api: Any = None) -> RunSet:
     sweep_id = path.rstrip("/").split("/")[-1]
     raws = []
     for run in runs:
-        summary = dict(getattr(run.summary, "_json_dict", None) or run.summary or {})
+        summary = dict(run.summary_metrics or {})  # the public API's summary, a plain dict
         status = summary.get("status") or WANDB_STATES.get(getattr(run, "state", ""), "running")
         final = {
             k.replace("/", "_"): summary[k]

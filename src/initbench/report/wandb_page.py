@@ -26,6 +26,8 @@ from initbench.telemetry.sinks import markdown_table
 
 WANDB_SWEEP_PATH = r"[\w.-]+/[\w.-]+/\w+"  # entity/project/sweep_id
 STEP = "trainer/step"  # every metric is logged against it (telemetry.sinks.WandbSink)
+# Lines a plot draws: W&B's default is 10 runs or groups, fewer than a sweep's init groups.
+MAX_LINES = 100
 CURVES = (("val/acc", "validation accuracy"), ("val/loss", "validation loss"),
           ("train/loss", "training loss"))  # fmt: skip
 GROUP_BY = "init.name"  # the run config's scheme (the W&B config is the resolved run config)
@@ -129,6 +131,7 @@ def wandb_report(
             groupby=wr.Config(GROUP_BY),
             groupby_aggfunc="mean",
             groupby_rangefunc="minmax",
+            max_runs_to_show=MAX_LINES,
             title_x="optimizer step",
             title_y=key,
         )
@@ -147,13 +150,17 @@ def wandb_report(
     layers = histogram_layers(runset, layer)
     if layers:
         histograms = [
-            wr.LinePlot(title=f"{kind}/{name}", x=STEP, y=[f"{kind}/{name}"])
+            wr.LinePlot(
+                title=f"{kind}/{name}", x=STEP, y=[f"{kind}/{name}"], max_runs_to_show=MAX_LINES
+            )  # fmt: skip
             for name in layers
             for kind in HISTOGRAMS
         ]
     else:  # layer names unknown: every layer's, by pattern
         histograms = [
-            wr.LinePlot(title=f"{kind}/*", x=STEP, metric_regex=f"^{kind}/.*")
+            wr.LinePlot(
+                title=f"{kind}/*", x=STEP, metric_regex=f"^{kind}/.*", max_runs_to_show=MAX_LINES
+            )  # fmt: skip
             for kind in HISTOGRAMS
         ]
     blocks = [
