@@ -301,8 +301,9 @@ def test_a_wandb_sweep_gives_the_same_tables(runs_folder, report):
             )
             self._dir = run_dir
 
-        def scan_history(self, keys):
-            return [{**r, "_step": r["step"]} for r in self._rows]
+        def scan_history(self, keys):  # W&B's rows: trainer/step as logged, _step its counter
+            return [{**r, "trainer/step": r["step"], "_step": 10 * i} for i, r in
+                    enumerate(self._rows)]  # fmt: skip
 
         def file(self, name):
             src = self._dir / name
@@ -860,3 +861,35 @@ def test_every_scheme_is_drawn_in_the_step0_figure_zeros_on_the_floor(report, ru
     zeros_line = next(line for line in act_axis.get_lines() if line.get_label().startswith("zeros"))
     floor = min(v for v in lines["act_std"] if v > 0) / 10
     assert np.allclose(zeros_line.get_ydata(), floor)  # drawn, at the floor
+
+
+def test_points_a_resumed_wandb_run_logged_twice_count_once_the_last_value(tmp_path):
+    """A W&B run resumed from an epoch-1 checkpoint after epoch 3 logs epochs 2 and 3 again at
+    the same trainer/step (W&B keeps both points): the report takes the last value per step."""
+    first = [{"epoch": e, "trainer/step": 10 * e, "val/acc": 0.1 * e, "val/loss": 1.0,
+              "train/loss": 1.0, "train/acc": 0.5} for e in (1, 2, 3)]  # fmt: skip
+    again = [{**r, "val/acc": r["val/acc"] + 0.01} for r in first[1:]] + [
+        {**first[2], "epoch": 4, "trainer/step": 40, "val/acc": 0.45}
+    ]
+    history = [{**r, "_step": i} for i, r in enumerate(first + again)]
+
+    class FakeRun:
+        id = "resumed"
+        state = "finished"
+        config = compose_dict(["experiment=circles_mlp", "trainer.epochs=4"])
+        summary_metrics = {"status": "finished", "epochs_completed": 4, "val/acc": 0.45}
+
+        def scan_history(self, keys):
+            return history
+
+        def file(self, name):
+            raise FileNotFoundError(name)
+
+    class FakeApi:
+        def sweep(self, path):
+            return type("Sweep", (), {"runs": [FakeRun()]})()
+
+    curves = load_wandb("team/initbench/abc123", api=FakeApi()).curves
+    assert curves["step"].tolist() == [10, 20, 30, 40]
+    assert curves["epoch"].tolist() == [1, 2, 3, 4]
+    assert curves["val/acc"].tolist() == pytest.approx([0.1, 0.21, 0.31, 0.45])

@@ -219,10 +219,15 @@ def load_wandb(path: str, api: Any = None) -> RunSet:
         }
         curves = []
         try:
-            for i, row in enumerate(run.scan_history(keys=list(CURVE_KEYS))):
-                curves.append({**row, "epoch": row.get("epoch", i + 1), "step": row.get("_step")})
+            rows = list(run.scan_history(keys=[*CURVE_KEYS, "trainer/step"]))
         except Exception as err:  # a run with no history
             log.warning("no history for W&B run %s: %s", run.id, err)
+            rows = []
+        # A run resumed from a checkpoint logs again the epochs between that checkpoint and the
+        # stop, at the same trainer/step (W&B keeps both points): the last value per step wins.
+        by_step = {row.get("trainer/step", row.get("_step")): row for row in rows}
+        for i, (step, row) in enumerate(sorted(by_step.items(), key=lambda kv: kv[0] or 0)):
+            curves.append({**row, "epoch": row.get("epoch", i + 1), "step": step})
         layers = []
         try:
             with tempfile.TemporaryDirectory() as tmp:
