@@ -408,7 +408,7 @@ def threads_under_load(ctx: BenchContext) -> dict[str, Any]:
     modes = ["default", "torch", *map(str, counts)]
     workloads = {"mlp": ("mlp", 40, 128, 0), "cnn30": ("cnn", 3, 128, 30)}
     if ctx.quick:  # the code path only: the MLP, two settings
-        workloads, modes, counts = {"mlp": ("mlp", 4, 32, 0)}, ["default", "1"], [1]
+        workloads, modes = {"mlp": ("mlp", 4, 32, 0)}, ["default", "1"]
     repeats = 1 if ctx.quick else 2
     result: dict[str, Any] = {"usable_cpus": usable, "usable_cpus_from": source}
     for phase in ("quiet", "loaded"):

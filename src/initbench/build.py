@@ -313,7 +313,9 @@ def prepare(
     if check:
         check_memory(cfg, device)  # before anything is allocated
     trainer = cfg["trainer"]
-    # null: the CPUs this process may really use (initbench.threads)
+    # null: the CPUs this process may really use (initbench.threads), not less under load:
+    # the init and the step-0 report compute the same on a busy machine; training's count is
+    # chosen from the load just before it starts (run.start_threads)
     torch.set_num_threads(trainer["num_threads"] or default_threads()[0])
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels

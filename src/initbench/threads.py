@@ -26,7 +26,6 @@ gives each of its ``--parallel`` children an equal share (:func:`child_threads`)
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import time
@@ -34,8 +33,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-
-log = logging.getLogger(__name__)
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 

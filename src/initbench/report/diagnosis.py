@@ -28,7 +28,7 @@ the regime of q and the phase from χ₁; :mod:`initbench.theory`).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -178,24 +178,28 @@ def why_it_fails(runset: RunSet, boards: Mapping[tuple[str, str], pd.DataFrame])
             layers = pd.DataFrame()
             if first is not None:
                 layers = runset.layers[runset.layers["run_id"] == first["run_id"]]
-            cause = step0_cause(layers) if not layers.empty else None
-            if cause is None:
-                cause = ("no step-0 pathology measured" if not layers.empty
-                         else "no step-0 report recorded")  # fmt: skip
+            if layers.empty:
+                cause, theory = "no step-0 report recorded", ""
+            else:
+                cause = step0_cause(layers) or "no step-0 pathology measured"
+                theory = mean_field_text(layers, act) or ""
             rows.append({
                 "architecture": arch, "activation": act, "scheme": row["scheme"],
-                "outcome": outcome(row, runs, best), "cause": cause,
-                "theory": (mean_field_text(layers, act) if not layers.empty else None) or "",
+                "outcome": outcome(row, runs, best), "cause": cause, "theory": theory,
             })  # fmt: skip
     return pd.DataFrame(rows, columns=["architecture", "activation", "scheme", "outcome",
                                        "cause", "theory"])  # fmt: skip
 
 
-def why_rows(table: pd.DataFrame, arch: str, act: str) -> tuple[list[str], list[list[str]]]:
-    """One cell's rows of :func:`why_it_fails` as a table."""
-    cell = table[(table["architecture"] == arch) & (table["activation"] == act)]
-    header = ["scheme", "outcome", "measured cause (step 0)", "mean-field prediction"]
-    return header, [[r.scheme, r.outcome, r.cause, r.theory or "–"] for r in cell.itertuples()]
+WHY_HEADER = ["scheme", "outcome", "measured cause (step 0)", "mean-field prediction"]
+
+
+def why_cells(table: pd.DataFrame) -> Iterator[tuple[str, str, list[list[str]]]]:
+    """:func:`why_it_fails`' rows per leaderboard cell, in its order: (architecture,
+    activation, the cell's rows under :data:`WHY_HEADER`)."""
+    for (arch, act), cell in table.groupby(["architecture", "activation"], sort=False):
+        yield arch, act, [[r.scheme, r.outcome, r.cause, r.theory or "–"]
+                          for r in cell.itertuples()]  # fmt: skip
 
 
 def _g(value: float) -> str:

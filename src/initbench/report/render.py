@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from initbench.io import safe_name
-from initbench.report.diagnosis import why_it_fails, why_rows
+from initbench.report.diagnosis import WHY_HEADER, why_cells, why_it_fails
 from initbench.report.figures import (
     figure_curves,
     figure_edge_of_chaos,
@@ -304,9 +304,8 @@ def _summary_markdown(
             out += [f"### {_text(arch)} · {_text(act)}", "", markdown_table(*board_rows(board)), ""]
     if why is not None and not why.empty:
         out += ["## Why the others fail", "", WHY_TEXT, ""]
-        for (arch, act), _ in why.groupby(["architecture", "activation"], sort=False):
-            out += [f"### {_text(arch)} · {_text(act)}", ""]
-            out += [markdown_table(*why_rows(why, arch, act)), ""]
+        for arch, act, rows in why_cells(why):
+            out += [f"### {_text(arch)} · {_text(act)}", "", markdown_table(WHY_HEADER, rows), ""]
     header, rows = step0_rows(runset)
     if rows:
         out += [
@@ -371,9 +370,9 @@ def _index_html(
     if why is not None and not why.empty:
         parts.append("<h2>Why the others fail</h2>")
         parts.append(f"<p>{_inline_html(WHY_TEXT)}</p>")
-        for (arch, act), _ in why.groupby(["architecture", "activation"], sort=False):
+        for arch, act, rows in why_cells(why):
             parts.append(f"<h3>{html.escape(arch)} · {html.escape(act)}</h3>")
-            parts.append(_html_table(*why_rows(why, arch, act)))
+            parts.append(_html_table(WHY_HEADER, rows))
     header, rows = step0_rows(runset)
     if rows:
         parts.append("<h2>Signal propagation at step 0</h2>")

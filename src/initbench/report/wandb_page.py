@@ -18,7 +18,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from initbench.report.diagnosis import why_it_fails, why_rows
+from initbench.report.diagnosis import WHY_HEADER, why_cells, why_it_fails
 from initbench.report.ranking import leaderboards
 from initbench.report.runset import ReportError, RunSet
 from initbench.report.tables import best_grid, board_rows
@@ -89,8 +89,8 @@ def leaderboard_markdown(runset: RunSet | None) -> str:
     why = why_it_fails(runset, boards)
     if not why.empty:
         out += ["", "**Why the others fail** (the first cause each one's step-0 report shows)"]
-        for (arch, act), _ in why.groupby(["architecture", "activation"], sort=False):
-            out += ["", f"**{arch} · {act}**", "", markdown_table(*why_rows(why, arch, act))]
+        for arch, act, rows in why_cells(why):
+            out += ["", f"**{arch} · {act}**", "", markdown_table(WHY_HEADER, rows)]
     return "\n".join(out)
 
 
